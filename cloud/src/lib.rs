@@ -1,0 +1,1 @@
+//! jmdc-cloud library

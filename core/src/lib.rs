@@ -1,0 +1,1 @@
+//! jmdc-core: what the edge daemon and the cloud worker share.
