@@ -1,1 +1,6 @@
 //! jmdc-core: what the edge daemon and the cloud worker share.
+pub mod cifar;
+pub mod package;
+pub mod preprocess;
+pub mod runner;
+pub mod runtime;
