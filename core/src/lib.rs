@@ -4,3 +4,5 @@ pub mod package;
 pub mod preprocess;
 pub mod runner;
 pub mod runtime;
+pub mod codec;
+pub mod protocol;
