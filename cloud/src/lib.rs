@@ -1,1 +1,23 @@
-//! jmdc-cloud library
+//! jmdc-cloud: a QUIC worker that finishes split inference for many edge devices.
+
+pub mod config;
+pub mod engine;
+pub mod server;
+pub mod tls;
+
+use std::sync::Arc;
+
+pub use config::CloudConfig;
+pub use engine::TailEngine;
+pub use server::CloudServer;
+
+/// Loads ONNX Runtime and the models, then binds the server described by `cfg`.
+pub fn build_server(cfg: &CloudConfig) -> anyhow::Result<CloudServer> {
+    jmdc_core::runtime::init_onnxruntime(cfg.runtime.onnxruntime.as_deref())?;
+    let engine = TailEngine::load(
+        &cfg.models_dir,
+        cfg.runtime.workers,
+        cfg.runtime.intra_op_threads,
+    )?;
+    Ok(CloudServer::bind(cfg, Arc::new(engine))?)
+}

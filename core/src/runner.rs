@@ -306,7 +306,41 @@ impl LayerRunner {
         &mut self,
         input: ArrayViewD<'_, f32>,
     ) -> Result<(ArrayD<f32>, Vec<Duration>), RunnerError> {
-        check_input(&input, &self.input_shape, || self.describe())?;
+        let range = self.range.clone();
+        self.run_range_timed(range, input)
+    }
+
+    /// Runs only layers `sub` (a sub-range of [`range`](Self::range)) on `input`, which must have
+    /// the shape crossing split `sub.start`. Lets one set of sessions serve every split point.
+    pub fn run_range(
+        &mut self,
+        sub: Range<usize>,
+        input: ArrayViewD<'_, f32>,
+    ) -> Result<ArrayD<f32>, RunnerError> {
+        self.run_range_timed(sub, input).map(|(out, _)| out)
+    }
+
+    /// [`run_range`](Self::run_range) with per-layer wall times (index 0 = layer `sub.start`).
+    pub fn run_range_timed(
+        &mut self,
+        sub: Range<usize>,
+        input: ArrayViewD<'_, f32>,
+    ) -> Result<(ArrayD<f32>, Vec<Duration>), RunnerError> {
+        if sub.start >= sub.end || sub.start < self.range.start || sub.end > self.range.end {
+            return Err(RunnerError::BadRange {
+                start: sub.start,
+                end: sub.end,
+                layers: self.range.end,
+            });
+        }
+        let first_session = sub.start - self.range.start;
+        let sessions_end = sub.end - self.range.start;
+        let expected_input = if first_session == 0 {
+            self.input_shape.as_slice()
+        } else {
+            self.sessions[first_session - 1].output_shape.as_slice()
+        };
+        check_input(&input, expected_input, || self.describe())?;
         let batch = input.shape()[0];
         let contiguous = input.as_standard_layout();
         let first =
@@ -314,9 +348,9 @@ impl LayerRunner {
                 what: self.describe(),
                 message: e.to_string(),
             })?;
-        let mut timings = Vec::with_capacity(self.sessions.len());
+        let mut timings = Vec::with_capacity(sessions_end - first_session);
         let mut current: Option<DynValue> = None;
-        for ls in &mut self.sessions {
+        for ls in &mut self.sessions[first_session..sessions_end] {
             let input_value: SessionInputValue<'_> = match &current {
                 None => first.clone().into(),
                 Some(v) => v.into(),
@@ -334,8 +368,8 @@ impl LayerRunner {
             current = Some(out);
         }
         let last = current.ok_or(RunnerError::BadRange {
-            start: self.range.start,
-            end: self.range.end,
+            start: sub.start,
+            end: sub.end,
             layers: self.range.end,
         })?;
         let out = to_array(&last, &self.describe())?;

@@ -1,1 +1,9 @@
-//! jmdc-edge library
+//! jmdc-edge: the edge side of split inference — runs the head of the model, compresses the split
+//! tensor, sends it to a cloud worker over QUIC and collects the result.
+
+pub mod client;
+pub mod config;
+pub mod pipeline;
+pub mod plan_spec;
+pub mod run;
+pub mod stats;

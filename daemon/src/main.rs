@@ -1,1 +1,94 @@
-fn main() {}
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use jmdc_edge::config::EdgeConfig;
+use jmdc_edge::run::{run, RunOptions};
+use jmdc_edge::stats::comparison_table;
+
+/// jmdc-edge: split DNN inference on the edge device.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run frames from the configured source through the configured plan (or several `--plan`s).
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Plan override `variant=…,split=…,keep=…,codec=…`; repeat to compare plans side by side.
+        #[arg(long)]
+        plan: Vec<String>,
+        /// Stop after this many frames.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print only summaries.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Also write the summaries as JSON to this file.
+        #[arg(long)]
+        summary_json: Option<PathBuf>,
+    },
+    /// Parse and validate a configuration file; exit 1 naming the file and key on error.
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match EdgeConfig::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        },
+        Command::Run {
+            config,
+            plan,
+            limit,
+            quiet,
+            summary_json,
+        } => {
+            let cfg = EdgeConfig::load(&config)?;
+            init_logging(&cfg.log_level);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let opts = RunOptions {
+                plan_overrides: plan,
+                limit,
+                quiet,
+            };
+            let summaries = runtime.block_on(run(&cfg, &opts))?;
+            if summaries.len() > 1 {
+                println!("{}", comparison_table(&summaries));
+            }
+            if let Some(path) = summary_json {
+                std::fs::write(&path, serde_json::to_vec_pretty(&summaries)?)?;
+            }
+            Ok(())
+        }
+    }
+}

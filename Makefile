@@ -1,0 +1,52 @@
+# jmdc — top-level tasks. `make demo` and `make test` are the two commands a newcomer needs.
+SHELL := /bin/bash
+CARGO ?= cargo
+PYTHON ?= python3
+TRAIN_VENV := models/.venv
+VERIFY_VENV := .cache/verify-venv
+# Prefer the training venv when it exists (it has everything); otherwise a light one without PyTorch.
+MODELS_PY = $(if $(wildcard $(TRAIN_VENV)/bin/python),$(TRAIN_VENV)/bin/python,$(VERIFY_VENV)/bin/python)
+
+.PHONY: demo test ort build lint fmt models-venv models-verify verify-venv clean
+
+## Run the bundled model on the bundled sample frames: cloud worker + edge on loopback, four plans compared.
+demo: ort
+	$(CARGO) build --release -p jmdc-edge -p jmdc-cloud
+	scripts/demo.sh
+
+## Everything CI checks: formatting, lints, Rust tests (real ONNX Runtime + QUIC on loopback), model packages.
+test: ort lint models-verify
+	$(CARGO) test --workspace --all-targets
+
+## Fetch libonnxruntime 1.31.1 from the PyPI wheel into .cache/onnxruntime (idempotent).
+ort:
+	scripts/fetch-onnxruntime.sh
+
+build:
+	$(CARGO) build --release --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Training environment (PyTorch etc., several GB): needed only to rebuild model packages.
+models-venv:
+	$(PYTHON) -m venv $(TRAIN_VENV)
+	$(TRAIN_VENV)/bin/pip install -r models/requirements.txt
+
+verify-venv:
+	@if [ ! -x $(TRAIN_VENV)/bin/python ] && [ ! -x $(VERIFY_VENV)/bin/python ]; then \
+		$(PYTHON) -m venv $(VERIFY_VENV) && \
+		$(VERIFY_VENV)/bin/pip install -q -r models/requirements-verify.txt; \
+	fi
+
+## Re-check the shipped model packages with ONNX Runtime (hashes, shapes, chained == full, top-1).
+models-verify: verify-venv
+	cd models && ../$(MODELS_PY) -m jmdc_models.verify packages/*/
+
+clean:
+	$(CARGO) clean
+	rm -rf .cache

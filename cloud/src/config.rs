@@ -1,0 +1,169 @@
+//! `jmdc-cloud` configuration: a TOML file plus `JMDC_CLOUD__…` environment overrides.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything `jmdc-cloud serve` needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudConfig {
+    /// UDP address the QUIC endpoint binds to (`127.0.0.1:4433`, `[::]:4433`, port 0 for tests).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// TLS certificate chain and private key (PEM).
+    pub tls: TlsFiles,
+    /// Folder holding model packages (`<dir>/<model>/manifest.json`).
+    pub models_dir: PathBuf,
+    /// ONNX Runtime settings.
+    #[serde(default)]
+    pub runtime: RuntimeSection,
+    /// Limits that protect the worker.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Log filter (`info`, `debug`, `jmdc_cloud=debug`).
+    #[serde(default = "default_log")]
+    pub log_level: String,
+}
+
+/// PEM files for the server identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// ONNX Runtime settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// Path to `libonnxruntime.so`; otherwise `ORT_DYLIB_PATH` and well-known places are tried.
+    #[serde(default)]
+    pub onnxruntime: Option<PathBuf>,
+    /// Sessions per (model, variant): how many frames of one variant run at once.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Intra-op threads per session; absent = ONNX Runtime's shared global pool.
+    #[serde(default)]
+    pub intra_op_threads: Option<usize>,
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        Self {
+            onnxruntime: None,
+            workers: default_workers(),
+            intra_op_threads: None,
+        }
+    }
+}
+
+/// Admission limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Frames admitted at once (running + waiting for a session); beyond this the reply is `Overloaded`.
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight: usize,
+    /// Concurrent bidirectional streams one connection may open.
+    #[serde(default = "default_streams")]
+    pub max_streams_per_connection: u32,
+    /// Seconds without traffic before a connection is closed.
+    #[serde(default = "default_idle")]
+    pub idle_timeout_s: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_inflight: default_max_inflight(),
+            max_streams_per_connection: default_streams(),
+            idle_timeout_s: default_idle(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 4433))
+}
+fn default_log() -> String {
+    "info".to_owned()
+}
+fn default_workers() -> usize {
+    2
+}
+fn default_max_inflight() -> usize {
+    256
+}
+fn default_streams() -> u32 {
+    64
+}
+fn default_idle() -> u64 {
+    30
+}
+
+/// A configuration file that could not be used; the message names the file and the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl CloudConfig {
+    /// Reads `path` (TOML) and applies `JMDC_CLOUD__SECTION__KEY` environment overrides.
+    /// Relative paths inside the file are taken relative to the file's folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let err = |message: String| ConfigError {
+            path: path.to_path_buf(),
+            message,
+        };
+        let settings = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("JMDC_CLOUD")
+                    .prefix_separator("__")
+                    .separator("__"),
+            )
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+        let mut cfg: CloudConfig = settings.try_deserialize().map_err(|e| err(e.to_string()))?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        cfg.resolve_relative(base);
+        cfg.validate().map_err(err)?;
+        Ok(cfg)
+    }
+
+    fn resolve_relative(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.tls.cert);
+        fix(&mut self.tls.key);
+        fix(&mut self.models_dir);
+        if let Some(p) = self.runtime.onnxruntime.as_mut() {
+            fix(p);
+        }
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.runtime.workers == 0 {
+            return Err("runtime.workers must be at least 1".into());
+        }
+        if self.runtime.intra_op_threads == Some(0) {
+            return Err("runtime.intra_op_threads must be at least 1".into());
+        }
+        if self.limits.max_inflight == 0 {
+            return Err("limits.max_inflight must be at least 1".into());
+        }
+        if self.limits.max_streams_per_connection == 0 {
+            return Err("limits.max_streams_per_connection must be at least 1".into());
+        }
+        Ok(())
+    }
+}

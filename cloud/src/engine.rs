@@ -1,0 +1,200 @@
+//! The tail of the model: decodes a request's payload and runs the remaining layers.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use jmdc_core::codec::{self, DecodeLimits};
+use jmdc_core::package::ModelPackage;
+use jmdc_core::preprocess;
+use jmdc_core::protocol::{ErrorKind, ErrorReply, InferRequest, InferResult, PayloadKind};
+use jmdc_core::runner::{LayerRunner, RunnerOptions, RunnerPool};
+use ndarray::{ArrayD, IxDyn};
+use tracing::info;
+
+/// One loaded package and a pool of sessions per variant.
+#[derive(Debug)]
+struct LoadedModel {
+    package: Arc<ModelPackage>,
+    pools: HashMap<String, RunnerPool<LayerRunner>>,
+}
+
+/// All models this worker serves.
+#[derive(Debug)]
+pub struct TailEngine {
+    models: HashMap<String, LoadedModel>,
+}
+
+/// Failures while loading models.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot list model packages in {path}: {source}")]
+    ListDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("no model package (folder with manifest.json) in {0}")]
+    NoModels(String),
+    #[error("{0}")]
+    Package(String),
+}
+
+impl TailEngine {
+    /// Loads every package under `models_dir` with `workers` sessions per variant.
+    pub fn load(
+        models_dir: &Path,
+        workers: usize,
+        threads: Option<usize>,
+    ) -> Result<Self, EngineError> {
+        let options = RunnerOptions {
+            intra_op_threads: threads,
+            ..RunnerOptions::default()
+        };
+        let entries = std::fs::read_dir(models_dir).map_err(|source| EngineError::ListDir {
+            path: models_dir.display().to_string(),
+            source,
+        })?;
+        let mut dirs: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.join("manifest.json").is_file())
+            .collect();
+        dirs.sort();
+        let mut models = HashMap::new();
+        for dir in dirs {
+            let package = Arc::new(
+                ModelPackage::load(&dir).map_err(|e| EngineError::Package(e.to_string()))?,
+            );
+            let mut pools = HashMap::new();
+            let layers = package.num_layers();
+            for variant in package.variant_names() {
+                let pool = RunnerPool::build(workers, || {
+                    LayerRunner::new(&package, variant, 0..layers, &options)
+                })
+                .map_err(|e| EngineError::Package(e.to_string()))?;
+                pools.insert(variant.to_owned(), pool);
+            }
+            info!(
+                model = package.name(),
+                variants = pools.len(),
+                workers,
+                "model loaded"
+            );
+            models.insert(package.name().to_owned(), LoadedModel { package, pools });
+        }
+        if models.is_empty() {
+            return Err(EngineError::NoModels(models_dir.display().to_string()));
+        }
+        Ok(Self { models })
+    }
+
+    /// Names of the loaded models.
+    pub fn model_names(&self) -> Vec<String> {
+        let mut names: Vec<_> = self.models.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Runs the tail for one request (blocking: call from a blocking thread).
+    pub fn infer(&self, req: &InferRequest, arrived: Instant) -> Result<InferResult, ErrorReply> {
+        let fail = |kind: ErrorKind, message: String| ErrorReply {
+            frame_id: Some(req.frame_id),
+            kind,
+            message,
+        };
+        let model = self.models.get(&req.model).ok_or_else(|| {
+            fail(
+                ErrorKind::UnknownModel,
+                format!("unknown model `{}`", req.model),
+            )
+        })?;
+        let pool = model.pools.get(&req.variant).ok_or_else(|| {
+            fail(
+                ErrorKind::UnknownVariant,
+                format!("model `{}` has no variant `{}`", req.model, req.variant),
+            )
+        })?;
+        let layers = model.package.num_layers();
+        let split = usize::from(req.split);
+        if split >= layers {
+            return Err(fail(
+                ErrorKind::BadSplit,
+                format!("split {split} leaves no layer for the cloud (model has {layers})"),
+            ));
+        }
+
+        let decode_start = Instant::now();
+        let input = self
+            .decode_payload(&model.package, &req.variant, split, req)
+            .map_err(|m| fail(ErrorKind::BadPayload, m))?;
+        let decode_us = micros(decode_start.elapsed());
+
+        let queue_start = Instant::now();
+        let mut runner = pool
+            .checkout()
+            .ok_or_else(|| fail(ErrorKind::Internal, "no session for this variant".into()))?;
+        let compute_start = Instant::now();
+        let queue_us = micros(compute_start.duration_since(queue_start))
+            + micros(decode_start.duration_since(arrived));
+        let output = runner
+            .run_range(split..layers, input.view())
+            .map_err(|e| fail(ErrorKind::Internal, e.to_string()))?;
+        drop(runner);
+        let cloud_compute_us = micros(compute_start.elapsed());
+        Ok(InferResult {
+            frame_id: req.frame_id,
+            scores: output.iter().copied().collect(),
+            cloud_compute_us,
+            decode_us,
+            queue_us,
+        })
+    }
+
+    fn decode_payload(
+        &self,
+        package: &ModelPackage,
+        variant: &str,
+        split: usize,
+        req: &InferRequest,
+    ) -> Result<ArrayD<f32>, String> {
+        let expected = package
+            .split_tensor_shape(variant, split)
+            .map_err(|e| e.to_string())?
+            .to_vec();
+        match req.payload_kind {
+            PayloadKind::Image => {
+                if split != 0 {
+                    return Err(format!("an image payload needs split 0, not {split}"));
+                }
+                let shape: [usize; 3] = package
+                    .input_shape()
+                    .try_into()
+                    .map_err(|_| "model input is not an image [C, H, W]".to_string())?;
+                preprocess::normalize_chw_u8(&req.payload, shape, package.normalization())
+                    .map(|a| a.into_dyn())
+                    .map_err(|e| e.to_string())
+            }
+            PayloadKind::Feature => {
+                let limits = DecodeLimits {
+                    max_elements: expected.iter().product::<usize>().max(1),
+                    ..DecodeLimits::default()
+                };
+                let decoded = codec::decode(&req.payload, &limits).map_err(|e| e.to_string())?;
+                if decoded.shape != expected {
+                    return Err(format!(
+                        "tensor shape {:?} does not match split {split} of `{variant}` (expects {:?})",
+                        decoded.shape, expected
+                    ));
+                }
+                let mut shape = vec![1];
+                shape.extend_from_slice(&decoded.shape);
+                ArrayD::from_shape_vec(IxDyn(&shape), decoded.data).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,144 @@
+//! QUIC client to a cloud worker: one connection, one bidirectional stream per frame.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jmdc_core::protocol::{self, InferRequest, Response};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
+/// Why a frame could not be answered by the cloud.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot read trusted certificate {path}: {reason}")]
+    Trust { path: String, reason: String },
+    #[error("TLS configuration rejected: {0}")]
+    Tls(String),
+    #[error("cannot open UDP socket: {0}")]
+    Socket(std::io::Error),
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: SocketAddr, reason: String },
+    #[error("connection lost: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("sending request: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("stream closed: {0}")]
+    Closed(#[from] quinn::ClosedStream),
+    #[error("reading response: {0}")]
+    Read(#[from] quinn::ReadToEndError),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("bad message: {0}")]
+    Protocol(#[from] protocol::ProtocolError),
+}
+
+/// A connected cloud worker.
+#[derive(Debug)]
+pub struct CloudClient {
+    endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+}
+
+/// Builds the client-side QUIC configuration trusting the certificates in `ca_cert`.
+pub fn client_config(ca_cert: &Path) -> Result<quinn::ClientConfig, ClientError> {
+    let trust_err = |reason: String| ClientError::Trust {
+        path: ca_cert.display().to_string(),
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca_cert)
+        .map_err(|e| trust_err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| trust_err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(trust_err("no CERTIFICATE block found".into()));
+    }
+    for cert in certs {
+        roots.add(cert).map_err(|e| trust_err(e.to_string()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![protocol::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| ClientError::Tls(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_secs(2)));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+impl CloudClient {
+    /// Connects to `addr`, checking the certificate against `server_name`.
+    pub async fn connect(
+        addr: SocketAddr,
+        server_name: &str,
+        config: quinn::ClientConfig,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let bind: SocketAddr = if addr.is_ipv6() {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(ClientError::Socket)?;
+        endpoint.set_default_client_config(config);
+        let connect_err = |reason: String| ClientError::Connect { addr, reason };
+        let connecting = endpoint
+            .connect(addr, server_name)
+            .map_err(|e| connect_err(e.to_string()))?;
+        let connection = tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| connect_err(format!("no handshake within {timeout:?}")))?
+            .map_err(|e| connect_err(e.to_string()))?;
+        Ok(Self {
+            endpoint,
+            connection,
+        })
+    }
+
+    /// Sends one frame and waits for its answer (a result or a typed error from the worker).
+    pub async fn infer(
+        &self,
+        request: &InferRequest,
+        timeout: Duration,
+    ) -> Result<Response, ClientError> {
+        let bytes = protocol::encode_request(request)?;
+        let reply = self.exchange(&bytes, timeout).await?;
+        Ok(protocol::decode_response(&reply)?)
+    }
+
+    /// One request/response exchange on a fresh bidirectional stream.
+    pub async fn exchange(
+        &self,
+        request: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ClientError> {
+        let work = async {
+            let (mut send, mut recv) = self.connection.open_bi().await?;
+            send.write_all(request).await?;
+            send.finish()?;
+            Ok::<_, ClientError>(recv.read_to_end(protocol::MAX_RESPONSE_BYTES).await?)
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))?
+    }
+
+    /// The underlying connection (path statistics, RTT).
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.connection
+    }
+
+    /// Closes the connection cleanly and waits briefly for the close to be sent.
+    pub async fn close(self) {
+        self.connection.close(0u32.into(), b"bye");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}

@@ -1,0 +1,222 @@
+//! The plan as a user writes it (config `[plan]` or `--plan` on the command line), resolved against a
+//! model package into a concrete [`Plan`].
+
+use std::fmt;
+
+use jmdc_core::codec::{CodecParams, QuantMode};
+use serde::Deserialize;
+
+/// Where the model is cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitSpec {
+    /// Everything on the edge; no network.
+    EdgeOnly,
+    /// Everything in the cloud; the 8-bit image is sent.
+    CloudOnly,
+    /// The edge runs layers `0..n`, the cloud the rest.
+    After(usize),
+}
+
+impl<'de> Deserialize<'de> for SplitSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(i64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => usize::try_from(n)
+                .map(SplitSpec::After)
+                .map_err(|_| serde::de::Error::custom("split must be >= 0")),
+            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl std::str::FromStr for SplitSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "edge-only" | "edge" => Ok(Self::EdgeOnly),
+            "cloud-only" | "cloud" => Ok(Self::CloudOnly),
+            n => n.parse::<usize>().map(Self::After).map_err(|_| {
+                format!("split `{s}`: expected `edge-only`, `cloud-only` or a layer count")
+            }),
+        }
+    }
+}
+
+/// How the split tensor is coded: `f32`, `f16` or `int2`…`int8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodecSpec(pub QuantMode);
+
+impl<'de> Deserialize<'de> for CodecSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::str::FromStr for CodecSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mode = match s {
+            "f32" => QuantMode::F32,
+            "f16" => QuantMode::F16,
+            _ => {
+                let bits = s
+                    .strip_prefix("int")
+                    .and_then(|b| b.parse::<u8>().ok())
+                    .filter(|b| [2, 3, 4, 5, 6, 8].contains(b))
+                    .ok_or_else(|| {
+                        format!(
+                            "codec `{s}`: expected f32, f16, int2, int3, int4, int5, int6 or int8"
+                        )
+                    })?;
+                QuantMode::Bits(bits)
+            }
+        };
+        Ok(Self(mode))
+    }
+}
+
+impl fmt::Display for CodecSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            QuantMode::F32 => f.write_str("f32"),
+            QuantMode::F16 => f.write_str("f16"),
+            QuantMode::Bits(b) => write!(f, "int{b}"),
+        }
+    }
+}
+
+/// A plan as configured: variant, split, region keep ratio and codec.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSpec {
+    /// Variant directory name, e.g. `keep100`, `keep050`.
+    pub variant: String,
+    pub split: SplitSpec,
+    /// Fraction of spatial positions sent, in (0, 1].
+    #[serde(default = "one")]
+    pub keep_ratio: f32,
+    #[serde(default = "default_codec")]
+    pub codec: CodecSpec,
+}
+
+fn one() -> f32 {
+    1.0
+}
+fn default_codec() -> CodecSpec {
+    CodecSpec(QuantMode::Bits(8))
+}
+
+impl PlanSpec {
+    /// Checks the values that do not depend on the model.
+    pub fn validate(&self) -> Result<(), String> {
+        self.codec_params().validate().map_err(|e| e.to_string())
+    }
+
+    /// The codec parameters of this plan.
+    pub fn codec_params(&self) -> CodecParams {
+        CodecParams {
+            keep_ratio: self.keep_ratio,
+            mode: self.codec.0,
+        }
+    }
+
+    /// Resolves the split against a model with `layers` layers: the number of layers the edge runs.
+    pub fn edge_layers(&self, layers: usize) -> Result<usize, String> {
+        match self.split {
+            SplitSpec::EdgeOnly => Ok(layers),
+            SplitSpec::CloudOnly => Ok(0),
+            SplitSpec::After(n) if n <= layers => Ok(n),
+            SplitSpec::After(n) => Err(format!("split {n} is beyond the model's {layers} layers")),
+        }
+    }
+
+    /// Parses the command-line form: `variant=keep050,split=6,keep=0.5,codec=int8`; keys may be
+    /// omitted and then come from `base`.
+    pub fn parse_override(text: &str, base: &PlanSpec) -> Result<PlanSpec, String> {
+        let mut plan = base.clone();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("plan `{text}`: `{part}` is not key=value"))?;
+            match key {
+                "variant" => plan.variant = value.to_owned(),
+                "split" => plan.split = value.parse()?,
+                "keep" | "keep_ratio" => {
+                    plan.keep_ratio = value
+                        .parse()
+                        .map_err(|_| format!("plan `{text}`: keep `{value}` is not a number"))?
+                }
+                "codec" => plan.codec = value.parse()?,
+                other => {
+                    return Err(format!(
+                    "plan `{text}`: unknown key `{other}` (expected variant, split, keep, codec)"
+                ))
+                }
+            }
+        }
+        plan.validate()?;
+        Ok(plan)
+    }
+}
+
+impl fmt::Display for PlanSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.split {
+            SplitSpec::EdgeOnly => write!(f, "{} edge-only", self.variant),
+            SplitSpec::CloudOnly => write!(f, "{} cloud-only (u8 image)", self.variant),
+            SplitSpec::After(n) => write!(
+                f,
+                "{} split@{n} keep={:.2} {}",
+                self.variant, self.keep_ratio, self.codec
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> PlanSpec {
+        PlanSpec {
+            variant: "keep100".into(),
+            split: SplitSpec::After(3),
+            keep_ratio: 1.0,
+            codec: CodecSpec(QuantMode::F32),
+        }
+    }
+
+    #[test]
+    fn override_changes_only_named_keys() {
+        let p = PlanSpec::parse_override("split=6,codec=int4", &base()).expect("valid");
+        assert_eq!(p.split, SplitSpec::After(6));
+        assert_eq!(p.codec, CodecSpec(QuantMode::Bits(4)));
+        assert_eq!(p.variant, "keep100");
+    }
+
+    #[test]
+    fn bad_overrides_are_rejected_with_reason() {
+        assert!(PlanSpec::parse_override("split=x", &base()).is_err());
+        assert!(PlanSpec::parse_override("codec=int7", &base()).is_err());
+        assert!(PlanSpec::parse_override("color=red", &base()).is_err());
+        assert!(PlanSpec::parse_override("keep=0", &base()).is_err());
+    }
+
+    #[test]
+    fn split_resolution() {
+        let mut p = base();
+        p.split = SplitSpec::EdgeOnly;
+        assert_eq!(p.edge_layers(13), Ok(13));
+        p.split = SplitSpec::CloudOnly;
+        assert_eq!(p.edge_layers(13), Ok(0));
+        p.split = SplitSpec::After(14);
+        assert!(p.edge_layers(13).is_err());
+    }
+}

@@ -1,0 +1,212 @@
+//! Per-frame timings and the run summary (top-1, latency percentiles per stage, bytes per frame).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// What happened to one frame.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FrameRecord {
+    pub frame_id: u64,
+    pub label: Option<u8>,
+    pub predicted: usize,
+    pub score: f32,
+    /// Head layers on the edge (plus the tail when the frame was finished on the edge).
+    pub edge_us: u64,
+    /// Feature encoding on the edge.
+    pub encode_us: u64,
+    /// Round trip minus the time the worker reported for itself.
+    pub network_us: u64,
+    /// Decode + tail layers + queueing in the worker, as reported by it.
+    pub cloud_us: u64,
+    pub total_us: u64,
+    /// Request bytes sent (0 when nothing was sent).
+    pub bytes: usize,
+    /// True when the cloud failed and the edge finished the frame.
+    pub fallback: bool,
+}
+
+impl FrameRecord {
+    pub fn correct(&self) -> Option<bool> {
+        self.label.map(|l| usize::from(l) == self.predicted)
+    }
+}
+
+/// Mean and percentiles of one stage, in microseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Percentiles {
+    pub mean: f64,
+    pub p50: f64,
+    pub p95: f64,
+}
+
+impl Percentiles {
+    pub fn of(values: &mut [u64]) -> Self {
+        if values.is_empty() {
+            return Self::default();
+        }
+        values.sort_unstable();
+        let mean = values.iter().map(|&v| v as f64).sum::<f64>() / values.len() as f64;
+        Self {
+            mean,
+            p50: nearest_rank(values, 0.50),
+            p95: nearest_rank(values, 0.95),
+        }
+    }
+}
+
+fn nearest_rank(sorted: &[u64], q: f64) -> f64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1] as f64
+}
+
+/// Summary of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub plan: String,
+    pub frames: usize,
+    pub labelled: usize,
+    pub correct: usize,
+    pub top1: Option<f64>,
+    pub fallbacks: usize,
+    pub edge: Percentiles,
+    pub encode: Percentiles,
+    pub network: Percentiles,
+    pub cloud: Percentiles,
+    pub total: Percentiles,
+    pub bytes_per_frame: f64,
+    pub wall_s: f64,
+}
+
+impl Summary {
+    pub fn from_records(plan: String, records: &[FrameRecord], wall: Duration) -> Self {
+        let column = |f: fn(&FrameRecord) -> u64| {
+            let mut v: Vec<u64> = records.iter().map(f).collect();
+            Percentiles::of(&mut v)
+        };
+        let labelled = records.iter().filter(|r| r.label.is_some()).count();
+        let correct = records.iter().filter(|r| r.correct() == Some(true)).count();
+        let bytes: usize = records.iter().map(|r| r.bytes).sum();
+        Self {
+            plan,
+            frames: records.len(),
+            labelled,
+            correct,
+            top1: (labelled > 0).then(|| correct as f64 / labelled as f64),
+            fallbacks: records.iter().filter(|r| r.fallback).count(),
+            edge: column(|r| r.edge_us),
+            encode: column(|r| r.encode_us),
+            network: column(|r| r.network_us),
+            cloud: column(|r| r.cloud_us),
+            total: column(|r| r.total_us),
+            bytes_per_frame: if records.is_empty() {
+                0.0
+            } else {
+                bytes as f64 / records.len() as f64
+            },
+            wall_s: wall.as_secs_f64(),
+        }
+    }
+}
+
+fn ms(us: f64) -> f64 {
+    us / 1000.0
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "plan: {}", self.plan)?;
+        match self.top1 {
+            Some(t) => writeln!(
+                f,
+                "frames: {}  top-1: {:.2} % ({}/{})  fallbacks: {}",
+                self.frames,
+                t * 100.0,
+                self.correct,
+                self.labelled,
+                self.fallbacks
+            )?,
+            None => writeln!(f, "frames: {}  fallbacks: {}", self.frames, self.fallbacks)?,
+        }
+        writeln!(f, "latency ms     mean      p50      p95")?;
+        for (name, p) in [
+            ("edge", self.edge),
+            ("encode", self.encode),
+            ("network", self.network),
+            ("cloud", self.cloud),
+            ("total", self.total),
+        ] {
+            writeln!(
+                f,
+                "  {name:<9} {:>8.3} {:>8.3} {:>8.3}",
+                ms(p.mean),
+                ms(p.p50),
+                ms(p.p95)
+            )?;
+        }
+        write!(f, "bytes/frame: {:.1}", self.bytes_per_frame)
+    }
+}
+
+/// A side-by-side table of several runs.
+pub fn comparison_table(summaries: &[Summary]) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{:<40} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}\n",
+        "plan", "top-1%", "edge ms", "enc ms", "net ms", "cloud ms", "total ms", "bytes/fr"
+    ));
+    for s in summaries {
+        out.push_str(&format!(
+            "{:<40} {:>7} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10.1}\n",
+            s.plan,
+            s.top1
+                .map(|t| format!("{:.2}", t * 100.0))
+                .unwrap_or_else(|| "-".into()),
+            ms(s.edge.mean),
+            ms(s.encode.mean),
+            ms(s.network.mean),
+            ms(s.cloud.mean),
+            ms(s.total.mean),
+            s.bytes_per_frame
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let mut v: Vec<u64> = (1..=100).collect();
+        let p = Percentiles::of(&mut v);
+        assert_eq!(p.p50, 50.0);
+        assert_eq!(p.p95, 95.0);
+        assert!((p.mean - 50.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn summary_counts_accuracy_and_fallbacks() {
+        let records = vec![
+            FrameRecord {
+                label: Some(1),
+                predicted: 1,
+                bytes: 100,
+                ..Default::default()
+            },
+            FrameRecord {
+                label: Some(2),
+                predicted: 1,
+                bytes: 300,
+                fallback: true,
+                ..Default::default()
+            },
+        ];
+        let s = Summary::from_records("p".into(), &records, Duration::from_secs(1));
+        assert_eq!(s.top1, Some(0.5));
+        assert_eq!(s.fallbacks, 1);
+        assert_eq!(s.bytes_per_frame, 200.0);
+    }
+}

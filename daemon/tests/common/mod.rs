@@ -1,0 +1,99 @@
+//! Shared test setup: a real jmdc-cloud worker started in-process on a loopback port 0.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jmdc_cloud::config::{CloudConfig, Limits, RuntimeSection, TlsFiles};
+use jmdc_cloud::{tls, CloudServer, TailEngine};
+use jmdc_edge::client::{client_config, CloudClient};
+use tokio::sync::oneshot;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("daemon/ has a parent")
+        .to_path_buf()
+}
+
+pub fn packages_dir() -> PathBuf {
+    repo_root().join("models/packages")
+}
+
+pub fn sample_file() -> PathBuf {
+    repo_root().join("models/samples/cifar10-test-256.bin")
+}
+
+pub fn init_runtime() {
+    jmdc_core::runtime::init_onnxruntime(None)
+        .expect("ONNX Runtime not found: run scripts/fetch-onnxruntime.sh (make test does)");
+}
+
+/// A running worker; dropping it does not stop it — call `stop`.
+pub struct Cloud {
+    pub addr: SocketAddr,
+    pub cert: PathBuf,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Cloud {
+    pub async fn start(max_inflight: usize) -> Cloud {
+        init_runtime();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        tls::generate_self_signed(&["localhost".to_string()], &cert, &key).expect("cert");
+        let cfg = CloudConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            tls: TlsFiles {
+                cert: cert.clone(),
+                key,
+            },
+            models_dir: packages_dir(),
+            runtime: RuntimeSection {
+                onnxruntime: None,
+                workers: 2,
+                intra_op_threads: None,
+            },
+            limits: Limits {
+                max_inflight,
+                ..Limits::default()
+            },
+            log_level: "warn".into(),
+        };
+        let engine = TailEngine::load(&cfg.models_dir, 2, None).expect("models load");
+        let server = CloudServer::bind(&cfg, Arc::new(engine)).expect("bind");
+        let addr = server.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(server.serve(async {
+            let _ = rx.await;
+        }));
+        Cloud {
+            addr,
+            cert,
+            dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn client(&self) -> CloudClient {
+        let config = client_config(&self.cert).expect("client config");
+        CloudClient::connect(self.addr, "localhost", config, Duration::from_secs(5))
+            .await
+            .expect("connect")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The jmdc demo: a cloud worker and the edge on loopback, the bundled AlexNet package and the 256
+# bundled CIFAR-10 (JPEG copy) test images, four plans compared side by side.
+# Run through `make demo` (which builds the release binaries and fetches ONNX Runtime first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+bin=${JMDC_BIN_DIR:-$root/target/release}
+work=$(mktemp -d "${TMPDIR:-/tmp}/jmdc-demo.XXXXXX")
+cloud_pid=
+cleanup() {
+  if [ -n "$cloud_pid" ]; then kill "$cloud_pid" 2>/dev/null || true; wait "$cloud_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A free UDP port on loopback.
+port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+"$bin/jmdc-cloud" gen-cert --cert "$work/cert.pem" --key "$work/key.pem" >/dev/null
+
+cat > "$work/cloud.toml" <<TOML
+listen = "127.0.0.1:$port"
+models_dir = "$root/models/packages"
+log_level = "warn"
+[tls]
+cert = "cert.pem"
+key = "key.pem"
+[runtime]
+workers = 1
+intra_op_threads = 1
+TOML
+
+cat > "$work/edge.toml" <<TOML
+device_id = "demo-edge"
+log_level = "warn"
+[model]
+packages_dir = "$root/models/packages"
+name = "alexnet-cifar10"
+[plan]
+variant = "keep100"
+split = "edge-only"
+[cloud]
+endpoint = "127.0.0.1:$port"
+server_name = "localhost"
+ca_cert = "cert.pem"
+timeout_ms = 2000
+[source]
+kind = "cifar"
+path = "$root/models/samples/cifar10-test-256.bin"
+[runtime]
+intra_op_threads = 1
+TOML
+
+"$bin/jmdc-cloud" serve --config "$work/cloud.toml" 2>"$work/cloud.log" &
+cloud_pid=$!
+# Wait (bounded) until the worker has loaded its models and bound the port.
+for _ in $(seq 1 100); do
+  if ! kill -0 "$cloud_pid" 2>/dev/null; then
+    echo "jmdc-cloud exited early:" >&2; cat "$work/cloud.log" >&2; exit 1
+  fi
+  if grep -q "listening" "$work/cloud.log" 2>/dev/null; then break; fi
+  sleep 0.1
+done
+
+echo "jmdc demo: alexnet-cifar10 on 256 CIFAR-10 (JPEG copy) test images, cloud worker on 127.0.0.1:$port (QUIC + TLS 1.3)"
+echo
+"$bin/jmdc-edge" run --config "$work/edge.toml" --quiet \
+  --plan "split=edge-only" \
+  --plan "split=cloud-only" \
+  --plan "split=6,codec=f32,keep=1.0" \
+  --plan "variant=keep050,split=6,keep=0.5,codec=int4" \
+  "$@"
