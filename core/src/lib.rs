@@ -5,4 +5,5 @@ pub mod preprocess;
 pub mod runner;
 pub mod runtime;
 pub mod codec;
+pub mod optimizer;
 pub mod protocol;
