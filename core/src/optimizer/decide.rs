@@ -740,7 +740,8 @@ impl Optimizer {
             accuracy: top_m.accuracy,
             breakdown: LatencyBreakdown::default(),
         });
-        let feasible = !is_fallback && !(restrict && !restrict_effective);
+        let cloud_blocked = restrict && !restrict_effective;
+        let feasible = !is_fallback && !cloud_blocked;
         let plan = match self.plan(chosen) {
             Some(p) => p,
             None => Plan {
