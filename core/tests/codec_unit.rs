@@ -421,3 +421,50 @@ fn decode_rejects_non_finite_float_payload() {
         Err(CodecError::InvalidQuantParams { .. })
     ));
 }
+
+#[test]
+fn documented_example_size() {
+    let p = params(0.5, QuantMode::Bits(4));
+    assert_eq!(kept_positions(13, 13, 0.5), 85);
+    assert_eq!(encoded_len(&[64, 13, 13], &p).unwrap(), 2778);
+}
+
+/// Rough timing, not a benchmark: `cargo test --release -p jmdc-core --test codec_unit -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn timing() {
+    use std::time::Instant;
+    let shape = [64usize, 55, 55];
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = (0..n)
+        .map(|i| ((i * 2_654_435_761) % 1000) as f32 / 100.0 - 3.0)
+        .collect();
+    let mut enc = Encoder::new();
+    let mut out = Vec::new();
+    for mode in [
+        QuantMode::Bits(2),
+        QuantMode::Bits(4),
+        QuantMode::Bits(8),
+        QuantMode::F16,
+        QuantMode::F32,
+    ] {
+        for rho in [1.0, 0.5, 0.1] {
+            let p = params(rho, mode);
+            let iters = 50;
+            let t = Instant::now();
+            for _ in 0..iters {
+                enc.encode_into(&data, &shape, &p, &mut out).unwrap();
+            }
+            let e = t.elapsed() / iters;
+            let t = Instant::now();
+            for _ in 0..iters {
+                std::hint::black_box(decode(&out, &limits()).unwrap());
+            }
+            let d = t.elapsed() / iters;
+            println!(
+                "{shape:?} {mode} rho={rho}: {} bytes, encode {e:?}, decode {d:?}",
+                out.len()
+            );
+        }
+    }
+}

@@ -1,7 +1,9 @@
 //! LSB-first bit packing: value `i` of width `b` occupies bits `i·b .. i·b+b` of the little-endian
 //! bit stream, where bit `j` is bit `j % 8` (least significant first) of byte `j / 8`.
 
-/// Appends fixed-width codes to a byte vector, LSB-first.
+/// Appends fixed-width codes to a byte vector, LSB-first (reference implementation for tests; the
+/// encoder packs groups of 8 codes directly).
+#[cfg(test)]
 #[derive(Debug)]
 pub(crate) struct BitWriter<'a> {
     out: &'a mut Vec<u8>,
@@ -9,6 +11,7 @@ pub(crate) struct BitWriter<'a> {
     nbits: u32,
 }
 
+#[cfg(test)]
 impl<'a> BitWriter<'a> {
     pub(crate) fn new(out: &'a mut Vec<u8>) -> Self {
         BitWriter {

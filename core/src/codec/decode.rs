@@ -119,37 +119,22 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, CodecError
 
     // Everything validated: allocate the output (≤ limits.max_elements).
     let mut data = vec![0.0f32; elements];
-    let positions = positions.as_ref().map(|(hw, p)| (*hw, p.as_slice()));
-    match mode {
-        QuantMode::Bits(bits) => {
-            let mut table = [0.0f32; 256];
-            for (q, slot) in table.iter_mut().take(1usize << bits).enumerate() {
-                let v = f64::from(min) + q as f64 * f64::from(scale);
-                *slot = v.clamp(-f64::from(f32::MAX), f64::from(f32::MAX)) as f32;
+    match positions {
+        None => decode_values(mode, payload, min, scale, &mut data)?,
+        Some((hw, positions)) => {
+            // kept_values ≤ elements ≤ max_elements: bounded.
+            let mut values = vec![0.0f32; layout.kept_values];
+            decode_values(mode, payload, min, scale, &mut values)?;
+            let k = positions.len();
+            if k > 0 {
+                for (channel, vals) in data.chunks_exact_mut(hw).zip(values.chunks_exact(k)) {
+                    for (&p, &v) in positions.iter().zip(vals) {
+                        if let Some(slot) = channel.get_mut(p) {
+                            *slot = v;
+                        }
+                    }
+                }
             }
-            let width = u32::from(bits);
-            let mut reader = BitReader::new(payload);
-            // Codes are < 2^bits ≤ 256.
-            scatter(&mut data, positions, || {
-                Ok(table
-                    .get(reader.get(width) as usize)
-                    .copied()
-                    .unwrap_or_default())
-            })?;
-        }
-        QuantMode::F16 => {
-            let mut chunks = payload.chunks_exact(2).enumerate();
-            scatter(&mut data, positions, || match chunks.next() {
-                Some((i, c)) => finite(half::f16::from_le_bytes([c[0], c[1]]).to_f32(), i),
-                None => Err(short_payload()),
-            })?;
-        }
-        QuantMode::F32 => {
-            let mut chunks = payload.chunks_exact(4).enumerate();
-            scatter(&mut data, positions, || match chunks.next() {
-                Some((i, c)) => finite(f32::from_le_bytes([c[0], c[1], c[2], c[3]]), i),
-                None => Err(short_payload()),
-            })?;
         }
     }
 
@@ -161,47 +146,61 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, CodecError
     })
 }
 
-/// Writes the kept values, in wire order, into the dense output.
-#[inline(always)]
-fn scatter(
-    data: &mut [f32],
-    positions: Option<(usize, &[usize])>,
-    mut next: impl FnMut() -> Result<f32, CodecError>,
+/// Decodes `out.len()` kept values from a payload whose length has been validated.
+fn decode_values(
+    mode: QuantMode,
+    payload: &[u8],
+    min: f32,
+    scale: f32,
+    out: &mut [f32],
 ) -> Result<(), CodecError> {
-    match positions {
-        None => {
-            for slot in data.iter_mut() {
-                *slot = next()?;
+    match mode {
+        QuantMode::Bits(bits) => {
+            let mut table = [0.0f32; 256];
+            for (q, slot) in table.iter_mut().take(1usize << bits).enumerate() {
+                let v = f64::from(min) + q as f64 * f64::from(scale);
+                *slot = v.clamp(-f64::from(f32::MAX), f64::from(f32::MAX)) as f32;
             }
-        }
-        Some((hw, positions)) => {
-            for channel in data.chunks_exact_mut(hw) {
-                for &p in positions {
-                    let v = next()?;
-                    if let Some(slot) = channel.get_mut(p) {
-                        *slot = v;
-                    }
+            let b = usize::from(bits);
+            let code_mask = (1u64 << b) - 1;
+            // Groups of 8 codes occupy exactly `b` bytes.
+            let full_groups = out.len() / 8;
+            let mut out_groups = out.chunks_exact_mut(8);
+            for (dst, src) in (&mut out_groups).zip(payload.chunks_exact(b)) {
+                let mut word = [0u8; 8];
+                word[..b].copy_from_slice(src);
+                let w = u64::from_le_bytes(word);
+                for (i, o) in dst.iter_mut().enumerate() {
+                    // The index is masked to < 2^b ≤ 256.
+                    *o = table[((w >> (i * b)) & code_mask) as usize];
                 }
             }
+            let rest = payload.get(full_groups * b..).unwrap_or(&[]);
+            let mut reader = BitReader::new(rest);
+            for o in out_groups.into_remainder() {
+                *o = table[(u64::from(reader.get(u32::from(bits))) & code_mask) as usize];
+            }
+            Ok(())
+        }
+        QuantMode::F16 => {
+            for (o, c) in out.iter_mut().zip(payload.chunks_exact(2)) {
+                *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+            all_finite(out)
+        }
+        QuantMode::F32 => {
+            for (o, c) in out.iter_mut().zip(payload.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+            all_finite(out)
         }
     }
-    Ok(())
 }
 
-fn finite(v: f32, index: usize) -> Result<f32, CodecError> {
-    if v.is_finite() {
-        Ok(v)
-    } else {
-        Err(CodecError::NonFiniteValue { index })
-    }
-}
-
-/// Unreachable after the length check; kept as an error rather than a panic.
-fn short_payload() -> CodecError {
-    CodecError::Truncated {
-        field: "payload",
-        needed: 1,
-        available: 0,
+fn all_finite(values: &[f32]) -> Result<(), CodecError> {
+    match values.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(index) => Err(CodecError::NonFiniteValue { index }),
     }
 }
 

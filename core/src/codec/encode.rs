@@ -1,7 +1,9 @@
 //! Encoder: region selection, quantization, serialization.
 
-use super::bits::BitWriter;
 use super::{CodecError, CodecParams, Layout, QuantMode, FORMAT_VERSION, MAGIC};
+
+/// 2⁵²: for 0 ≤ t < 2⁵¹, the low bits of `(t + 2⁵²).to_bits()` are `t` rounded to nearest.
+const ROUND_MAGIC: f64 = 4_503_599_627_370_496.0;
 
 /// Largest finite `f16`; F16 mode saturates to ±this.
 const F16_MAX: f32 = 65504.0;
@@ -107,15 +109,25 @@ impl Encoder {
         // ---- payload ----
         match params.mode {
             QuantMode::Bits(bits) => {
-                let (min, scale) = write_quantized(&kept, bits, out);
+                let (min, scale) = write_quantized(&kept, bits, layout.payload_len, out);
                 out[quant_at..quant_at + 4].copy_from_slice(&min.to_le_bytes());
                 out[quant_at + 4..quant_at + 8].copy_from_slice(&scale.to_le_bytes());
             }
-            QuantMode::F16 => kept.for_each(|x| {
-                let h = half::f16::from_f32(x.clamp(-F16_MAX, F16_MAX));
-                out.extend_from_slice(&h.to_le_bytes());
+            QuantMode::F16 => kept.for_each_chunk(|chunk| {
+                let start = out.len();
+                out.resize(start + 2 * chunk.len(), 0);
+                for (dst, &x) in out[start..].chunks_exact_mut(2).zip(chunk) {
+                    let h = half::f16::from_f32(x.clamp(-F16_MAX, F16_MAX));
+                    dst.copy_from_slice(&h.to_le_bytes());
+                }
             }),
-            QuantMode::F32 => kept.for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            QuantMode::F32 => kept.for_each_chunk(|chunk| {
+                let start = out.len();
+                out.resize(start + 4 * chunk.len(), 0);
+                for (dst, &x) in out[start..].chunks_exact_mut(4).zip(chunk) {
+                    dst.copy_from_slice(&x.to_le_bytes());
+                }
+            }),
         }
         debug_assert_eq!(out.len(), layout.total_len);
         Ok(())
@@ -176,6 +188,10 @@ impl Encoder {
     }
 }
 
+/// Values are handed out in chunks of this many (a multiple of 8, so that every chunk but the last
+/// fills whole groups of 8 codes).
+const CHUNK: usize = 256;
+
 /// The kept values in wire order (channel-major, kept positions row-major).
 struct Kept<'a> {
     data: &'a [f32],
@@ -186,17 +202,27 @@ struct Kept<'a> {
 }
 
 impl Kept<'_> {
+    /// Calls `f` on consecutive chunks of kept values; every chunk but the last has [`CHUNK`] values.
     #[inline]
-    fn for_each(&self, mut f: impl FnMut(f32)) {
+    fn for_each_chunk(&self, mut f: impl FnMut(&[f32])) {
         match self.hw {
-            None => self.data.iter().for_each(|&x| f(x)),
+            None => self.data.chunks(CHUNK).for_each(f),
             Some(hw) => {
+                let mut buf = [0.0f32; CHUNK];
+                let mut n = 0;
                 for channel in self.data.chunks_exact(hw) {
                     for &p in self.positions {
-                        if let Some(&x) = channel.get(p as usize) {
-                            f(x);
+                        // p < hw by construction.
+                        buf[n % CHUNK] = channel.get(p as usize).copied().unwrap_or_default();
+                        n += 1;
+                        if n == CHUNK {
+                            f(&buf);
+                            n = 0;
                         }
                     }
+                }
+                if n > 0 {
+                    f(&buf[..n]);
                 }
             }
         }
@@ -204,15 +230,18 @@ impl Kept<'_> {
 }
 
 /// Quantizes and bit-packs the kept values; returns the `(min, scale)` written to the header.
-fn write_quantized(kept: &Kept<'_>, bits: u8, out: &mut Vec<u8>) -> (f32, f32) {
+fn write_quantized(kept: &Kept<'_>, bits: u8, payload_len: usize, out: &mut Vec<u8>) -> (f32, f32) {
     let mut min = f32::INFINITY;
     let mut max = f32::NEG_INFINITY;
-    kept.for_each(|x| {
-        min = min.min(x);
-        max = max.max(x);
+    kept.for_each_chunk(|chunk| {
+        // Inputs are finite, so plain comparisons (which vectorize) suffice.
+        for &x in chunk {
+            min = if x < min { x } else { min };
+            max = if x > max { x } else { max };
+        }
     });
     if min > max {
-        // No kept values at all (a zero dimension).
+        // No kept values at all.
         return (0.0, 0.0);
     }
     let levels = f64::from((1u32 << bits) - 1);
@@ -224,16 +253,36 @@ fn write_quantized(kept: &Kept<'_>, bits: u8, out: &mut Vec<u8>) -> (f32, f32) {
         0.0
     };
     let min64 = f64::from(min);
-    let width = u32::from(bits);
-    let top = (1u32 << bits) - 1;
-    let mut writer = BitWriter::new(out);
-    kept.for_each(|x| {
-        let t = (f64::from(x) - min64) * inv;
-        // t ≥ 0; `as` saturates; round half up.
-        let q = ((t + 0.5) as u32).min(top);
-        writer.put(q, width);
+    let top = ((1u32 << bits) - 1) as u8;
+    let b = usize::from(bits);
+    // Each group of 8 codes is written as a whole u64 at `pos` and advances `pos` by `b` bytes; the
+    // next group overwrites the (zero) excess. 8 bytes of slack are truncated at the end.
+    let start = out.len();
+    out.resize(start + payload_len + 8, 0);
+    let mut pos = start;
+    let mut codes = [0u8; CHUNK];
+    kept.for_each_chunk(|chunk| {
+        for (c, &x) in codes.iter_mut().zip(chunk) {
+            // 0 ≤ t ≤ levels·(1 + 2⁻⁵⁰) (scale·levels ≥ range). Adding 2⁵² rounds t to the nearest
+            // integer (ties to even) in the low mantissa bits: a branch-free, vectorizable round.
+            let t = (f64::from(x) - min64) * inv;
+            *c = ((t + ROUND_MAGIC).to_bits() as u8).min(top);
+        }
+        // Only the last chunk can end in a partial group; its missing codes are zero.
+        let n = chunk.len();
+        codes[n..].fill(0);
+        for g in codes[..n.div_ceil(8) * 8].chunks_exact(8) {
+            let mut w = 0u64;
+            for (i, &c) in g.iter().enumerate() {
+                w |= u64::from(c) << (i * b);
+            }
+            if let Some(dst) = out.get_mut(pos..pos + 8) {
+                dst.copy_from_slice(&w.to_le_bytes());
+            }
+            pos += b;
+        }
     });
-    writer.finish();
+    out.truncate(start + payload_len);
     (min, scale)
 }
 
