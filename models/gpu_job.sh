@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# One-shot GPU training job for the model zoo (run from the repository root):
+#
+#   bash models/gpu_job.sh <path/to/cifar-10-jpeg.tar.gz> <OUT> [path/to/test_batch.bin]
+#
+# Trains alexnet-cifar10 (base -> SE-gate channel scores -> pruned keep 0.75/0.5/0.25 fine-tuned),
+# exports per-layer ONNX + full.onnx and a draft manifest, and saves the PyTorch checkpoints.
+# Nothing is installed: it uses the python3 found on PATH (PyTorch, numpy, onnx, Pillow).
+# Everything respects one wall-clock deadline counted from the start of this script.
+#
+# Environment knobs:
+#   JMDC_DEADLINE_S  seconds from start until the trainers must be done (default 390)
+#   JMDC_WITH_VGG=1  also train vgg16-cifar10 concurrently (weights only, fp16) into OUT/vgg16-cifar10
+#   JMDC_SMOKE=1     tiny CPU run (2,000 images, 1 epoch per stage) to prove the script works
+#   JMDC_DEVICE      cuda (default) or cpu;  PYTHON  interpreter (default python3)
+#   JMDC_ALEX_ARGS / JMDC_VGG_ARGS  extra arguments appended to the pipeline command lines
+#
+# Output in OUT:
+#   gpu_job.log                       this script's log (both trainers' lines, prefixed)
+#   alexnet-cifar10/package/alexnet-cifar10/   manifest.json (draft) + keep100 ... keep025/*.onnx
+#   alexnet-cifar10/weights/keepNNN.pt         checkpoints (layer list + state_dict + kept channels)
+#   alexnet-cifar10/training.json, gate_scores.json
+#   vgg16-cifar10/...                 same layout, weights only (if JMDC_WITH_VGG=1)
+# Then, on the CPU machine:  see models/README.md ("Rebuilding the packages").
+set -u
+set -o pipefail
+
+if [ $# -lt 2 ]; then
+    echo "usage: bash models/gpu_job.sh <cifar-10-jpeg.tar.gz> <OUT> [test_batch.bin]" >&2
+    exit 2
+fi
+START=$(date +%s)
+TAR=$(readlink -f "$1")
+mkdir -p "$2"
+OUT=$(readlink -f "$2")
+TEST_BIN=${3:-}
+[ -n "$TEST_BIN" ] && TEST_BIN=$(readlink -f "$TEST_BIN")
+DEADLINE_S=${JMDC_DEADLINE_S:-390}
+DEADLINE_AT=$((START + DEADLINE_S))
+HARD_LIMIT=$((DEADLINE_S + 45))      # timeout(1) for each trainer, in case a deadline check is missed
+PY=${PYTHON:-python3}
+DEVICE=${JMDC_DEVICE:-cuda}
+WITH_VGG=${JMDC_WITH_VGG:-0}
+SMOKE=${JMDC_SMOKE:-0}
+
+exec > >(tee -a "$OUT/gpu_job.log") 2>&1
+ts() { date +%H:%M:%S; }
+say() { echo "[$(ts)] [job +$(( $(date +%s) - START ))s] $*"; }
+
+cd "$(dirname "$(readlink -f "$0")")" || exit 1   # models/: python -m jmdc_models works from here
+say "start: tarball $TAR, out $OUT, deadline ${DEADLINE_S}s, device $DEVICE, vgg=$WITH_VGG, smoke=$SMOKE"
+$PY - <<'PYEOF' || true
+import platform, sys
+print("python", sys.version.split()[0], platform.platform())
+for m in ("torch", "numpy", "onnx", "onnxruntime", "PIL"):
+    try:
+        mod = __import__(m); print(f"  {m} {getattr(mod, '__version__', '?')}")
+    except Exception as e:
+        print(f"  {m} MISSING ({e})")
+try:
+    import torch
+    print("  cuda", torch.cuda.is_available(), torch.version.cuda,
+          torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+except Exception:
+    pass
+PYEOF
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || true
+
+TMP=$(mktemp -d /tmp/jmdc_gpu_job.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+say "decoding the JPEG tarball"
+if ! $PY -m jmdc_models.prepare "$TAR" "$TMP/cifar10.npz"; then
+    say "FAILED to decode $TAR"; exit 1
+fi
+
+COMMON=(--data "$TMP/cifar10.npz" --device "$DEVICE" --deadline-at "$DEADLINE_AT" --seed 0)
+[ -n "$TEST_BIN" ] && COMMON+=(--test-bin "$TEST_BIN")
+if [ "$DEVICE" = cuda ]; then COMMON+=(--amp --channels-last); fi
+
+ALEX=(--model alexnet-cifar10 --out "$OUT/alexnet-cifar10" --batch 512 --lr 0.08
+      --epochs 60 --min-epochs 40 --gate-epochs 8 --ft-epochs 30 --ft-lr 0.04 --kd 0.5
+      --reserve-seconds 12)
+VGG=(--model vgg16-cifar10 --out "$OUT/vgg16-cifar10" --batch 512 --lr 0.1
+     --epochs 120 --min-epochs 1 --gate-epochs 3 --gate-lr 0.01 --ft-epochs 20 --ft-lr 0.04 --kd 0
+     --no-export --half-weights --reserve-seconds 15)
+if [ "$SMOKE" = 1 ]; then
+    SM=(--subset 2000 --test-subset 1000 --epochs 1 --min-epochs 1 --gate-epochs 1 --ft-epochs 1 --batch 256)
+    ALEX+=("${SM[@]}"); VGG+=("${SM[@]}")
+fi
+# shellcheck disable=SC2206
+ALEX+=(${JMDC_ALEX_ARGS:-}); VGG+=(${JMDC_VGG_ARGS:-})
+
+VGG_PID=""
+if [ "$WITH_VGG" = 1 ]; then
+    say "starting vgg16-cifar10 (background, lower CPU priority)"
+    ( nice -n 10 timeout "$HARD_LIMIT" $PY -u -m jmdc_models.pipeline "${COMMON[@]}" "${VGG[@]}" 2>&1 \
+        | sed -u 's/^/[vgg] /' ) &
+    VGG_PID=$!
+fi
+say "starting alexnet-cifar10"
+timeout "$HARD_LIMIT" $PY -u -m jmdc_models.pipeline "${COMMON[@]}" "${ALEX[@]}" 2>&1 | sed -u 's/^/[alex] /'
+ALEX_RC=$?
+say "alexnet-cifar10 finished with status $ALEX_RC"
+VGG_RC=0
+if [ -n "$VGG_PID" ]; then
+    wait "$VGG_PID"; VGG_RC=$?
+    say "vgg16-cifar10 finished with status $VGG_RC"
+fi
+for m in alexnet-cifar10 vgg16-cifar10; do
+    if [ -d "$OUT/$m" ]; then
+        say "$m outputs: $(find "$OUT/$m" -type f | wc -l) files, $(du -sh "$OUT/$m" | cut -f1)"
+        [ -f "$OUT/$m/training.json" ] && $PY - "$OUT/$m/training.json" <<'PYEOF' || true
+import json, sys
+t = json.load(open(sys.argv[1]))
+for k, v in t.get("variants", {}).items():
+    print(f"    {k}: PyTorch top-1 {v.get('pytorch_top1')} after {v.get('epochs')} epochs ({v.get('seconds')}s)")
+print("    timings", t.get("timings_s"))
+PYEOF
+    fi
+done
+say "done (alexnet status $ALEX_RC, vgg status $VGG_RC)"
+exit "$ALEX_RC"

@@ -1,0 +1,8 @@
+"""jmdc model tooling: train, prune (attention-based channel selection), export and verify
+per-layer ONNX model packages (see models/README.md and docs/model-package.md).
+
+Modules that need only numpy/onnx/onnxruntime (no PyTorch): ``cifar``, ``spec``, ``onnx_build``,
+``ortchain``, ``finalize``, ``verify``, ``zoo``.
+"""
+
+PACKAGE_FORMAT = "jmdc-model-package/1"

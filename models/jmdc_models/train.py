@@ -1,0 +1,177 @@
+"""Training on a dataset held entirely on the device as uint8, augmentation with tensor ops."""
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class DeviceData:
+    """uint8 images ``[N, 3, 32, 32]`` + labels on ``device``; normalisation on the fly."""
+
+    def __init__(self, x, y, mean, std, device, channels_last=False):
+        self.x = torch.as_tensor(x).to(device)
+        self.y = torch.as_tensor(y).long().to(device)
+        self.device = device
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255.0
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255.0
+        self.channels_last = channels_last
+        self.padded = None
+
+    def __len__(self):
+        return self.x.shape[0]
+
+    def norm(self, xb):
+        out = (xb.float() - self.mean) / self.std
+        if self.channels_last:
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out
+
+    def augmented(self, idx, gen, pad=4):
+        """Random crop 32 from the zero-padded image (padding 4) + random horizontal flip."""
+        if self.padded is None:
+            self.padded = F.pad(self.x, (pad, pad, pad, pad))
+        b = idx.shape[0]
+        h, w = self.x.shape[2], self.x.shape[3]
+        oy = torch.randint(0, 2 * pad + 1, (b,), device=self.device, generator=gen)
+        ox = torch.randint(0, 2 * pad + 1, (b,), device=self.device, generator=gen)
+        rows = (oy[:, None] + torch.arange(h, device=self.device)[None, :])  # b,h
+        cols = (ox[:, None] + torch.arange(w, device=self.device)[None, :])  # b,w
+        flip = torch.rand(b, device=self.device, generator=gen) < 0.5
+        cols = torch.where(flip[:, None], cols.flip(1), cols)
+        src = self.padded[idx]  # b,c,H,W
+        c = src.shape[1]
+        bi = torch.arange(b, device=self.device)[:, None, None, None]
+        ci = torch.arange(c, device=self.device)[None, :, None, None]
+        out = src[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
+        return self.norm(out), self.y[idx]
+
+
+def lr_at(progress, peak, schedule, warmup=0.15, final_div=100.0):
+    """progress in [0, 1]. ``onecycle``: linear warm-up then cosine to peak/final_div;
+    ``cosine``: cosine from peak to 0 (short linear warm-up of 2 %)."""
+    progress = min(max(progress, 0.0), 1.0)
+    if schedule == "onecycle":
+        if progress < warmup:
+            return peak * (0.1 + 0.9 * progress / warmup)
+        p = (progress - warmup) / (1 - warmup)
+        lo = peak / final_div
+        return lo + (peak - lo) * 0.5 * (1 + math.cos(math.pi * p))
+    if progress < 0.02:
+        return peak * (0.1 + 0.9 * progress / 0.02)
+    return peak * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def evaluate(net, data, batch=1000, amp=False):
+    net.eval()
+    correct = 0
+    with torch.no_grad(), autocast(data.device, amp):
+        for i in range(0, len(data), batch):
+            logits = net(data.norm(data.x[i:i + batch]))
+            correct += int((logits.argmax(1) == data.y[i:i + batch]).sum())
+    return correct / len(data)
+
+
+def autocast(device, amp):
+    if amp and str(device).startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def train(net, train_data, test_data, *, epochs, lr, batch, seed, schedule="onecycle",
+          weight_decay=5e-4, momentum=0.9, label_smoothing=0.1, amp=False, budget_s=None,
+          min_epochs=1, teacher=None, kd_alpha=0.5, kd_temp=4.0, gate_l1=0.0, tag="train",
+          eval_every=0):
+    """SGD (Nesterov) with a per-step LR schedule. If ``budget_s`` is given, the number of
+    epochs is reduced (never below ``min_epochs``) as soon as the measured epoch time says the
+    plan does not fit; the schedule then follows the new total. Returns a record dict."""
+    gen = torch.Generator(device=train_data.device)
+    gen.manual_seed(seed)
+    params_decay, params_no = [], []
+    for n, p in net.named_parameters():
+        (params_no if p.ndim <= 1 else params_decay).append(p)
+    opt = torch.optim.SGD([{"params": params_decay, "weight_decay": weight_decay},
+                           {"params": params_no, "weight_decay": 0.0}],
+                          lr=lr, momentum=momentum, nesterov=True)
+    n = len(train_data)
+    steps_per_epoch = n // batch if n >= batch else 1
+    total_epochs = epochs
+    t0 = time.time()
+    step = 0
+    done = 0
+    history = []
+    if teacher is not None:
+        teacher.eval()
+    while done < total_epochs:
+        net.train()
+        te = time.time()
+        perm = torch.randperm(n, device=train_data.device, generator=gen)
+        loss_sum = torch.zeros((), device=train_data.device)
+        for s in range(steps_per_epoch):
+            idx = perm[s * batch:(s + 1) * batch]
+            xb, yb = train_data.augmented(idx, gen)
+            progress = step / max(1, total_epochs * steps_per_epoch)
+            cur_lr = lr_at(progress, lr, schedule)
+            for g in opt.param_groups:
+                g["lr"] = cur_lr
+            with autocast(train_data.device, amp):
+                logits = net(xb)
+                loss = F.cross_entropy(logits.float(), yb, label_smoothing=label_smoothing)
+                if teacher is not None:
+                    with torch.no_grad():
+                        tl = teacher(xb).float()
+                    kd = F.kl_div(F.log_softmax(logits.float() / kd_temp, 1),
+                                  F.softmax(tl / kd_temp, 1), reduction="batchmean")
+                    loss = (1 - kd_alpha) * loss + kd_alpha * kd_temp * kd_temp * kd
+                if gate_l1:
+                    gl = [m.gate.last for m in net.layers if m.gate is not None]
+                    if gl:
+                        loss = loss + gate_l1 * sum(g.mean() for g in gl) / len(gl)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach()
+            step += 1
+        done += 1
+        loss_avg = float(loss_sum) / steps_per_epoch
+        ep_time = time.time() - te
+        elapsed = time.time() - t0
+        rec = {"epoch": done, "loss": round(loss_avg, 4), "seconds": round(ep_time, 2)}
+        if eval_every and (done % eval_every == 0 or done == total_epochs) and test_data is not None:
+            rec["test_top1"] = round(evaluate(net, test_data, amp=amp), 4)
+        history.append(rec)
+        log(f"{tag}: epoch {done}/{total_epochs} loss {loss_avg:.4f} lr {cur_lr:.4f} "
+            f"{ep_time:.1f}s" + (f" test {rec['test_top1']:.4f}" if "test_top1" in rec else ""))
+        if not math.isfinite(loss_avg):
+            raise FloatingPointError(f"{tag}: loss is {loss_avg}")
+        if done == 1:
+            first_epoch = ep_time
+        if budget_s is not None and done < total_epochs and done >= 2:
+            per_epoch = (elapsed - first_epoch) / (done - 1)
+            fit = done + int(max(0.0, budget_s - elapsed) / max(per_epoch, 1e-6))
+            new_total = max(min_epochs, fit, done)
+            if new_total < total_epochs:
+                log(f"{tag}: time budget {budget_s:.0f}s -> {new_total} epochs instead of "
+                    f"{total_epochs} ({per_epoch:.2f}s/epoch)")
+                total_epochs = new_total
+    return {"epochs_planned": epochs, "epochs": done, "seconds": round(time.time() - t0, 1),
+            "history": history}
+
+
+def gate_scores(net, data, batch=1000, amp=False):
+    """Mean SE gate value per channel over ``data`` (no augmentation), per gated layer index."""
+    net.eval()
+    sums = {}
+    with torch.no_grad(), autocast(data.device, amp):
+        for i in range(0, len(data), batch):
+            net(data.norm(data.x[i:i + batch]))
+            for li, layer in enumerate(net.layers):
+                if layer.gate is not None:
+                    g = layer.gate.last.float().sum(0)
+                    sums[li] = sums.get(li, 0) + g
+    return {li: (s / len(data)).cpu() for li, s in sums.items()}
