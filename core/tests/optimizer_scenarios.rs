@@ -431,7 +431,8 @@ fn hysteresis_keeps_plan_on_noise_and_switches_on_big_change() {
     let d = opt.decide(&cond(5e6, 0.002, 10.0), &obj, Some(&first.plan));
     assert!(d.switched);
     assert!(d.plan.is_cloud_only(), "{}", d.reason);
-    assert!(d.reason.starts_with("switched:"), "{}", d.reason);
+    assert!(d.reason.starts_with("switched to"), "{}", d.reason);
+    assert!(d.reason.contains("improves latency by"), "{}", d.reason);
     // Back to load 1: split 3 is 36 % faster than cloud-only, beyond the margin.
     let back = opt.decide(&cond(5e6, 0.002, 1.0), &obj, Some(&d.plan));
     assert_eq!(back.plan.split, 3);
@@ -460,7 +461,7 @@ fn hysteresis_margin_is_configurable_and_gain_is_relative() {
     assert!(!d.switched, "{}", d.reason);
     assert!(d.plan.is_cloud_only());
     assert!(d.reason.starts_with("kept current plan"), "{}", d.reason);
-    assert!(d.reason.contains("margin 50.0 %"), "{}", d.reason);
+    assert!(d.reason.contains("(≤ 50.0 % margin)"), "{}", d.reason);
 }
 
 #[test]
@@ -730,5 +731,34 @@ fn decision_serializes_and_plan_displays() {
     assert_eq!(
         d.plan.to_string(),
         format!("#{} 'full' split 3/4 ρ=0.25 q4 (166 B)", d.plan.candidate)
+    );
+}
+
+#[test]
+fn infeasible_fallback_has_hysteresis_too() {
+    let opt = optimizer();
+    let c = cond(1e6, 0.005, 1.0);
+    let budget = Objective::MaxAccuracy {
+        latency_budget_s: 0.001,
+    };
+    // Fastest: split 3 q2 ρ .25 (102 B) → 9.316 ms. The current plan, split 3 q4 ρ .25 (166 B,
+    // 9.828 ms), is only 5.2 % slower: keep it.
+    let current = opt.decide(&c, &min_latency(0.85), None).plan;
+    let d = opt.decide(&c, &budget, Some(&current));
+    assert!(!d.feasible);
+    assert!(!d.switched, "{}", d.reason);
+    assert_eq!(d.plan, current);
+    assert!(d.reason.contains("; kept current plan"), "{}", d.reason);
+    // Cloud-only (31.7 ms) is far slower: switch to the fastest.
+    let cloud_only = opt.plan(0).unwrap();
+    assert!(cloud_only.is_cloud_only());
+    let d = opt.decide(&c, &budget, Some(&cloud_only));
+    assert!(!d.feasible);
+    assert!(d.switched);
+    assert_eq!(d.plan.bytes, 102, "{}", d.reason);
+    assert!(
+        d.reason.contains("; switched from current plan"),
+        "{}",
+        d.reason
     );
 }

@@ -290,27 +290,23 @@ impl Gain {
     }
 }
 
+impl Gain {
+    /// The margin in the gain's unit, e.g. `10.0 %` or `0.50 points`.
+    fn margin_str(&self) -> String {
+        match self.metric {
+            GainMetric::Latency | GainMetric::Throughput => format!("{:.1} %", self.margin * 100.0),
+            GainMetric::Accuracy => format!("{:.2} points", self.margin * 100.0),
+        }
+    }
+}
+
 impl fmt::Display for Gain {
+    /// `latency by 12.3 %`, `throughput by 4.0 %`, `accuracy by 0.50 points`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.metric {
-            GainMetric::Latency => write!(
-                f,
-                "latency by {:.1} % (margin {:.1} %)",
-                self.value * 100.0,
-                self.margin * 100.0
-            ),
-            GainMetric::Throughput => write!(
-                f,
-                "throughput by {:.1} % (margin {:.1} %)",
-                self.value * 100.0,
-                self.margin * 100.0
-            ),
-            GainMetric::Accuracy => write!(
-                f,
-                "accuracy by {:.2} points (margin {:.2} points)",
-                self.value * 100.0,
-                self.margin * 100.0
-            ),
+            GainMetric::Latency => write!(f, "latency by {:.1} %", self.value * 100.0),
+            GainMetric::Throughput => write!(f, "throughput by {:.1} %", self.value * 100.0),
+            GainMetric::Accuracy => write!(f, "accuracy by {:.2} points", self.value * 100.0),
         }
     }
 }
@@ -653,28 +649,26 @@ impl Optimizer {
         let cfg = &self.config;
         let plan_str = |i: usize| self.plan(i).map(|p| p.to_string()).unwrap_or_default();
         let chosen = if !is_fallback {
+            let switched_to = || format!("switched to {} → {top_m}: ", plan_str(top));
             match cur_state {
                 None => {
                     reason.push_str(&format!(
-                        "{objective}: {} → {top_m} (best of {eligible} eligible plans)",
+                        "chose {} → {top_m}: best of {eligible} eligible plans for {objective}",
                         plan_str(top)
                     ));
                     top
                 }
                 Some((i, _, false, _)) => {
-                    reason.push_str(&format!(
-                        "switched: current plan {} needs the cloud; {objective}: {} → {top_m}",
-                        plan_str(i),
-                        plan_str(top)
-                    ));
+                    reason.push_str(&switched_to());
+                    reason.push_str(&format!("current plan {} needs the cloud", plan_str(i)));
                     top
                 }
                 Some((i, m, true, false)) => {
+                    reason.push_str(&switched_to());
                     reason.push_str(&format!(
-                        "switched: current plan {} ({m}) violates {}; {objective}: {} → {top_m}",
+                        "current plan {} ({m}) violates {}",
                         plan_str(i),
-                        objective.constraint(),
-                        plan_str(top)
+                        objective.constraint()
                     ));
                     top
                 }
@@ -682,22 +676,25 @@ impl Optimizer {
                     let gain = objective.gain(cfg, &m, &top_m, false);
                     if i == top {
                         reason.push_str(&format!(
-                            "{objective}: current plan {} is still the best → {m}",
+                            "kept current plan {} → {m}: still the best for {objective}",
                             plan_str(i)
                         ));
                         i
                     } else if gain.exceeds() {
+                        reason.push_str(&switched_to());
                         reason.push_str(&format!(
-                            "switched: {} improves {gain} over current plan {}; {objective}: → {top_m}",
-                            plan_str(top),
+                            "improves {gain} (> {} margin) over current plan {} ({m})",
+                            gain.margin_str(),
                             plan_str(i)
                         ));
                         top
                     } else {
                         reason.push_str(&format!(
-                            "kept current plan {} ({m}): best alternative {} improves {gain} only",
+                            "kept current plan {} → {m}: best alternative {} ({top_m}) improves \
+                             {gain} only (≤ {} margin)",
                             plan_str(i),
-                            plan_str(top)
+                            plan_str(top),
+                            gain.margin_str()
                         ));
                         i
                     }
@@ -718,14 +715,18 @@ impl Optimizer {
                     let gain = objective.gain(cfg, &m, &top_m, true);
                     if gain.exceeds() {
                         reason.push_str(&format!(
-                            "; switched from {} (improves {gain})",
-                            plan_str(i)
+                            "; switched from current plan {} ({m}): {what} improves {gain} \
+                             (> {} margin)",
+                            plan_str(i),
+                            gain.margin_str()
                         ));
                         top
                     } else {
                         reason.push_str(&format!(
-                            "; kept current plan {} ({m}): within margin ({gain})",
-                            plan_str(i)
+                            "; kept current plan {} ({m}): {what} improves {gain} only \
+                             (≤ {} margin)",
+                            plan_str(i),
+                            gain.margin_str()
                         ));
                         i
                     }
