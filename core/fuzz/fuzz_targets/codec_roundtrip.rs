@@ -6,7 +6,11 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: (u8, u8, u8, u8, u16, Vec<f32>)| {
     let (c, h, w, mode, rho, values) = input;
-    let shape = [usize::from(c % 8) + 1, usize::from(h % 16) + 1, usize::from(w % 16) + 1];
+    let shape = [
+        usize::from(c % 8) + 1,
+        usize::from(h % 16) + 1,
+        usize::from(w % 16) + 1,
+    ];
     let n: usize = shape.iter().product();
     if values.len() < n {
         return;
@@ -22,7 +26,10 @@ fuzz_target!(|input: (u8, u8, u8, u8, u16, Vec<f32>)| {
         6 => QuantMode::F16,
         _ => QuantMode::F32,
     };
-    let params = CodecParams { keep_ratio: (f32::from(rho) + 1.0) / 65536.0, mode };
+    let params = CodecParams {
+        keep_ratio: (f32::from(rho) + 1.0) / 65536.0,
+        mode,
+    };
     match encode(data, &shape, &params) {
         Ok(bytes) => {
             assert_eq!(Ok(bytes.len()), encoded_len(&shape, &params));
