@@ -310,7 +310,8 @@ pub enum CodecError {
     },
 }
 
-/// `⌈ρ·H·W⌉` clamped to `[1, H·W]` (0 when `H·W == 0`): the number of spatial positions kept.
+/// `⌈ρ·H·W⌉` clamped to `[1, H·W]` (0 when `H·W == 0`, `usize::MAX` when `H·W` overflows): the
+/// number of spatial positions kept.
 ///
 /// The ceiling is taken of `ρ·H·W·(1 − 2⁻²³)` computed in `f64`, which absorbs the representation
 /// error of an `f32` ρ (so `ρ = 0.1` on a 10×10 map keeps exactly 10 positions, not 11). `ρ` values
