@@ -1,0 +1,7 @@
+//! Tooling for tests and benchmarks of jmdc.
+//!
+//! [`linkemu`] is a userspace UDP link emulator: a relay between a client and one upstream server
+//! that shapes each direction to a rate, a one-way delay, a random loss probability and a drop-tail
+//! queue, without root and without kernel `netem` (which this project's kernels lack).
+
+pub mod linkemu;
