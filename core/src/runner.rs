@@ -350,10 +350,14 @@ impl LayerRunner {
             })?;
         let mut timings = Vec::with_capacity(sessions_end - first_session);
         let mut current: Option<DynValue> = None;
+        // Moved into the first hop. Never `clone()` a tensor here: in ort rc.15 that is a deep
+        // copy through an identity session, and it can deadlock on ort's internal session map.
+        let mut first = Some(first);
         for ls in &mut self.sessions[first_session..sessions_end] {
-            let input_value: SessionInputValue<'_> = match &current {
-                None => first.clone().into(),
-                Some(v) => v.into(),
+            let input_value: SessionInputValue<'_> = match (first.take(), &current) {
+                (Some(t), _) => t.into(),
+                (None, Some(v)) => v.into(),
+                (None, None) => unreachable!("the first hop consumes the input tensor"),
             };
             let t0 = Instant::now();
             let out = run_session(
