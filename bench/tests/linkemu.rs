@@ -393,3 +393,33 @@ async fn relay_capacity_unlimited() {
     .await
     .expect("test finished in time");
 }
+
+/// A zero-byte queue still passes one datagram at a time (an empty queue always admits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_queue_passes_sparse_traffic() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (echo, echo_task) = echo_server().await;
+        let link = LinkParams::unlimited()
+            .with_rate_mbit(1.0)
+            .with_queue_bytes(0);
+        let relay = Relay::bind(RelayConfig::new(loopback(), echo).with_both(link))
+            .await
+            .expect("relay");
+        let client = UdpSocket::bind(loopback()).await.expect("client");
+        client.connect(relay.local_addr()).await.expect("connect");
+        let mut buf = [0u8; 1500];
+        for i in 0..5u8 {
+            client.send(&[i; 1000]).await.expect("send");
+            let n = tokio::time::timeout(Duration::from_secs(1), client.recv(&mut buf))
+                .await
+                .expect("echo within 1 s")
+                .expect("recv");
+            assert_eq!(n, 1000);
+        }
+        let stats = relay.shutdown().await;
+        assert_eq!(stats.uplink.packets_dropped_queue, 0);
+        echo_task.abort();
+    })
+    .await
+    .expect("test finished in time");
+}

@@ -19,7 +19,8 @@ pub struct LinkParams {
     pub delay: Duration,
     /// Probability in `0..=1` that a datagram is dropped on entry (independent, seeded).
     pub loss: f64,
-    /// Capacity of the drop-tail queue in bytes (the datagram being serialised is not counted).
+    /// Capacity of the drop-tail queue in bytes (the datagram being serialised is not counted; a
+    /// datagram arriving at an empty queue is always admitted).
     pub queue_bytes: usize,
 }
 

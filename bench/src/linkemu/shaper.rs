@@ -108,7 +108,9 @@ impl Shaper {
             DirectionCounters::add(&c.bytes_dropped_loss, len);
             return;
         }
-        if st.queue_bytes + len > st.params.queue_bytes {
+        // Drop-tail; a datagram reaching an empty queue is always admitted, so even a queue smaller
+        // than one datagram passes sparse traffic.
+        if !st.queue.is_empty() && st.queue_bytes + len > st.params.queue_bytes {
             drop(st);
             DirectionCounters::add(&c.packets_dropped_queue, 1);
             DirectionCounters::add(&c.bytes_dropped_queue, len);
