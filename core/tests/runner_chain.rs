@@ -15,7 +15,7 @@ use jmdc_core::cifar::CifarFile;
 use jmdc_core::package::{ModelPackage, MANIFEST_FILE};
 use jmdc_core::preprocess::{normalize_batch_chw_u8, normalize_chw_u8};
 use jmdc_core::runner::{FullModelRunner, LayerRunner, RunnerError, RunnerOptions, RunnerPool};
-use jmdc_core::runtime::init_onnxruntime;
+use jmdc_core::runtime::{init_onnxruntime, init_onnxruntime_with, RuntimeOptions};
 
 const TOL: f32 = 1e-4;
 const SAMPLES: usize = 4;
@@ -232,11 +232,23 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 /// Timing of the fused model against the per-layer chain, batch 1 (run with
-/// `cargo test --release -p jmdc-core --test runner_chain -- --ignored --nocapture`).
+/// `cargo test --release -p jmdc-core --test runner_chain -- --ignored --nocapture`;
+/// `JMDC_TEST_THREADS=n` sets the shared intra-op pool size, default 1).
 #[test]
 #[ignore = "timing report, not a check"]
 fn timing_chain_vs_full() {
-    init();
+    let threads = std::env::var("JMDC_TEST_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1);
+    let rt = RuntimeOptions {
+        intra_op_threads: threads,
+        ..RuntimeOptions::default()
+    };
+    if let Err(e) = init_onnxruntime_with(None, &rt) {
+        panic!("this test needs ONNX Runtime: {e}");
+    }
+    println!("intra-op threads (shared pool): {threads}");
     let pkg = package();
     let (singles, _) = samples(&pkg);
     let x = singles[0].view().into_dyn();
