@@ -129,6 +129,7 @@ fn build_session(
     pkg: &ModelPackage,
     bytes_or_path: Result<Vec<u8>, std::path::PathBuf>,
     file: &str,
+    shapes: (&[usize], &[usize]),
     options: &RunnerOptions,
 ) -> Result<Session, RunnerError> {
     let load_err = |message: String| RunnerError::SessionLoad {
@@ -159,6 +160,36 @@ fn build_session(
             "outputs {outs:?} lack {:?}",
             pkg.output_name()
         )));
+    }
+    // Declared shapes must agree with the manifest (dynamic dimensions, -1, match anything).
+    let (want_in, want_out) = shapes;
+    let input = session.inputs().first();
+    let output = session
+        .outputs()
+        .iter()
+        .find(|o| o.name() == pkg.output_name());
+    for (what, outlet, want) in [("input", input, want_in), ("output", output, want_out)] {
+        let Some(outlet) = outlet else { continue };
+        let dtype = outlet.dtype();
+        if dtype.tensor_type() != Some(ort::value::TensorElementType::Float32) {
+            return Err(mismatch(format!(
+                "{what} is {dtype:?}, expected a float32 tensor"
+            )));
+        }
+        if let Some(declared) = dtype.tensor_shape() {
+            let fits = declared.len() == want.len() + 1
+                && declared[1..]
+                    .iter()
+                    .zip(want)
+                    .all(|(&d, &w)| d < 0 || d as usize == w);
+            if !fits {
+                return Err(mismatch(format!(
+                    "{what} is declared {:?}, manifest says [N, {}]",
+                    &declared[..],
+                    join(want)
+                )));
+            }
+        }
     }
     Ok(session)
 }
@@ -276,7 +307,13 @@ impl LayerRunner {
             } else {
                 Ok(pkg.read_layer(variant, i)?)
             };
-            let session = build_session(pkg, src, &path.display().to_string(), options)?;
+            let session = build_session(
+                pkg,
+                src,
+                &path.display().to_string(),
+                (&l.input_shape, &l.output_shape),
+                options,
+            )?;
             sessions.push(LayerSession {
                 session,
                 what: format!("{}/{} layer {i} ({})", pkg.name(), variant, l.file),
@@ -451,12 +488,18 @@ impl FullModelRunner {
         } else {
             Ok(pkg.read_full_model(variant)?)
         };
-        let session = build_session(pkg, src, &path.display().to_string(), options)?;
         let output_shape = v
             .layers
             .last()
             .map(|l| l.output_shape.clone())
             .unwrap_or_default();
+        let session = build_session(
+            pkg,
+            src,
+            &path.display().to_string(),
+            (pkg.input_shape(), &output_shape),
+            options,
+        )?;
         Ok(FullModelRunner {
             session: LayerSession {
                 session,

@@ -192,6 +192,50 @@ fn bad_ranges_and_variants_are_errors() {
     assert!(e.to_string().contains("nope"), "{e}");
 }
 
+/// A layer file whose declared shapes disagree with the manifest fails at load, naming the file.
+#[test]
+fn swapped_layer_file_is_detected_at_load() {
+    init();
+    let src = package();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("pkg");
+    copy_dir(src.dir(), &dir);
+    let mpath = dir.join(MANIFEST_FILE);
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&mpath).expect("read")).expect("json");
+    let vdir = dir.join(m["variants"][0]["dir"].as_str().expect("dir"));
+    let f0 = m["variants"][0]["layers"][0]["file"]
+        .as_str()
+        .expect("f0")
+        .to_string();
+    let f2 = m["variants"][0]["layers"][2]["file"]
+        .as_str()
+        .expect("f2")
+        .to_string();
+    std::fs::copy(vdir.join(&f2), vdir.join(&f0)).expect("copy");
+    let bytes = std::fs::read(vdir.join(&f0)).expect("read");
+    m["variants"][0]["layers"][0]["sha256"] = jmdc_core::package::sha256_hex(&bytes).into();
+    std::fs::write(&mpath, serde_json::to_string(&m).expect("ser")).expect("write");
+    let pkg = ModelPackage::load(&dir).expect("hashes match the manifest");
+    let v = pkg.variants()[0].name.clone();
+    let e = LayerRunner::new(&pkg, &v, 0..1, &RunnerOptions::default()).expect_err("mismatch");
+    assert!(matches!(e, RunnerError::ModelMismatch { .. }), "{e:?}");
+    assert!(e.to_string().contains(&f0), "{e}");
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("mkdir");
+    for e in std::fs::read_dir(src).expect("read_dir") {
+        let e = e.expect("entry");
+        let to = dst.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).expect("copy");
+        }
+    }
+}
+
 #[test]
 fn pool_serves_concurrent_callers() {
     init();
