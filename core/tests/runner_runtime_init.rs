@@ -47,3 +47,43 @@ fn bogus_paths_fail_cleanly_then_init_is_idempotent() {
     let again = init_onnxruntime(Some(bogus)).expect("second call returns the first result");
     assert_eq!(again, path);
 }
+
+/// `ORT_DYLIB_PATH` pointing nowhere is an error naming the variable (no silent fallback).
+/// Runs in a child process so this process's runtime state does not matter.
+#[test]
+fn bogus_ort_dylib_path_env_is_an_error() {
+    if std::env::var_os("JMDC_RUNTIME_CHILD").is_some() {
+        return; // the child runs only `child_env_probe`
+    }
+    let exe = std::env::current_exe().expect("exe");
+    let out = std::process::Command::new(exe)
+        .args(["--exact", "child_env_probe", "--ignored", "--nocapture"])
+        .env("JMDC_RUNTIME_CHILD", "1")
+        .env("ORT_DYLIB_PATH", "/nonexistent/from-env/libonnxruntime.so")
+        .output()
+        .expect("spawn child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed: {stdout}");
+    assert!(stdout.contains("probe ok"), "{stdout}");
+}
+
+#[test]
+#[ignore = "run by bogus_ort_dylib_path_env_is_an_error in a child process"]
+fn child_env_probe() {
+    if std::env::var_os("JMDC_RUNTIME_CHILD").is_none() {
+        return;
+    }
+    let e = init_onnxruntime(None).expect_err("bogus ORT_DYLIB_PATH must fail");
+    let msg = e.to_string();
+    assert!(msg.contains("ORT_DYLIB_PATH"), "{msg}");
+    assert!(msg.contains("/nonexistent/from-env"), "{msg}");
+    assert!(msg.contains("scripts/fetch-onnxruntime.sh"), "{msg}");
+    // An explicit path still wins over the environment variable.
+    let explicit = jmdc_core::runtime::well_known_candidates()
+        .into_iter()
+        .find(|p| p.is_file())
+        .expect("the fetched library in a well-known place");
+    let loaded = init_onnxruntime(Some(&explicit)).expect("explicit path wins");
+    assert_eq!(loaded, explicit);
+    println!("probe ok");
+}
