@@ -349,3 +349,23 @@ fn timing_chain_vs_full() {
         );
     }
 }
+
+/// Sessions with their own intra-op pool (instead of the shared one) give the same results.
+#[test]
+fn own_thread_pool_option_matches_shared_pool() {
+    init();
+    let pkg = package();
+    let v = pkg.variants()[0].name.clone();
+    let l = pkg.num_layers();
+    let (singles, _) = samples(&pkg);
+    let x = singles[0].view().into_dyn();
+    let mut shared = LayerRunner::new(&pkg, &v, 0..l, &RunnerOptions::default()).expect("shared");
+    let own_opts = RunnerOptions {
+        intra_op_threads: Some(1),
+        load_from_file: true,
+    };
+    let mut own = LayerRunner::new(&pkg, &v, 0..l, &own_opts).expect("own pool, from file");
+    let a = shared.run(x.view()).expect("shared run");
+    let b = own.run(x.view()).expect("own run");
+    assert!(max_abs_diff(&a, &b) < TOL);
+}
