@@ -10,18 +10,19 @@
 #
 # Environment knobs:
 #   JMDC_DEADLINE_S  seconds from start until the trainers must be done (default 390)
-#   JMDC_WITH_VGG=1  also train vgg16-cifar10 concurrently (weights only, fp16) into OUT/vgg16-cifar10
+#   JMDC_WITH_VGG=1  also train vgg16-cifar10 concurrently (weights only, fp16; see Output)
 #   JMDC_SMOKE=1     tiny CPU run (2,000 images, 1 epoch per stage) to prove the script works
 #   JMDC_DEVICE      cuda (default) or cpu;  PYTHON  interpreter (default python3)
 #   JMDC_ALEX_ARGS / JMDC_VGG_ARGS  extra arguments appended to the pipeline command lines
 #
-# Output in OUT:
-#   gpu_job.log                       this script's log (both trainers' lines, prefixed)
-#   alexnet-cifar10/package/alexnet-cifar10/   manifest.json (draft) + keep100 ... keep025/*.onnx
-#   alexnet-cifar10/weights/keepNNN.pt         checkpoints (layer list + state_dict + kept channels)
-#   alexnet-cifar10/training.json, gate_scores.json
-#   vgg16-cifar10/...                 same layout, weights only (if JMDC_WITH_VGG=1)
-# Then, on the CPU machine:  see models/README.md ("Rebuilding the packages").
+# Output in OUT: only a few flat files (the device machine returns at most 8 files of <= 16 MiB,
+# 64 MiB in all), rewritten after every finished stage so that a run cut short keeps its results:
+#   gpu_job.log                    this script's log (both trainers' lines, prefixed)
+#   alexnet-cifar10-package.tar    alexnet-cifar10/manifest.json (draft) + keep100..keep025/*.onnx (~13 MiB)
+#   alexnet-cifar10-run.tar        alexnet-cifar10-run/{training.json,gate_scores.json,weights/keepNNN.pt} (~7 MiB)
+#   vgg16-cifar10-run.tar.NN       (JMDC_WITH_VGG=1) fp16 checkpoints keep100, keep050, keep025 in
+#                                  15 MiB parts, at most 40 MiB (keep075 left out: no room)
+# Then, on the CPU machine: bash models/unpack_gpu_out.sh OUT DEST, and see models/README.md.
 set -u
 set -o pipefail
 
@@ -37,8 +38,9 @@ TEST_BIN=${3:-}
 [ -n "$TEST_BIN" ] && TEST_BIN=$(readlink -f "$TEST_BIN")
 DEADLINE_S=${JMDC_DEADLINE_S:-390}
 DEADLINE_AT=$((START + DEADLINE_S))
-HARD_LIMIT=$((DEADLINE_S + 45))      # timeout(1) for each trainer, in case a deadline check is missed
+HARD_END=$((START + DEADLINE_S + 30))  # timeout(1) end for the trainers, in case a deadline check is missed
 PY=${PYTHON:-python3}
+case "$PY" in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac   # survives the cd below
 DEVICE=${JMDC_DEVICE:-cuda}
 WITH_VGG=${JMDC_WITH_VGG:-0}
 SMOKE=${JMDC_SMOKE:-0}
@@ -49,7 +51,7 @@ say() { echo "[$(ts)] [job +$(( $(date +%s) - START ))s] $*"; }
 
 cd "$(dirname "$(readlink -f "$0")")" || exit 1   # models/: python -m jmdc_models works from here
 say "start: tarball $TAR, out $OUT, deadline ${DEADLINE_S}s, device $DEVICE, vgg=$WITH_VGG, smoke=$SMOKE"
-$PY - <<'PYEOF' || true
+"$PY" - <<'PYEOF' || true
 import platform, sys
 print("python", sys.version.split()[0], platform.platform())
 for m in ("torch", "numpy", "onnx", "onnxruntime", "PIL"):
@@ -69,7 +71,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memo
 TMP=$(mktemp -d /tmp/jmdc_gpu_job.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 say "decoding the JPEG tarball"
-if ! $PY -m jmdc_models.prepare "$TAR" "$TMP/cifar10.npz"; then
+if ! "$PY" -m jmdc_models.prepare "$TAR" "$TMP/cifar10.npz"; then
     say "FAILED to decode $TAR"; exit 1
 fi
 
@@ -77,10 +79,10 @@ COMMON=(--data "$TMP/cifar10.npz" --device "$DEVICE" --deadline-at "$DEADLINE_AT
 [ -n "$TEST_BIN" ] && COMMON+=(--test-bin "$TEST_BIN")
 if [ "$DEVICE" = cuda ]; then COMMON+=(--amp --channels-last); fi
 
-ALEX=(--model alexnet-cifar10 --out "$OUT/alexnet-cifar10" --batch 512 --lr 0.08
-      --epochs 60 --min-epochs 40 --gate-epochs 8 --ft-epochs 30 --ft-lr 0.04 --kd 0.5
+ALEX=(--model alexnet-cifar10 --out "$TMP/work/alexnet-cifar10" --pack-dir "$OUT" --pack-budget-mb 22 --batch 512 --lr 0.04 --clip 2.0
+      --epochs 80 --min-epochs 40 --gate-epochs 8 --ft-epochs 40 --ft-lr 0.02 --kd 0.5
       --reserve-seconds 12)
-VGG=(--model vgg16-cifar10 --out "$OUT/vgg16-cifar10" --batch 512 --lr 0.1
+VGG=(--model vgg16-cifar10 --out "$TMP/work/vgg16-cifar10" --pack-dir "$OUT" --pack-budget-mb 40 --batch 512 --lr 0.1
      --epochs 120 --min-epochs 1 --gate-epochs 3 --gate-lr 0.01 --ft-epochs 20 --ft-lr 0.04 --kd 0
      --no-export --half-weights --reserve-seconds 15)
 if [ "$SMOKE" = 1 ]; then
@@ -90,15 +92,17 @@ fi
 # shellcheck disable=SC2206
 ALEX+=(${JMDC_ALEX_ARGS:-}); VGG+=(${JMDC_VGG_ARGS:-})
 
+HARD_LIMIT=$((HARD_END - $(date +%s)))
+[ "$HARD_LIMIT" -lt 30 ] && HARD_LIMIT=30
 VGG_PID=""
 if [ "$WITH_VGG" = 1 ]; then
     say "starting vgg16-cifar10 (background, lower CPU priority)"
-    ( nice -n 10 timeout "$HARD_LIMIT" $PY -u -m jmdc_models.pipeline "${COMMON[@]}" "${VGG[@]}" 2>&1 \
+    ( nice -n 10 timeout "$HARD_LIMIT" "$PY" -u -m jmdc_models.pipeline "${COMMON[@]}" "${VGG[@]}" 2>&1 \
         | sed -u 's/^/[vgg] /' ) &
     VGG_PID=$!
 fi
 say "starting alexnet-cifar10"
-timeout "$HARD_LIMIT" $PY -u -m jmdc_models.pipeline "${COMMON[@]}" "${ALEX[@]}" 2>&1 | sed -u 's/^/[alex] /'
+timeout "$HARD_LIMIT" "$PY" -u -m jmdc_models.pipeline "${COMMON[@]}" "${ALEX[@]}" 2>&1 | sed -u 's/^/[alex] /'
 ALEX_RC=$?
 say "alexnet-cifar10 finished with status $ALEX_RC"
 VGG_RC=0
@@ -107,16 +111,19 @@ if [ -n "$VGG_PID" ]; then
     say "vgg16-cifar10 finished with status $VGG_RC"
 fi
 for m in alexnet-cifar10 vgg16-cifar10; do
-    if [ -d "$OUT/$m" ]; then
-        say "$m outputs: $(find "$OUT/$m" -type f | wc -l) files, $(du -sh "$OUT/$m" | cut -f1)"
-        [ -f "$OUT/$m/training.json" ] && $PY - "$OUT/$m/training.json" <<'PYEOF' || true
+    W="$TMP/work/$m"
+    if [ -f "$W/training.json" ]; then
+        "$PY" - "$W/training.json" "$m" <<'PYEOF' || true
 import json, sys
 t = json.load(open(sys.argv[1]))
+print(f"  {sys.argv[2]}:")
 for k, v in t.get("variants", {}).items():
     print(f"    {k}: PyTorch top-1 {v.get('pytorch_top1')} after {v.get('epochs')} epochs ({v.get('seconds')}s)")
 print("    timings", t.get("timings_s"))
 PYEOF
     fi
 done
+say "files in $OUT (the machine returns at most 8 files, 16 MiB each, 64 MiB in all):"
+ls -la "$OUT"
 say "done (alexnet status $ALEX_RC, vgg status $VGG_RC)"
 exit "$ALEX_RC"

@@ -37,7 +37,7 @@ class SEGate(nn.Module):
         self.fc1 = nn.Linear(channels, hidden)
         self.fc2 = nn.Linear(hidden, channels)
         nn.init.zeros_(self.fc2.weight)
-        nn.init.constant_(self.fc2.bias, 3.0)  # start almost open (sigmoid(3) = 0.95)
+        nn.init.constant_(self.fc2.bias, 2.0)  # start mostly open (sigmoid(2) = 0.88)
         self.last = None
 
     def forward(self, x):

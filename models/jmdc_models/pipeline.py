@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import cifar, export, nets, zoo
+from . import cifar, export, nets, pack, zoo
 from . import spec as S
 from .train import DeviceData, evaluate, gate_scores, log, train
 
@@ -50,6 +50,10 @@ def parse_args(argv=None):
     p.add_argument("--schedule", default="onecycle", choices=["onecycle", "cosine"])
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--clip", type=float, default=0.0, help="gradient-norm clipping (0 = off)")
+    p.add_argument("--stuck-epoch", type=int, default=4,
+                   help="restart the base run once with half the LR if its training loss is "
+                        "still near chance after this many epochs (0 = off)")
     p.add_argument("--gate-epochs", type=int, default=8)
     p.add_argument("--gate-lr", type=float, default=0.01)
     p.add_argument("--gate-l1", type=float, default=1e-2,
@@ -68,6 +72,10 @@ def parse_args(argv=None):
                    help="kept free before the deadline for exports and saving")
     p.add_argument("--no-export", action="store_true", help="save weights only (no ONNX)")
     p.add_argument("--half-weights", action="store_true", help="save state_dicts as float16")
+    p.add_argument("--pack-dir", help="after every stage, pack the run into a few flat files "
+                                      "here (see jmdc_models.pack)")
+    p.add_argument("--pack-budget-mb", type=float, default=64.0,
+                   help="total size allowed for this model's packed files")
     p.add_argument("--description", default="")
     p.add_argument("--threads", type=int, default=0)
     return p.parse_args(argv)
@@ -137,7 +145,8 @@ def main(argv=None):
         sel = np.random.RandomState(args.seed).permutation(len(ty))[:args.subset]
         tx, ty = tx[sel], ty[sel]
     if args.test_subset:
-        ex, ey = ex[:args.test_subset], ey[:args.test_subset]
+        sel = np.random.RandomState(args.seed + 1).permutation(len(ey))[:args.test_subset]
+        ex, ey = ex[sel], ey[sel]
     mean, std = cifar.channel_stats(tx)
     mean, std = [round(m, 6) for m in mean], [round(s, 6) for s in std]
     log(f"normalisation mean {mean} std {std}")
@@ -147,7 +156,7 @@ def main(argv=None):
     ratios = sorted({float(r) for r in args.ratios.split(",")}, reverse=True)
     pruned_ratios = [r for r in ratios if r < 1.0]
     ft_cost = 1.4 if args.kd else 1.0  # relative epoch cost (teacher forward), rough
-    units = {"base": args.epochs,
+    units = {"base": args.epochs * 1.5,  # the base model has priority over the fine-tunes
              "gate": args.gate_epochs * 1.3 if pruned_ratios else 0,
              "ft": sum(args.ft_epochs * ft_cost * (0.5 + 0.5 * r) for r in pruned_ratios)}
     total_units = sum(units.values()) or 1
@@ -155,7 +164,7 @@ def main(argv=None):
     recipe = {
         "optimizer": "SGD momentum 0.9 nesterov", "weight_decay": args.weight_decay,
         "label_smoothing": args.label_smoothing, "batch": args.batch,
-        "schedule": args.schedule, "base_peak_lr": args.lr,
+        "schedule": args.schedule, "base_peak_lr": args.lr, "grad_clip": args.clip or None,
         "augmentation": "random crop 32 from zero padding 4, horizontal flip (on device)",
         "amp": "bf16 autocast" if amp else "float32", "channels_last": args.channels_last,
         "channel_selection": "squeeze-and-excitation gates after each conv activation (after "
@@ -191,6 +200,12 @@ def main(argv=None):
         if not args.no_export:
             pkg_dir.mkdir(parents=True, exist_ok=True)
             (pkg_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if args.pack_dir:
+            t = time.time()
+            r = pack.pack(out, args.model, args.pack_dir, int(args.pack_budget_mb * pack.MiB))
+            log(f"packed {r['files']} ({r['bytes'] / pack.MiB:.1f} MiB"
+                + (f", left out {r['skipped_checkpoints']}" if r["skipped_checkpoints"] else "")
+                + f") in {time.time() - t:.1f}s")
 
     def save_variant(net, ratio, kept, record):
         name = export.variant_dir_name(ratio)
@@ -225,7 +240,8 @@ def main(argv=None):
                 seed=args.seed, schedule=args.schedule, weight_decay=args.weight_decay,
                 label_smoothing=args.label_smoothing, amp=amp, budget_s=budget,
                 min_epochs=min(args.epochs, args.min_epochs), tag=f"{args.model} base",
-                eval_every=10)
+                eval_every=10, clip=args.clip or None,
+                stuck_epoch=args.stuck_epoch if args.epochs > args.stuck_epoch else 0)
     acc = evaluate(base, test_d, amp=amp)
     log(f"base top-1 (PyTorch) {acc:.4f}")
     training["timings_s"]["base"] = rec["seconds"]
@@ -233,7 +249,7 @@ def main(argv=None):
     full_kept = {i: list(range(layers[i]["out"])) for i in S.conv_indices(layers)}
     save_variant(base, 1.0, full_kept, {"keep_ratio": 1.0, "pytorch_top1": round(acc, 4),
                                         "epochs": rec["epochs"], "seconds": rec["seconds"],
-                                        "history": rec["history"]})
+                                        "events": rec["events"], "history": rec["history"]})
 
     if pruned_ratios:
         # ---- SE gates -------------------------------------------------------------------------
@@ -247,7 +263,8 @@ def main(argv=None):
         grec = train(gated, train_d, None, epochs=args.gate_epochs, lr=args.gate_lr,
                      batch=args.batch, seed=args.seed + 1, schedule="cosine",
                      weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                     amp=amp, budget_s=budget, gate_l1=args.gate_l1, tag=f"{args.model} gates")
+                     amp=amp, budget_s=budget, gate_l1=args.gate_l1, tag=f"{args.model} gates",
+                     clip=args.clip or None)
         scores = gate_scores(gated, train_d, amp=amp)
         gacc = evaluate(gated, test_d, amp=amp)
         training["timings_s"]["gates"] = round(time.time() - t, 1)
@@ -290,7 +307,7 @@ def main(argv=None):
                              weight_decay=args.weight_decay,
                              label_smoothing=args.label_smoothing, amp=amp, budget_s=budget,
                              teacher=teacher, kd_alpha=args.kd, tag=f"{args.model} keep {r}",
-                             eval_every=10)
+                             eval_every=10, clip=args.clip or None)
             acc = evaluate(net, test_d, amp=amp)
             log(f"keep {r}: top-1 (PyTorch) {acc:.4f}")
             training["timings_s"][export.variant_dir_name(r)] = frec["seconds"]

@@ -86,18 +86,28 @@ def autocast(device, amp):
 def train(net, train_data, test_data, *, epochs, lr, batch, seed, schedule="onecycle",
           weight_decay=5e-4, momentum=0.9, label_smoothing=0.1, amp=False, budget_s=None,
           min_epochs=1, teacher=None, kd_alpha=0.5, kd_temp=4.0, gate_l1=0.0, tag="train",
-          eval_every=0):
+          eval_every=0, clip=None, gate_lr_mult=10.0, stuck_epoch=0, stuck_loss=2.15):
     """SGD (Nesterov) with a per-step LR schedule. If ``budget_s`` is given, the number of
     epochs is reduced (never below ``min_epochs``) as soon as the measured epoch time says the
-    plan does not fit; the schedule then follows the new total. Returns a record dict."""
+    plan does not fit; the schedule then follows the new total.
+
+    Guards: an epoch with a non-finite loss is rolled back (weights restored, momentum cleared)
+    and the LR halved (at most 3 times); if ``stuck_epoch`` is set and the mean training loss of
+    that epoch is still above ``stuck_loss`` (chance level is ln 10 = 2.30), training restarts
+    once from the initial weights with half the LR. Returns a record dict."""
     gen = torch.Generator(device=train_data.device)
     gen.manual_seed(seed)
-    params_decay, params_no = [], []
+    params_decay, params_no, params_gate = [], [], []
     for n, p in net.named_parameters():
-        (params_no if p.ndim <= 1 else params_decay).append(p)
-    opt = torch.optim.SGD([{"params": params_decay, "weight_decay": weight_decay},
-                           {"params": params_no, "weight_decay": 0.0}],
-                          lr=lr, momentum=momentum, nesterov=True)
+        if ".gate." in n:
+            params_gate.append(p)
+        else:
+            (params_no if p.ndim <= 1 else params_decay).append(p)
+    groups = [{"params": params_decay, "weight_decay": weight_decay, "lr_mult": 1.0},
+              {"params": params_no, "weight_decay": 0.0, "lr_mult": 1.0}]
+    if params_gate:  # fresh SE gates learn faster than the pretrained network around them
+        groups.append({"params": params_gate, "weight_decay": 0.0, "lr_mult": gate_lr_mult})
+    opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
     n = len(train_data)
     steps_per_epoch = n // batch if n >= batch else 1
     total_epochs = epochs
@@ -107,18 +117,27 @@ def train(net, train_data, test_data, *, epochs, lr, batch, seed, schedule="onec
     history = []
     if teacher is not None:
         teacher.eval()
+    lr_scale = 1.0
+    rollbacks = 0
+    restarted = False
+    events = []
+    initial = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    first_epoch = 0.0
+    t_run = t0
     while done < total_epochs:
         net.train()
         te = time.time()
+        snapshot = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        step_at_start = step
         perm = torch.randperm(n, device=train_data.device, generator=gen)
         loss_sum = torch.zeros((), device=train_data.device)
         for s in range(steps_per_epoch):
             idx = perm[s * batch:(s + 1) * batch]
             xb, yb = train_data.augmented(idx, gen)
             progress = step / max(1, total_epochs * steps_per_epoch)
-            cur_lr = lr_at(progress, lr, schedule)
+            cur_lr = lr_at(progress, lr, schedule) * lr_scale
             for g in opt.param_groups:
-                g["lr"] = cur_lr
+                g["lr"] = cur_lr * g["lr_mult"]
             with autocast(train_data.device, amp):
                 logits = net(xb)
                 loss = F.cross_entropy(logits.float(), yb, label_smoothing=label_smoothing)
@@ -134,12 +153,36 @@ def train(net, train_data, test_data, *, epochs, lr, batch, seed, schedule="onec
                         loss = loss + gate_l1 * sum(g.mean() for g in gl) / len(gl)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
             opt.step()
             loss_sum += loss.detach()
             step += 1
-        done += 1
         loss_avg = float(loss_sum) / steps_per_epoch
         ep_time = time.time() - te
+        if not math.isfinite(loss_avg):
+            rollbacks += 1
+            if rollbacks > 3:
+                raise FloatingPointError(f"{tag}: loss is {loss_avg} after 3 rollbacks")
+            net.load_state_dict(snapshot)
+            opt.state.clear()
+            lr_scale *= 0.5
+            step = step_at_start
+            events.append(f"epoch {done + 1}: non-finite loss, rolled back, LR x{lr_scale}")
+            log(f"{tag}: {events[-1]}")
+            continue
+        done += 1
+        if stuck_epoch and done == stuck_epoch and not restarted and loss_avg > stuck_loss:
+            restarted = True
+            net.load_state_dict(initial)
+            opt.state.clear()
+            lr_scale *= 0.5
+            events.append(f"epoch {done}: loss {loss_avg:.3f} > {stuck_loss} (stuck near chance), "
+                          f"restarted from the initial weights with LR x{lr_scale}")
+            log(f"{tag}: {events[-1]}")
+            done, step, history = 0, 0, []
+            t_run = time.time()
+            continue
         elapsed = time.time() - t0
         rec = {"epoch": done, "loss": round(loss_avg, 4), "seconds": round(ep_time, 2)}
         if eval_every and (done % eval_every == 0 or done == total_epochs) and test_data is not None:
@@ -147,20 +190,20 @@ def train(net, train_data, test_data, *, epochs, lr, batch, seed, schedule="onec
         history.append(rec)
         log(f"{tag}: epoch {done}/{total_epochs} loss {loss_avg:.4f} lr {cur_lr:.4f} "
             f"{ep_time:.1f}s" + (f" test {rec['test_top1']:.4f}" if "test_top1" in rec else ""))
-        if not math.isfinite(loss_avg):
-            raise FloatingPointError(f"{tag}: loss is {loss_avg}")
         if done == 1:
             first_epoch = ep_time
-        if budget_s is not None and done < total_epochs and done >= 2:
-            per_epoch = (elapsed - first_epoch) / (done - 1)
+        if budget_s is not None and done < epochs:
+            # first epoch includes warm-up (cudnn autotuning); later estimates exclude it
+            run_elapsed = time.time() - t_run
+            per_epoch = ep_time if done == 1 else (run_elapsed - first_epoch) / (done - 1)
             fit = done + int(max(0.0, budget_s - elapsed) / max(per_epoch, 1e-6))
-            new_total = max(min_epochs, fit, done)
-            if new_total < total_epochs:
+            new_total = min(epochs, max(min_epochs, fit, done))
+            if new_total != total_epochs:
                 log(f"{tag}: time budget {budget_s:.0f}s -> {new_total} epochs instead of "
                     f"{total_epochs} ({per_epoch:.2f}s/epoch)")
                 total_epochs = new_total
     return {"epochs_planned": epochs, "epochs": done, "seconds": round(time.time() - t0, 1),
-            "history": history}
+            "history": history, "events": events, "lr_scale": lr_scale}
 
 
 def gate_scores(net, data, batch=1000, amp=False):
