@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use jmdc_core::codec;
 use jmdc_core::package::ModelPackage;
 use jmdc_core::preprocess;
-use jmdc_core::protocol::{InferRequest, PayloadKind, Response};
+use jmdc_core::protocol::{self, InferRequest, PayloadKind, Response};
 use jmdc_core::runner::{LayerRunner, RunnerOptions};
 use ndarray::{ArrayD, IxDyn};
 use tracing::warn;
@@ -189,7 +189,7 @@ impl EdgePipeline {
             payload_kind,
             payload,
         };
-        record.bytes = request.payload.len();
+        record.bytes = protocol::request_encoded_len(&request);
         let sent = Instant::now();
         let response = cloud.infer(&request, self.timeout).await;
         let round_trip = micros(sent.elapsed());

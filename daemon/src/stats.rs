@@ -21,7 +21,7 @@ pub struct FrameRecord {
     /// Decode + tail layers + queueing in the worker, as reported by it.
     pub cloud_us: u64,
     pub total_us: u64,
-    /// Request bytes sent (0 when nothing was sent).
+    /// Request message bytes sent, header included (0 when nothing was sent).
     pub bytes: usize,
     /// True when the cloud failed and the edge finished the frame.
     pub fallback: bool,
