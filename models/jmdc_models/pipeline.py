@@ -56,7 +56,7 @@ def parse_args(argv=None):
                         "still near chance after this many epochs (0 = off)")
     p.add_argument("--gate-epochs", type=int, default=8)
     p.add_argument("--gate-lr", type=float, default=0.01)
-    p.add_argument("--gate-l1", type=float, default=1e-2,
+    p.add_argument("--gate-l1", type=float, default=0.5,
                    help="weight of the mean gate value in the gate-training loss")
     p.add_argument("--ft-epochs", type=int, default=30)
     p.add_argument("--ft-lr", type=float, default=0.04)
@@ -129,8 +129,10 @@ def main(argv=None):
     amp = args.amp and dev.type == "cuda"
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        try:  # fp32 leftovers (LRN, losses) may use TF32; the API moved between versions
+            torch.set_float32_matmul_precision("high")
+        except Exception:  # noqa: BLE001
+            pass
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     log(f"{args.model}: torch {torch.__version__} on {dev}"
