@@ -126,7 +126,7 @@ def main(argv=None):
     (out / "weights").mkdir(parents=True, exist_ok=True)
     pkg_dir = out / "package" / args.model
     dev = torch.device(args.device)
-    amp = args.amp and dev.type == "cuda"
+    amp = args.amp  # bf16 autocast; meant for cuda (on cpu it only exercises the code path)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
         try:  # fp32 leftovers (LRN, losses) may use TF32; the API moved between versions
