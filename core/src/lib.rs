@@ -1,4 +1,5 @@
 //! jmdc-core: what the edge daemon and the cloud worker share.
+pub mod calibration;
 pub mod cifar;
 pub mod package;
 pub mod preprocess;
