@@ -255,71 +255,85 @@ def main(argv=None):
 
     if pruned_ratios:
         # ---- SE gates -------------------------------------------------------------------------
-        gated = copy.deepcopy(base)
-        nets.attach_gates(gated)
-        if args.channels_last:
-            gated = gated.to(memory_format=torch.channels_last)
-        left = deadline.left()
-        budget = None if left is None else left * units["gate"] / (units["gate"] + units["ft"])
-        t = time.time()
-        grec = train(gated, train_d, None, epochs=args.gate_epochs, lr=args.gate_lr,
-                     batch=args.batch, seed=args.seed + 1, schedule="cosine",
-                     weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                     amp=amp, budget_s=budget, gate_l1=args.gate_l1, tag=f"{args.model} gates",
-                     clip=args.clip or None)
-        scores = gate_scores(gated, train_d, amp=amp)
-        gacc = evaluate(gated, test_d, amp=amp)
-        training["timings_s"]["gates"] = round(time.time() - t, 1)
-        training["gates"] = {"epochs": grec["epochs"], "pytorch_top1_with_gates": round(gacc, 4)}
-        conv_scores = {}
-        for ci in S.conv_indices(layers):
-            conv_scores[ci] = scores[S.gate_position(layers, ci)]
-        (out / "gate_scores.json").write_text(json.dumps(
-            {layers[ci]["name"]: [round(float(v), 5) for v in s]
-             for ci, s in conv_scores.items()}) + "\n")
-        log(f"gates: top-1 with gates {gacc:.4f}; score ranges " + ", ".join(
-            f"{layers[ci]['name']} {float(s.min()):.3f}..{float(s.max()):.3f}"
-            for ci, s in conv_scores.items()))
-        del gated
+        try:
+            gated = copy.deepcopy(base)
+            nets.attach_gates(gated)
+            if args.channels_last:
+                gated = gated.to(memory_format=torch.channels_last)
+            left = deadline.left()
+            budget = None if left is None else left * units["gate"] / (units["gate"] + units["ft"])
+            t = time.time()
+            grec = train(gated, train_d, None, epochs=args.gate_epochs, lr=args.gate_lr,
+                         batch=args.batch, seed=args.seed + 1, schedule="cosine",
+                         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+                         amp=amp, budget_s=budget, gate_l1=args.gate_l1, tag=f"{args.model} gates",
+                         clip=args.clip or None)
+            scores = gate_scores(gated, train_d, amp=amp)
+            gacc = evaluate(gated, test_d, amp=amp)
+            training["timings_s"]["gates"] = round(time.time() - t, 1)
+            training["gates"] = {"epochs": grec["epochs"], "pytorch_top1_with_gates": round(gacc, 4)}
+            conv_scores = {}
+            for ci in S.conv_indices(layers):
+                conv_scores[ci] = scores[S.gate_position(layers, ci)]
+            (out / "gate_scores.json").write_text(json.dumps(
+                {layers[ci]["name"]: [round(float(v), 5) for v in s]
+                 for ci, s in conv_scores.items()}) + "\n")
+            log(f"gates: top-1 with gates {gacc:.4f}; score ranges " + ", ".join(
+                f"{layers[ci]['name']} {float(s.min()):.3f}..{float(s.max()):.3f}"
+                for ci, s in conv_scores.items()))
+            del gated
+        except Exception as e:  # noqa: BLE001  keep going: score channels by filter L1 norm
+            import traceback
+            traceback.print_exc()
+            log(f"GATE STAGE FAILED ({e!r}); falling back to L1-norm channel scores")
+            training["gates"] = {"error": repr(e), "fallback": "conv filter L1 norm"}
+            conv_scores = {ci: base.layers[ci].op.weight.detach().abs().sum(dim=(1, 2, 3)).float().cpu()
+                           for ci in S.conv_indices(layers)}
 
         # ---- pruned variants ------------------------------------------------------------------
         teacher = base if args.kd else None
         for n_done, r in enumerate(pruned_ratios):
-            kept = {}
-            for ci, s in conv_scores.items():
-                k = S.keep_count(len(s), r)
-                kept[ci] = sorted(int(j) for j in torch.argsort(s, descending=True)[:k])
-            net = nets.prune(base, kept)
-            if args.channels_last:
-                net = net.to(memory_format=torch.channels_last)
-            acc0 = evaluate(net, test_d, amp=amp)
-            left = deadline.left()
-            rest = [x for x in pruned_ratios[n_done:]]
-            share = (0.5 + 0.5 * r) / sum(0.5 + 0.5 * x for x in rest)
-            budget = None if left is None else left * share
-            epochs = args.ft_epochs
-            if budget is not None and budget < 1.0:
-                epochs = 0
-            log(f"keep {r}: channels {[len(v) for v in kept.values()]}, top-1 before fine-tune "
-                f"{acc0:.4f}; {epochs} epochs, budget {fmt_s(budget)}")
-            frec = {"epochs": 0, "seconds": 0.0, "history": []}
-            if epochs:
-                frec = train(net, train_d, test_d, epochs=epochs, lr=args.ft_lr, batch=args.batch,
-                             seed=args.seed + 10 + n_done, schedule=args.schedule,
-                             weight_decay=args.weight_decay,
-                             label_smoothing=args.label_smoothing, amp=amp, budget_s=budget,
-                             teacher=teacher, kd_alpha=args.kd, tag=f"{args.model} keep {r}",
-                             eval_every=10, clip=args.clip or None)
-            acc = evaluate(net, test_d, amp=amp)
-            log(f"keep {r}: top-1 (PyTorch) {acc:.4f}")
-            training["timings_s"][export.variant_dir_name(r)] = frec["seconds"]
-            save_variant(net, r, kept, {
-                "keep_ratio": r, "pytorch_top1": round(acc, 4),
-                "pytorch_top1_before_finetune": round(acc0, 4),
-                "channels": {layers[ci]["name"]: len(v) for ci, v in kept.items()},
-                "epochs": frec["epochs"], "seconds": frec["seconds"],
-                "history": frec["history"]})
-            del net
+            try:
+                kept = {}
+                for ci, s in conv_scores.items():
+                    k = S.keep_count(len(s), r)
+                    kept[ci] = sorted(int(j) for j in torch.argsort(s, descending=True)[:k])
+                net = nets.prune(base, kept)
+                if args.channels_last:
+                    net = net.to(memory_format=torch.channels_last)
+                acc0 = evaluate(net, test_d, amp=amp)
+                left = deadline.left()
+                rest = [x for x in pruned_ratios[n_done:]]
+                share = (0.5 + 0.5 * r) / sum(0.5 + 0.5 * x for x in rest)
+                budget = None if left is None else left * share
+                epochs = args.ft_epochs
+                if budget is not None and budget < 1.0:
+                    epochs = 0
+                log(f"keep {r}: channels {[len(v) for v in kept.values()]}, top-1 before fine-tune "
+                    f"{acc0:.4f}; {epochs} epochs, budget {fmt_s(budget)}")
+                frec = {"epochs": 0, "seconds": 0.0, "history": []}
+                if epochs:
+                    frec = train(net, train_d, test_d, epochs=epochs, lr=args.ft_lr, batch=args.batch,
+                                 seed=args.seed + 10 + n_done, schedule=args.schedule,
+                                 weight_decay=args.weight_decay,
+                                 label_smoothing=args.label_smoothing, amp=amp, budget_s=budget,
+                                 teacher=teacher, kd_alpha=args.kd, tag=f"{args.model} keep {r}",
+                                 eval_every=10, clip=args.clip or None)
+                acc = evaluate(net, test_d, amp=amp)
+                log(f"keep {r}: top-1 (PyTorch) {acc:.4f}")
+                training["timings_s"][export.variant_dir_name(r)] = frec["seconds"]
+                save_variant(net, r, kept, {
+                    "keep_ratio": r, "pytorch_top1": round(acc, 4),
+                    "pytorch_top1_before_finetune": round(acc0, 4),
+                    "channels": {layers[ci]["name"]: len(v) for ci, v in kept.items()},
+                    "epochs": frec["epochs"], "seconds": frec["seconds"],
+                    "history": frec["history"]})
+                del net
+            except Exception as e:  # noqa: BLE001  keep the other variants
+                import traceback
+                traceback.print_exc()
+                log(f"VARIANT keep {r} FAILED: {e!r}")
+                training["variants"][export.variant_dir_name(r)] = {"error": repr(e)}
     training["timings_s"]["total"] = round(time.time() - t_start, 1)
     save_all()
     log(f"{args.model}: done in {time.time() - t_start:.1f}s")
