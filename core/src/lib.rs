@@ -3,6 +3,7 @@ pub mod calibration;
 pub mod cifar;
 pub mod package;
 pub mod preprocess;
+pub mod profiling;
 pub mod runner;
 pub mod runtime;
 pub mod codec;
