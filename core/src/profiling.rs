@@ -836,18 +836,21 @@ fn solve(a: &mut [[f64; 3]; 3], b: &mut [f64; 3], m: usize) -> Option<[f64; 3]> 
         b.swap(col, pivot);
         for r in col + 1..m {
             let f = a[r][col] / a[col][col];
-            for c in col..m {
-                a[r][c] -= f * a[col][c];
+            let pivot_row = a[col];
+            for (dst, src) in a[r][col..m].iter_mut().zip(&pivot_row[col..m]) {
+                *dst -= f * src;
             }
             b[r] -= f * b[col];
         }
     }
     let mut x = [0.0; 3];
     for r in (0..m).rev() {
-        let mut s = b[r];
-        for c in r + 1..m {
-            s -= a[r][c] * x[c];
-        }
+        let s: f64 = b[r]
+            - a[r][r + 1..m]
+                .iter()
+                .zip(&x[r + 1..m])
+                .map(|(c, v)| c * v)
+                .sum::<f64>();
         x[r] = s / a[r][r];
     }
     Some(x)
