@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod config;
+pub mod monitor;
 pub mod pipeline;
 pub mod plan_spec;
 pub mod run;
