@@ -254,12 +254,18 @@ impl CalibrationTable {
                 found: format.to_string(),
             });
         }
-        let table: CalibrationTable =
+        let mut table: CalibrationTable =
             serde_json::from_value(value).map_err(|e| CalibrationError::Parse {
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
         table.validate(path)?;
+        // `top1` and `ci95` are derived from `correct` and N: recompute them exactly (JSON
+        // decimal text need not parse back to the very same f64).
+        let n = table.dataset.images;
+        for e in &mut table.entries {
+            (e.top1, e.ci95) = top1_and_ci95(e.correct, n);
+        }
         Ok(table)
     }
 
