@@ -56,7 +56,9 @@ def parse_args(argv=None):
                         "still near chance after this many epochs (0 = off)")
     p.add_argument("--gate-epochs", type=int, default=8)
     p.add_argument("--gate-lr", type=float, default=0.01)
-    p.add_argument("--gate-l1", type=float, default=0.5,
+    p.add_argument("--gate-lr-mult", type=float, default=100.0,
+                   help="LR multiplier of the fresh SE-gate parameters during gate training")
+    p.add_argument("--gate-l1", type=float, default=1.0,
                    help="weight of the mean gate value in the gate-training loss")
     p.add_argument("--ft-epochs", type=int, default=30)
     p.add_argument("--ft-lr", type=float, default=0.04)
@@ -174,7 +176,8 @@ def main(argv=None):
                              "model; score = mean gate value over the training set; keep the "
                              "round(ratio*C) highest-scoring channels (>= 1); pruned variants "
                              "start from the base weights without gates",
-        "gate_epochs": args.gate_epochs, "gate_lr": args.gate_lr, "gate_l1": args.gate_l1,
+        "gate_epochs": args.gate_epochs, "gate_lr": args.gate_lr,
+        "gate_lr_multiplier": args.gate_lr_mult, "gate_l1_on_mean_gate": args.gate_l1,
         "finetune_epochs": args.ft_epochs, "finetune_peak_lr": args.ft_lr,
         "finetune_distillation": {"alpha": args.kd, "temperature": 4.0,
                                   "teacher": "keep100"} if args.kd else None,
@@ -267,7 +270,7 @@ def main(argv=None):
                          batch=args.batch, seed=args.seed + 1, schedule="cosine",
                          weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                          amp=amp, budget_s=budget, gate_l1=args.gate_l1, tag=f"{args.model} gates",
-                         clip=args.clip or None)
+                         clip=args.clip or None, gate_lr_mult=args.gate_lr_mult)
             scores = gate_scores(gated, train_d, amp=amp)
             gacc = evaluate(gated, test_d, amp=amp)
             training["timings_s"]["gates"] = round(time.time() - t, 1)
