@@ -126,4 +126,5 @@ done
 say "files in $OUT (the machine returns at most 8 files, 16 MiB each, 64 MiB in all):"
 ls -la "$OUT"
 say "done (alexnet status $ALEX_RC, vgg status $VGG_RC)"
+sleep 1   # let tee flush gpu_job.log
 exit "$ALEX_RC"
