@@ -40,6 +40,13 @@ use ndarray::{ArrayD, Axis, IxDyn};
 
 use crate::pipeline::argmax;
 
+static LAST_STAGE_TIMES: Mutex<Option<StageTimes>> = Mutex::new(None);
+
+/// Stage times of the last successful [`run_calibration`] in this process (for reports).
+pub fn last_stage_times() -> Option<StageTimes> {
+    LAST_STAGE_TIMES.lock().ok().and_then(|s| *s)
+}
+
 /// Default ρ grid.
 pub const DEFAULT_KEEP_RATIOS: [f32; 4] = [1.0, 0.75, 0.5, 0.25];
 /// Default codec grid.
@@ -398,6 +405,26 @@ struct Worker {
     runners: Vec<LayerRunner>,
     encoder: Encoder,
     bytes: Vec<u8>,
+    times: StageTimes,
+}
+
+/// Where a calibration spent its time, summed over worker threads (thread-seconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimes {
+    /// Preprocessing and head layers (once per batch and variant).
+    pub head: Duration,
+    /// Codec encode + decode round trips.
+    pub codec: Duration,
+    /// Tail layers on decoded tensors.
+    pub tail: Duration,
+}
+
+impl StageTimes {
+    fn add(&mut self, o: &StageTimes) {
+        self.head += o.head;
+        self.codec += o.codec;
+        self.tail += o.tail;
+    }
 }
 
 impl Worker {
@@ -414,6 +441,7 @@ impl Worker {
             runners,
             encoder: Encoder::new(),
             bytes: Vec::new(),
+            times: StageTimes::default(),
         })
     }
 
@@ -426,10 +454,13 @@ impl Worker {
         labels: &[u8],
         counts: &mut Counts,
     ) -> Result<()> {
+        let t_head = Instant::now();
         let input = normalize_batch_chw_u8(pixels, IMAGE_SHAPE, pkg.normalization())?.into_dyn();
         let n = labels.len();
         let limits = DecodeLimits::default();
+        self.times.head += t_head.elapsed();
         for (vi, plan) in plans.iter().enumerate() {
+            let t_head = Instant::now();
             let runner = &mut self.runners[vi];
             // Head once, layer by layer: boundary[s] is the tensor crossing split s.
             let mut boundary: Vec<ArrayD<f32>> = Vec::with_capacity(plan.layers + 1);
@@ -439,12 +470,14 @@ impl Worker {
                 boundary.push(next);
             }
             counts.unsplit[vi] += count_correct(&boundary[plan.layers], labels)?;
+            self.times.head += t_head.elapsed();
             for (si, sp) in plan.splits.iter().enumerate() {
                 let x = boundary[sp.split].as_standard_layout();
                 let per_image: usize = sp.shape.iter().product();
                 let mut batch_shape = vec![n];
                 batch_shape.extend_from_slice(&sp.shape);
                 for (gi, g) in sp.groups.iter().enumerate() {
+                    let t_codec = Instant::now();
                     let mut decoded = Vec::with_capacity(n * per_image);
                     for img in x.axis_iter(Axis(0)) {
                         let data = img
@@ -464,8 +497,11 @@ impl Worker {
                         decoded.extend_from_slice(&d.data);
                     }
                     let t = ArrayD::from_shape_vec(IxDyn(&batch_shape), decoded)?;
+                    let t_tail = Instant::now();
+                    self.times.codec += t_tail - t_codec;
                     let logits = runner.run_range(sp.split..plan.layers, t.view())?;
                     counts.groups[vi][si][gi] += count_correct(&logits, labels)?;
+                    self.times.tail += t_tail.elapsed();
                 }
             }
         }
@@ -562,7 +598,7 @@ pub fn run_calibration(opts: &CalibrateOptions) -> Result<CalibrationTable> {
 
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let total = Mutex::new(Counts::zero(&plans));
+    let total = Mutex::new((Counts::zero(&plans), StageTimes::default()));
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..threads {
@@ -591,7 +627,9 @@ pub fn run_calibration(opts: &CalibrateOptions) -> Result<CalibrationTable> {
                         worker.batch(&pkg, &plans, &pixels, &labels, &mut counts)?;
                         bar.inc(range.len() as u64);
                     }
-                    total.lock().unwrap_or_else(|p| p.into_inner()).add(&counts);
+                    let mut t = total.lock().unwrap_or_else(|p| p.into_inner());
+                    t.0.add(&counts);
+                    t.1.add(&worker.times);
                     Ok(())
                 })();
                 if let Err(e) = result {
@@ -608,7 +646,16 @@ pub fn run_calibration(opts: &CalibrateOptions) -> Result<CalibrationTable> {
     if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
-    let counts = total.into_inner().unwrap_or_else(|p| p.into_inner());
+    let (counts, times) = total.into_inner().unwrap_or_else(|p| p.into_inner());
+    tracing::info!(
+        head_s = times.head.as_secs_f64(),
+        codec_s = times.codec.as_secs_f64(),
+        tail_s = times.tail.as_secs_f64(),
+        "calibration time by stage (summed over threads)"
+    );
+    if let Ok(mut slot) = LAST_STAGE_TIMES.lock() {
+        *slot = Some(times);
+    }
 
     let mut table = CalibrationTable {
         format: CALIBRATION_FORMAT.to_string(),

@@ -167,7 +167,9 @@ fn bad_options_are_refused() {
 }
 
 /// Full default grid (4 ρ × 8 codecs, every split, every variant) on `JMDC_CALIB_IMAGES`
-/// (default: the full CIFAR-10 test set in ../shared) and `JMDC_CALIB_N` images (default 10,000).
+/// (default: the full CIFAR-10 test set in ../shared) and `JMDC_CALIB_N` images (default 10,000);
+/// `JMDC_CALIB_PACKAGE` (default: the bundled package), `JMDC_CALIB_THREADS` (default: one per
+/// core), `JMDC_CALIB_OUT` (write the table there).
 /// Run in release mode:
 /// `cargo test --release -p jmdc-edge --test calibrate_real -- --ignored --nocapture`
 #[test]
@@ -183,7 +185,10 @@ fn full_grid_timing() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000);
-    let mut o = CalibrateOptions::new(package_dir(), images);
+    let package = std::env::var_os("JMDC_CALIB_PACKAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(package_dir);
+    let mut o = CalibrateOptions::new(package, images);
     o.limit = Some(n);
     o.threads = std::env::var("JMDC_CALIB_THREADS")
         .ok()
@@ -199,6 +204,14 @@ fn full_grid_timing() {
         o.threads,
         secs * 1e3 / table.dataset.images as f64
     );
+    if let Some(t) = jmdc_edge::calibrate::last_stage_times() {
+        println!(
+            "thread-seconds: head {:.1} s, codec {:.1} s, tail {:.1} s",
+            t.head.as_secs_f64(),
+            t.codec.as_secs_f64(),
+            t.tail.as_secs_f64()
+        );
+    }
     println!("{}", jmdc_edge::calibrate::summary(&table));
     if let Some(out) = std::env::var_os("JMDC_CALIB_OUT") {
         table.save(std::path::Path::new(&out)).expect("save");
