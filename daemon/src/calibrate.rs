@@ -118,7 +118,7 @@ pub struct CalibrateArgs {
     #[arg(long)]
     pub images: PathBuf,
     /// Use only the first N images (default: the whole file).
-    #[arg(short = 'n', long = "images-limit", value_name = "N")]
+    #[arg(short = 'n', long = "limit", value_name = "N")]
     pub limit: Option<usize>,
     /// Keep ratios ρ, comma-separated.
     #[arg(long, default_value = "1,0.75,0.5,0.25")]

@@ -1,0 +1,146 @@
+//! `jmdc-edge calibrate` arguments and the command itself (bundled package and samples, tiny grid).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use jmdc_core::calibration::CalibrationTable;
+use jmdc_core::codec::QuantMode;
+use jmdc_core::package::ModelPackage;
+use jmdc_edge::calibrate::{calibrate_command, CalibrateArgs, DEFAULT_BATCH};
+
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: CalibrateArgs,
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("daemon/ has a parent")
+        .to_path_buf()
+}
+
+fn parse(args: &[&str]) -> Result<CalibrateArgs, clap::Error> {
+    Cli::try_parse_from(std::iter::once("calibrate").chain(args.iter().copied())).map(|c| c.args)
+}
+
+#[test]
+fn defaults_and_parsing() {
+    let a = parse(&["--package", "p", "--images", "i.bin"]).expect("minimal");
+    let o = a.to_options().expect("options");
+    assert_eq!(o.keep_ratios, vec![1.0, 0.75, 0.5, 0.25]);
+    assert_eq!(
+        o.modes,
+        vec![
+            QuantMode::F32,
+            QuantMode::F16,
+            QuantMode::Bits(8),
+            QuantMode::Bits(6),
+            QuantMode::Bits(5),
+            QuantMode::Bits(4),
+            QuantMode::Bits(3),
+            QuantMode::Bits(2)
+        ]
+    );
+    assert_eq!(o.limit, None);
+    assert_eq!(o.threads, 0);
+    assert_eq!(o.batch_size, DEFAULT_BATCH);
+    assert!(o.progress && !o.pareto_prune);
+    assert_eq!(a.out, None);
+
+    let a = parse(&[
+        "--package",
+        "p",
+        "--images",
+        "i.bin",
+        "-n",
+        "500",
+        "--keep",
+        "1,0.5",
+        "--codecs",
+        "f16,int4",
+        "--threads",
+        "3",
+        "--out",
+        "t.json",
+        "--variants",
+        "keep050",
+        "--splits",
+        "3,6",
+        "--pareto-prune",
+        "--quiet",
+    ])
+    .expect("full");
+    let o = a.to_options().expect("options");
+    assert_eq!(o.limit, Some(500));
+    assert_eq!(o.keep_ratios, vec![1.0, 0.5]);
+    assert_eq!(o.modes, vec![QuantMode::F16, QuantMode::Bits(4)]);
+    assert_eq!(o.threads, 3);
+    assert_eq!(o.variants, vec!["keep050"]);
+    assert_eq!(o.splits, vec![3, 6]);
+    assert!(o.pareto_prune && !o.progress);
+    assert_eq!(a.out, Some(PathBuf::from("t.json")));
+
+    for bad in [
+        vec!["--keep", "0"],
+        vec!["--keep", "1.5"],
+        vec!["--keep", "x"],
+        vec!["--codecs", "int7"],
+        vec!["--codecs", "u8"],
+        vec!["--splits", "a"],
+    ] {
+        let mut args = vec!["--package", "p", "--images", "i.bin"];
+        args.extend(bad.iter().copied());
+        let a = parse(&args).expect("clap accepts the text");
+        let e = a.to_options().expect_err("options refuse it");
+        assert!(e.to_string().starts_with("--"), "{bad:?}: {e}");
+    }
+    assert!(
+        parse(&["--images", "i.bin"]).is_err(),
+        "--package is required"
+    );
+}
+
+#[test]
+fn command_writes_a_table_that_loads_for_the_package() {
+    jmdc_core::runtime::init_onnxruntime(None)
+        .expect("ONNX Runtime (scripts/fetch-onnxruntime.sh)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("cal.json");
+    let pkg_dir = repo_root().join("models/packages/alexnet-cifar10");
+    let samples = repo_root().join("models/samples/cifar10-test-256.bin");
+    let a = parse(&[
+        "--package",
+        pkg_dir.to_str().expect("utf-8"),
+        "--images",
+        samples.to_str().expect("utf-8"),
+        "-n",
+        "40",
+        "--keep",
+        "1,0.5",
+        "--codecs",
+        "f32,f16,int4",
+        "--variants",
+        "keep025",
+        "--splits",
+        "6,11",
+        "--pareto-prune",
+        "--quiet",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ])
+    .expect("args");
+    let written = calibrate_command(&a).expect("calibrate");
+    assert_eq!(written, out);
+    let pkg = ModelPackage::load(&pkg_dir).expect("package");
+    let t = CalibrationTable::load_for(&out, &pkg).expect("table matches the package");
+    assert_eq!(t.dataset.images, 40);
+    assert!(t.pareto_pruned);
+    // Rank-1 split 11: ρ does not change bytes or values, so ρ = 0.5 duplicates ρ = 1 and is
+    // pruned; f32 is dominated by f16 unless f16 loses an image.
+    let at11: Vec<_> = t.entries.iter().filter(|e| e.split == 11).collect();
+    assert!(at11.iter().all(|e| e.keep_ratio == 1.0), "{at11:?}");
+    assert!(t.lookup_cloud_only("keep025").is_some());
+    assert!(t.lookup_edge_only("keep025").is_some());
+}
