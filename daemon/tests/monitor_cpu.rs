@@ -1,5 +1,5 @@
-//! The CPU monitor on this machine: a busy thread of our own raises *own* usage; a busy child
-//! process raises *others'* load (when the machine has room for it to show).
+//! The CPU monitor on this machine: a busy thread of our own raises *own* usage; busy child
+//! processes (one per core) raise *others'* load towards 1 (when it was not there already).
 //!
 //! Tolerant on purpose: other work may run on the machine at the same time, so the assertions
 //! compare the peak during the hog with generous margins, and the others'-load check is skipped
@@ -78,45 +78,53 @@ fn own_busy_thread_raises_own_usage() {
 }
 
 #[test]
-fn busy_child_process_raises_others_load() {
+fn busy_child_processes_raise_others_load() {
     let monitor = CpuMonitor::start(config()).expect("cpu monitor");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let baseline = collect(&monitor, Duration::from_millis(800));
     assert!(!baseline.is_empty());
     let base = baseline.iter().map(|s| s.others_busy).sum::<f64>() / baseline.len() as f64;
-    // One spinning process is 1/cores of the machine. Skip when it cannot show.
-    let expected = 1.0 / cores as f64;
-    if base + expected > 0.95 {
+    // One spinning process per core (at most 8) saturates the machine: others' load → ~1 whatever
+    // else runs. Skip when it is already that high.
+    if base > 0.75 {
         println!("skipped: machine already busy (others {base:.2}, {cores} cores)");
         return;
     }
-    // `timeout` bounds the child even if this test dies.
-    let mut child = std::process::Command::new("timeout")
-        .args(["5", "sh", "-c", "while :; do :; done"])
-        .spawn()
-        .expect("spawn a busy shell");
     let changes = monitor.changes();
+    // Each child ends by itself after 3 s (`timeout` sends SIGTERM to the shell). The children
+    // are waited for, never killed: killing the `timeout` wrapper would orphan the spinning shell.
+    let mut children: Vec<_> = (0..cores.min(8))
+        .map(|_| {
+            std::process::Command::new("timeout")
+                .args(["3", "sh", "-c", "while :; do :; done"])
+                .spawn()
+                .expect("spawn a busy shell")
+        })
+        .collect();
     let busy = collect(&monitor, Duration::from_millis(1750));
-    let _ = child.kill();
-    let _ = child.wait();
+    for c in &mut children {
+        let _ = c.wait();
+    }
     let peak = busy.iter().map(|s| s.others_busy).fold(0.0, f64::max);
     let smoothed = busy
         .iter()
         .map(|s| s.others_busy_smoothed)
         .fold(0.0, f64::max);
+    let load = busy.iter().map(|s| s.load_factor).fold(1.0, f64::max);
     println!(
-        "others' load: baseline {base:.2}, peak with a busy child {peak:.2} (smoothed {smoothed:.2}), {cores} cores, change flagged: {}",
-        changes.has_changed().unwrap_or(false)
+        "others' load: baseline {base:.2}, peak with {} busy children {peak:.2} (smoothed {smoothed:.2}, load factor {load:.2}), {cores} cores, change flagged: {}",
+        children.len(),
+        changes.borrow().is_some()
     );
     assert!(
-        peak > base + 0.5 * expected,
-        "others' load should rise by about {expected:.2}: baseline {base:.2}, peak {peak:.2}"
+        peak > 0.8 && peak > base + 0.15,
+        "others' load should approach 1: baseline {base:.2}, peak {peak:.2}"
     );
-    // A step of 1/cores is above the 15-point threshold on machines with up to 6 cores.
-    if cores <= 4 && base < 0.3 {
+    assert!(load > 1.0, "a saturated machine slows our thread");
+    if base < 0.5 {
         assert!(
-            changes.has_changed().unwrap_or(false) || changes.borrow().is_some(),
-            "a one-core step should be flagged on {cores} cores"
+            changes.borrow().is_some(),
+            "a step from {base:.2} to ~1 should be flagged"
         );
     }
 }
