@@ -1,11 +1,13 @@
-//! jmdc-core: what the edge daemon and the cloud worker share.
+//! jmdc-core: what the edge daemon and the cloud worker share — model packages, the ONNX Runtime
+//! runner, the feature codec, the wire protocol, profiling, calibration and the optimizer.
+//! `codec`, `protocol` and `optimizer` are pure (no I/O) so they test in isolation.
 pub mod calibration;
 pub mod cifar;
+pub mod codec;
+pub mod optimizer;
 pub mod package;
 pub mod preprocess;
 pub mod profiling;
+pub mod protocol;
 pub mod runner;
 pub mod runtime;
-pub mod codec;
-pub mod optimizer;
-pub mod protocol;
