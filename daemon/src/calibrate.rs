@@ -219,8 +219,8 @@ pub fn calibrate_command(args: &CalibrateArgs) -> Result<PathBuf> {
 /// entry.
 pub fn summary(table: &CalibrationTable) -> String {
     let mut out = format!(
-        "{} on {} images of {} ({} ± 95 % half-width)",
-        table.package, table.dataset.images, table.dataset.description, "top-1"
+        "{} on {} images of {} (top-1 ± 95 % half-width)",
+        table.package, table.dataset.images, table.dataset.description
     );
     let mut seen: Vec<&str> = Vec::new();
     for e in &table.entries {
