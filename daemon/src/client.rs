@@ -137,7 +137,7 @@ impl CloudClient {
     }
 
     /// Closes the connection cleanly and waits briefly for the close to be sent.
-    pub async fn close(self) {
+    pub async fn close(&self) {
         self.connection.close(0u32.into(), b"bye");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }

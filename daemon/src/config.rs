@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::adaptive::AdaptiveConfig;
 use crate::plan_spec::PlanSpec;
 
 /// Everything `jmdc-edge run` needs.
@@ -26,6 +27,9 @@ pub struct EdgeConfig {
     pub runtime: RuntimeSection,
     #[serde(default)]
     pub output: OutputSection,
+    /// The adaptive loop (off by default: the fixed `[plan]` is used).
+    #[serde(default)]
+    pub adaptive: AdaptiveConfig,
 }
 
 /// Which model package to run.
@@ -166,6 +170,7 @@ impl EdgeConfig {
         if self.cloud.as_ref().is_some_and(|c| c.timeout_ms == 0) {
             return Err("cloud.timeout_ms must be at least 1".into());
         }
+        self.adaptive.validate()?;
         self.plan.validate().map_err(|e| format!("plan: {e}"))
     }
 }

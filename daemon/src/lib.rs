@@ -2,6 +2,7 @@
 //! tensor, sends it to a cloud worker over QUIC and collects the result.
 
 pub mod calibrate;
+pub mod adaptive;
 pub mod client;
 pub mod config;
 pub mod monitor;

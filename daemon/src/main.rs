@@ -33,6 +33,9 @@ enum Command {
         #[arg(long)]
         summary_json: Option<PathBuf>,
     },
+    /// Measure top-1 of every (variant, split, keep ratio, codec) with the real codec and ONNX
+    /// Runtime, and write the accuracy table the adaptive loop uses.
+    Calibrate(jmdc_edge::calibrate::CalibrateArgs),
     /// Parse and validate a configuration file; exit 1 naming the file and key on error.
     CheckConfig {
         #[arg(long, short)]
@@ -63,6 +66,11 @@ fn main() -> Result<()> {
                 std::process::exit(1);
             }
         },
+        Command::Calibrate(args) => {
+            init_logging("warn");
+            jmdc_edge::calibrate::calibrate_command(&args)?;
+            Ok(())
+        }
         Command::Run {
             config,
             plan,

@@ -25,6 +25,10 @@ pub struct FrameRecord {
     pub bytes: usize,
     /// True when the cloud failed and the edge finished the frame.
     pub fallback: bool,
+    /// The plan used for this frame.
+    pub plan: String,
+    /// Latency the optimizer predicted for this plan (adaptive runs).
+    pub predicted_us: Option<u64>,
 }
 
 impl FrameRecord {
@@ -77,6 +81,10 @@ pub struct Summary {
     pub total: Percentiles,
     pub bytes_per_frame: f64,
     pub wall_s: f64,
+    /// Mean |measured − predicted| / measured over frames with a prediction (adaptive runs).
+    pub prediction_error: Option<f64>,
+    /// Distinct plans used, in order of first use.
+    pub plans_used: Vec<String>,
 }
 
 impl Summary {
@@ -106,8 +114,27 @@ impl Summary {
                 bytes as f64 / records.len() as f64
             },
             wall_s: wall.as_secs_f64(),
+            prediction_error: prediction_error(records),
+            plans_used: records.iter().fold(Vec::new(), |mut seen, r| {
+                if !seen.contains(&r.plan) {
+                    seen.push(r.plan.clone());
+                }
+                seen
+            }),
         }
     }
+}
+
+fn prediction_error(records: &[FrameRecord]) -> Option<f64> {
+    let errors: Vec<f64> = records
+        .iter()
+        .filter(|r| r.total_us > 0)
+        .filter_map(|r| {
+            r.predicted_us
+                .map(|p| (r.total_us as f64 - p as f64).abs() / r.total_us as f64)
+        })
+        .collect();
+    (!errors.is_empty()).then(|| errors.iter().sum::<f64>() / errors.len() as f64)
 }
 
 fn ms(us: f64) -> f64 {
@@ -145,7 +172,16 @@ impl fmt::Display for Summary {
                 ms(p.p95)
             )?;
         }
-        write!(f, "bytes/frame: {:.1}", self.bytes_per_frame)
+        write!(f, "bytes/frame: {:.1}", self.bytes_per_frame)?;
+        if let Some(e) = self.prediction_error {
+            write!(
+                f,
+                "\nplans used: {}\nlatency prediction error (mean |measured − predicted| / measured): {:.1} %",
+                self.plans_used.join(" → "),
+                e * 100.0
+            )?;
+        }
+        Ok(())
     }
 }
 

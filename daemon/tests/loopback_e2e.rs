@@ -128,12 +128,14 @@ async fn top1_over_samples(
     frames: &[Frame],
 ) -> (usize, usize) {
     let client = cloud.client().await;
-    let mut pipeline = EdgePipeline::new(pkg.clone(), plan.clone(), "test".into(), TIMEOUT, None)
-        .expect("pipeline");
+    let mut pipeline = EdgePipeline::new(pkg.clone(), "test".into(), TIMEOUT, None);
     let mut correct = 0;
     let mut fallbacks = 0;
     for frame in frames {
-        let record = pipeline.process(frame, Some(&client)).await.expect("frame");
+        let (record, _) = pipeline
+            .process(frame, &plan, Some(&client))
+            .await
+            .expect("frame");
         fallbacks += usize::from(record.fallback);
         correct += usize::from(record.correct() == Some(true));
     }
@@ -249,15 +251,14 @@ async fn unreachable_cloud_frames_finish_on_edge() {
         keep_ratio: 1.0,
         codec: CodecSpec(QuantMode::Bits(8)),
     };
-    let mut pipeline =
-        EdgePipeline::new(pkg.clone(), plan, "test".into(), TIMEOUT, None).expect("pipeline");
+    let mut pipeline = EdgePipeline::new(pkg.clone(), "test".into(), TIMEOUT, None);
     for (i, (label, pixels)) in samples(8).into_iter().enumerate() {
         let frame = Frame {
             id: i as u64,
             label: Some(label),
             pixels,
         };
-        let record = pipeline.process(&frame, None).await.expect("frame");
+        let (record, _) = pipeline.process(&frame, &plan, None).await.expect("frame");
         assert!(
             record.fallback,
             "frame {i} should be marked as finished on the edge"
