@@ -1,0 +1,169 @@
+//! The adaptive loop through the userspace link emulator: bandwidth steps 50 → 1 → 20 Mbit/s.
+//! The plan must move to one that sends fewer bytes (later split, fewer bits or edge-only) within
+//! 2 s of the drop, and back to a heavier one within 2 s of the recovery, and every plan must meet
+//! the accuracy floor.
+//!
+//! The development machine's CPU runs AlexNet in well under a millisecond, where sending anything
+//! never pays; `edge_slowdown = 40` stretches edge compute (really, by sleeping) to Raspberry-Pi-like
+//! times so that offloading is worth it on a fast link.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{packages_dir, sample_file, Cloud};
+use jmdc_bench::linkemu::{LinkParams, Relay, RelayConfig};
+use jmdc_core::calibration::CalibrationTable;
+use jmdc_core::cifar::CifarFile;
+use jmdc_core::package::ModelPackage;
+use jmdc_edge::adaptive::{AdaptiveConfig, ObjectiveKind};
+use jmdc_edge::client::{client_config, CloudClient};
+use jmdc_edge::pipeline::{EdgePipeline, Frame};
+use jmdc_edge::run::AdaptiveSession;
+
+const FLOOR_PCT: f64 = 80.0;
+
+fn link(mbit: f64) -> LinkParams {
+    LinkParams::unlimited()
+        .with_rate_mbit(mbit)
+        .with_delay(Duration::from_millis(1))
+        .with_queue_bytes(16 * 1024)
+}
+
+struct Sample {
+    at: Duration,
+    bytes: usize,
+    plan: String,
+    accuracy: f32,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_follows_bandwidth_steps_50_1_20_mbit() {
+    common::init_runtime();
+    let package =
+        Arc::new(ModelPackage::load(&packages_dir().join("alexnet-cifar10")).expect("package"));
+    if let Err(e) = CalibrationTable::load_default(&package) {
+        panic!("the package needs its calibration table (jmdc-edge calibrate): {e}");
+    }
+    let cloud = Cloud::start(64).await;
+    let relay = Relay::bind(
+        RelayConfig::new("127.0.0.1:0".parse().expect("addr"), cloud.addr).with_both(link(50.0)),
+    )
+    .await
+    .expect("relay");
+    let handle = relay.handle();
+    let client = Arc::new(
+        CloudClient::connect(
+            relay.local_addr(),
+            "localhost",
+            client_config(&cloud.cert).expect("client config"),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("connect through relay"),
+    );
+    let settings = AdaptiveConfig {
+        enabled: true,
+        objective: ObjectiveKind::MinLatency,
+        accuracy_floor_pct: FLOOR_PCT,
+        replan_interval_ms: 250,
+        profile_runs: 10,
+        edge_slowdown: 40.0,
+        probe_bytes: 8 * 1024,
+        probe_interval_ms: 150,
+        ..AdaptiveConfig::default()
+    };
+    let pipeline = EdgePipeline::new(package.clone(), "test".into(), Duration::from_secs(3), None)
+        .with_slowdown(settings.edge_slowdown);
+    let mut session = AdaptiveSession::start(pipeline, &settings, Some(client.clone()), None)
+        .await
+        .expect("adaptive session");
+
+    let frames: Vec<Frame> = CifarFile::open(&sample_file())
+        .expect("samples")
+        .iter()
+        .enumerate()
+        .map(|(i, (label, pixels))| Frame {
+            id: i as u64,
+            label: Some(label),
+            pixels: pixels.to_vec(),
+        })
+        .collect();
+    let phases = [
+        (50.0, Duration::from_secs(4)),
+        (1.0, Duration::from_secs(5)),
+        (20.0, Duration::from_secs(5)),
+    ];
+    let start = Instant::now();
+    let mut phase_starts = Vec::new();
+    let mut samples = Vec::new();
+    let mut next_frame = 0usize;
+    for (mbit, length) in phases {
+        handle.set_both(link(mbit)).expect("link params");
+        let phase_start = start.elapsed();
+        phase_starts.push(phase_start);
+        // Bounded: every frame ends within the pipeline timeout, the phase within its length.
+        while start.elapsed() < phase_start + length {
+            let frame = &frames[next_frame % frames.len()];
+            next_frame += 1;
+            let record = session.process(frame).await.expect("frame");
+            let decision = session.decision().expect("a decision exists");
+            samples.push(Sample {
+                at: start.elapsed(),
+                bytes: decision.plan.bytes,
+                plan: record.plan.clone(),
+                accuracy: decision.plan.accuracy,
+            });
+        }
+    }
+    session.stop();
+    client.close().await;
+    relay.shutdown().await;
+    cloud.stop().await;
+
+    for (frame, plan, reason) in &session.changes {
+        println!("frame {frame}: {plan} ({reason})");
+    }
+    for s in &samples {
+        assert!(
+            f64::from(s.accuracy) * 100.0 >= FLOOR_PCT,
+            "plan {} at {:?} predicts {:.2} % < floor",
+            s.plan,
+            s.at,
+            s.accuracy * 100.0
+        );
+    }
+    let settled_bytes = |until: Duration| {
+        samples
+            .iter()
+            .rev()
+            .find(|s| s.at < until)
+            .map(|s| (s.bytes, s.plan.clone()))
+            .expect("samples before the step")
+    };
+    let first_after = |from: Duration, pred: &dyn Fn(usize) -> bool| {
+        samples
+            .iter()
+            .find(|s| s.at >= from && pred(s.bytes))
+            .map(|s| s.at - from)
+    };
+    let (fast_bytes, fast_plan) = settled_bytes(phase_starts[1]);
+    println!("50 Mbit/s settled on {fast_plan} ({fast_bytes} B)");
+    let down = first_after(phase_starts[1], &|b| b < fast_bytes)
+        .unwrap_or_else(|| panic!("the plan never got lighter than {fast_plan} at 1 Mbit/s"));
+    println!("1 Mbit/s: lighter plan after {down:?}");
+    assert!(
+        down <= Duration::from_secs(2),
+        "took {down:?} to react to 1 Mbit/s"
+    );
+    let (slow_bytes, slow_plan) = settled_bytes(phase_starts[2]);
+    println!("1 Mbit/s settled on {slow_plan} ({slow_bytes} B)");
+    let up = first_after(phase_starts[2], &|b| b > slow_bytes)
+        .unwrap_or_else(|| panic!("the plan never moved back from {slow_plan} at 20 Mbit/s"));
+    println!("20 Mbit/s: heavier plan after {up:?}");
+    assert!(
+        up <= Duration::from_secs(2),
+        "took {up:?} to react to 20 Mbit/s"
+    );
+}
