@@ -52,6 +52,15 @@ path = "$root/models/samples/cifar10-test-256.bin"
 intra_op_threads = 1
 TOML
 
+# The same device with the adaptive loop on (min latency, top-1 floor 80 %).
+sed 's/^device_id = "demo-edge"$/device_id = "demo-edge-adaptive"/' "$work/edge.toml" > "$work/edge-adaptive.toml"
+cat >> "$work/edge-adaptive.toml" <<TOML
+[adaptive]
+enabled = true
+objective = "min-latency"
+accuracy_floor_pct = 80.0
+TOML
+
 "$bin/jmdc-cloud" serve --config "$work/cloud.toml" 2>"$work/cloud.log" &
 cloud_pid=$!
 # Wait (bounded) until the worker has loaded its models and bound the port.
@@ -71,3 +80,6 @@ echo
   --plan "split=6,codec=f32,keep=1.0" \
   --plan "variant=keep050,split=6,keep=0.5,codec=int4" \
   "$@"
+
+echo "Adaptive loop (min latency, top-1 floor 80 %, plan chosen from live measurements):"
+"$bin/jmdc-edge" run --config "$work/edge-adaptive.toml" --quiet

@@ -1,8 +1,8 @@
 //! jmdc-edge: the edge side of split inference — runs the head of the model, compresses the split
 //! tensor, sends it to a cloud worker over QUIC and collects the result.
 
-pub mod calibrate;
 pub mod adaptive;
+pub mod calibrate;
 pub mod client;
 pub mod config;
 pub mod monitor;
