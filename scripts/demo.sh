@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The jmdc demo: a cloud worker and the edge on loopback, the bundled AlexNet package and the 256
-# bundled CIFAR-10 (JPEG copy) test images, four plans compared side by side.
+# bundled CIFAR-10 (JPEG copy) test images, five plans compared side by side, then the adaptive loop.
 # Run through `make demo` (which builds the release binaries and fetches ONNX Runtime first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,7 +78,8 @@ echo
   --plan "split=edge-only" \
   --plan "split=cloud-only" \
   --plan "split=6,codec=f32,keep=1.0" \
-  --plan "variant=keep050,split=6,keep=0.5,codec=int4" \
+  --plan "variant=keep050,split=6,keep=1.0,codec=int4" \
+  --plan "variant=keep050,split=9,keep=0.5,codec=int4" \
   "$@"
 
 echo "Adaptive loop (min latency, top-1 floor 80 %, plan chosen from live measurements):"
