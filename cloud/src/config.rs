@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use jmdc_core::settings;
+pub use jmdc_core::settings::ConfigError;
 use serde::Deserialize;
 
 /// Everything `jmdc-cloud serve` needs.
@@ -104,44 +106,18 @@ fn default_idle() -> u64 {
     30
 }
 
-/// A configuration file that could not be used; the message names the file and the key.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct ConfigError {
-    pub path: PathBuf,
-    pub message: String,
-}
-
 impl CloudConfig {
     /// Reads `path` (TOML) and applies `JMDC_CLOUD__SECTION__KEY` environment overrides.
     /// Relative paths inside the file are taken relative to the file's folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let err = |message: String| ConfigError {
-            path: path.to_path_buf(),
-            message,
-        };
-        let settings = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix("JMDC_CLOUD")
-                    .prefix_separator("__")
-                    .separator("__"),
-            )
-            .build()
-            .map_err(|e| err(e.to_string()))?;
-        let mut cfg: CloudConfig = settings.try_deserialize().map_err(|e| err(e.to_string()))?;
-        let base = path.parent().unwrap_or_else(|| Path::new("."));
-        cfg.resolve_relative(base);
-        cfg.validate().map_err(err)?;
+        let mut cfg: CloudConfig = settings::load_toml(path, "JMDC_CLOUD")?;
+        cfg.resolve_relative(settings::base_dir(path));
+        cfg.validate().map_err(|m| ConfigError::new(path, m))?;
         Ok(cfg)
     }
 
     fn resolve_relative(&mut self, base: &Path) {
-        let fix = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
+        let fix = |p: &mut PathBuf| settings::resolve_relative(p, base);
         fix(&mut self.tls.cert);
         fix(&mut self.tls.key);
         fix(&mut self.models_dir);

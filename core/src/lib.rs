@@ -11,3 +11,4 @@ pub mod profiling;
 pub mod protocol;
 pub mod runner;
 pub mod runtime;
+pub mod settings;
