@@ -323,3 +323,38 @@ fn plan_bytes_follow_the_codec() {
     );
     assert!(plan_bytes(&pkg, "keep100", 6, None).is_err());
 }
+
+/// The table committed beside the bundled package must belong to it: a rebuilt package needs a
+/// new table (`jmdc-edge calibrate`, see docs/calibration.md).
+#[test]
+fn committed_table_matches_the_bundled_package() {
+    let pkg = package();
+    let path = default_path(&pkg);
+    if !path.is_file() {
+        eprintln!("{} not present; nothing to check", path.display());
+        return;
+    }
+    let t = CalibrationTable::load_default(&pkg).expect("committed table matches its package");
+    for v in pkg.variants() {
+        let unsplit = t.lookup_cloud_only(&v.name).expect("cloud-only entry");
+        assert_eq!(t.lookup_edge_only(&v.name), Some(unsplit), "{}", v.name);
+        for s in 1..v.num_layers() {
+            if let Some(acc) = t.lookup(&v.name, s, &CodecParams::LOSSLESS) {
+                assert_eq!(
+                    acc, unsplit,
+                    "{} split {s}: lossless split ≠ unsplit",
+                    v.name
+                );
+            }
+        }
+        // Measured on the same test file as the manifest's figure: they agree.
+        if let Some(m) = v.accuracy.as_ref().filter(|m| m.images == t.dataset.images) {
+            assert!(
+                (f64::from(unsplit) - m.top1).abs() < 1e-4,
+                "{}: table {unsplit}, manifest {}",
+                v.name,
+                m.top1
+            );
+        }
+    }
+}
