@@ -137,8 +137,8 @@ impl TailEngine {
         let compute_start = Instant::now();
         let queue_us = micros(compute_start.duration_since(queue_start))
             + micros(decode_start.duration_since(arrived));
-        let output = runner
-            .run_range(split..layers, input.view())
+        let (output, layer_times) = runner
+            .run_range_timed(split..layers, input.view())
             .map_err(|e| fail(ErrorKind::Internal, e.to_string()))?;
         drop(runner);
         let cloud_compute_us = micros(compute_start.elapsed());
@@ -148,6 +148,10 @@ impl TailEngine {
             cloud_compute_us,
             decode_us,
             queue_us,
+            layer_us: layer_times
+                .iter()
+                .map(|t| u32::try_from(t.as_micros()).unwrap_or(u32::MAX))
+                .collect(),
         })
     }
 

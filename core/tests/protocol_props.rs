@@ -47,15 +47,17 @@ fn server_message_strategy() -> impl Strategy<Value = ServerMessage> {
             prop::collection::vec(any::<f32>(), 0..200),
             any::<u64>(),
             any::<u64>(),
-            any::<u64>()
+            any::<u64>(),
+            prop::collection::vec(any::<u32>(), 0..40)
         )
             .prop_map(
-                |(frame_id, scores, c, d, q)| ServerMessage::Result(InferResult {
+                |(frame_id, scores, c, d, q, layer_us)| ServerMessage::Result(InferResult {
                     frame_id,
                     scores,
                     cloud_compute_us: c,
                     decode_us: d,
                     queue_us: q,
+                    layer_us,
                 })
             ),
         (any::<Option<u64>>(), error_kind(), "\\PC{0,600}")

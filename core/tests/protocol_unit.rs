@@ -22,6 +22,7 @@ fn result() -> InferResult {
         cloud_compute_us: 1500,
         decode_us: 30,
         queue_us: 7,
+        layer_us: vec![900, 400, 200],
     }
 }
 
@@ -32,7 +33,7 @@ fn constants() {
     assert_eq!(MAX_REQUEST_BYTES, 16 << 20);
     assert_eq!(MAX_RESPONSE_BYTES, 64 << 10);
     assert_eq!(MAX_SERVER_MESSAGE_BYTES, (1 << 20) + 18);
-    assert_eq!(MAX_SCORES, (65536 - 42) / 4);
+    assert_eq!(MAX_SCORES, (65536 - 44) / 4);
 }
 
 #[test]
@@ -71,6 +72,10 @@ fn golden_responses() {
     expected.extend_from_slice(&3u32.to_le_bytes());
     for s in [1.0f32, -2.5, 0.0] {
         expected.extend_from_slice(&s.to_le_bytes());
+    }
+    expected.extend_from_slice(&3u16.to_le_bytes());
+    for t in [900u32, 400, 200] {
+        expected.extend_from_slice(&t.to_le_bytes());
     }
     assert_eq!(bytes, expected);
     assert_eq!(decode_response(&bytes).unwrap(), Response::Result(result()));
@@ -275,8 +280,28 @@ fn request_size_limit() {
 }
 
 #[test]
+fn layer_times_round_trip_and_are_bounded() {
+    let res = result();
+    let bytes = encode_response(&Response::Result(res.clone())).unwrap();
+    assert_eq!(
+        decode_response(&bytes).unwrap(),
+        Response::Result(res.clone())
+    );
+    let mut too_many = res;
+    too_many.scores.clear();
+    too_many.layer_us = vec![1; MAX_LAYER_TIMES + 1];
+    assert!(encode_response(&Response::Result(too_many)).is_err());
+    // A hostile count beyond the limit is refused before reading the times.
+    let mut forged = encode_response(&Response::Result(result())).unwrap();
+    let count_at = forged.len() - 2 - 3 * 4;
+    forged[count_at..count_at + 2].copy_from_slice(&u16::MAX.to_le_bytes());
+    assert!(decode_response(&forged).is_err());
+}
+
+#[test]
 fn response_size_limit() {
     let mut res = result();
+    res.layer_us.clear();
     res.scores = vec![0.5; MAX_SCORES];
     let bytes = encode_response(&Response::Result(res.clone())).unwrap();
     assert!(bytes.len() <= MAX_RESPONSE_BYTES);

@@ -276,8 +276,12 @@ impl Planner {
             obs.cloud_compute,
             plan.edge_layers(self.package.num_layers()),
         ) {
-            self.cloud
-                .observe(&plan.variant, split, compute.as_secs_f64() * 1e6);
+            // Per-layer times reported by the worker when it sends them; else the total.
+            let layers: Vec<f64> = obs.cloud_layer_us.iter().map(|&t| f64::from(t)).collect();
+            if layers.is_empty() || !self.cloud.observe_layers(&plan.variant, split, &layers) {
+                self.cloud
+                    .observe(&plan.variant, split, compute.as_secs_f64() * 1e6);
+            }
         }
     }
 

@@ -48,6 +48,8 @@ pub struct FrameObservation {
     pub cloud_compute: Option<Duration>,
     /// Worker decode + queue + compute time, when the cloud answered.
     pub server_time: Option<Duration>,
+    /// The worker's compute time of each layer `split..L`, µs (its per-layer cloud profile).
+    pub cloud_layer_us: Vec<u32>,
 }
 
 /// The edge side: sessions per variant, an encoder, the request builder.
@@ -254,6 +256,7 @@ impl EdgePipeline {
                 observation.round_trip = Some(round_trip);
                 observation.cloud_compute = Some(Duration::from_micros(result.cloud_compute_us));
                 observation.server_time = Some(Duration::from_micros(server_us));
+                observation.cloud_layer_us = result.layer_us;
                 Some(result.scores)
             }
             Ok(Response::Error(reply)) => {

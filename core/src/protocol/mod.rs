@@ -43,7 +43,9 @@ const PROBE_REPLY_FIXED: usize = HEADER_LEN + 8 + 4;
 /// Fixed part of a probe request (header, probe id, reply bytes, padding length).
 const PROBE_REQUEST_FIXED: usize = HEADER_LEN + 8 + 4 + 4;
 /// Fixed part of an inference result (header, frame id, three timings, score count).
-const INFER_RESULT_FIXED: usize = HEADER_LEN + 8 + 8 + 8 + 8 + 4;
+const INFER_RESULT_FIXED: usize = HEADER_LEN + 8 + 8 + 8 + 8 + 4 + 2;
+/// Most per-layer compute times an [`InferResult`] carries.
+pub const MAX_LAYER_TIMES: usize = 1024;
 /// Largest number of scores an [`InferResult`] can carry within [`MAX_RESPONSE_BYTES`].
 pub const MAX_SCORES: usize = (MAX_RESPONSE_BYTES - INFER_RESULT_FIXED) / 4;
 
@@ -142,6 +144,8 @@ pub struct InferResult {
     pub decode_us: u64,
     /// Time the request waited for a worker, µs.
     pub queue_us: u64,
+    /// Compute time of each layer `split..L`, µs (at most [`MAX_LAYER_TIMES`]; may be empty).
+    pub layer_us: Vec<u32>,
 }
 
 /// Why the server refused or failed a request.
@@ -615,8 +619,14 @@ pub fn encode_response(r: &Response) -> Result<Vec<u8>, ProtocolError> {
 }
 
 fn encode_result(res: &InferResult) -> Result<Vec<u8>, ProtocolError> {
-    let len = INFER_RESULT_FIXED + 4 * res.scores.len();
+    let len = INFER_RESULT_FIXED + 4 * res.scores.len() + 4 * res.layer_us.len();
     check_size(len, MAX_RESPONSE_BYTES)?;
+    if res.layer_us.len() > MAX_LAYER_TIMES {
+        return Err(ProtocolError::InvalidValue {
+            field: "layer time count",
+            value: res.layer_us.len() as u64,
+        });
+    }
     let mut out = Vec::with_capacity(len);
     put_header(&mut out, MessageType::InferResult);
     out.extend_from_slice(&res.frame_id.to_le_bytes());
@@ -627,6 +637,11 @@ fn encode_result(res: &InferResult) -> Result<Vec<u8>, ProtocolError> {
     out.extend_from_slice(&(res.scores.len() as u32).to_le_bytes());
     for s in &res.scores {
         out.extend_from_slice(&s.to_le_bytes());
+    }
+    // ≤ MAX_LAYER_TIMES (checked above), so the count fits in u16.
+    out.extend_from_slice(&(res.layer_us.len() as u16).to_le_bytes());
+    for t in &res.layer_us {
+        out.extend_from_slice(&t.to_le_bytes());
     }
     Ok(out)
 }
@@ -729,12 +744,25 @@ fn infer_result_body(r: &mut Reader<'_>) -> Result<InferResult, ProtocolError> {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
+    let layers = usize::from(r.u16("layer time count")?);
+    if layers > MAX_LAYER_TIMES {
+        return Err(ProtocolError::InvalidValue {
+            field: "layer time count",
+            value: layers as u64,
+        });
+    }
+    let raw = r.take(layers * 4, "layer times")?;
+    let layer_us = raw
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     Ok(InferResult {
         frame_id,
         scores,
         cloud_compute_us,
         decode_us,
         queue_us,
+        layer_us,
     })
 }
 
