@@ -36,16 +36,6 @@ enum Command {
     },
 }
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
@@ -81,7 +71,7 @@ fn main() -> Result<()> {
         },
         Command::Serve { config } => {
             let cfg = CloudConfig::load(&config)?;
-            init_logging(&cfg.log_level);
+            jmdc_core::logging::init(&cfg.log_level);
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
                 let server = build_server(&cfg)?;

@@ -43,16 +43,6 @@ enum Command {
     },
 }
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -67,7 +57,7 @@ fn main() -> Result<()> {
             }
         },
         Command::Calibrate(args) => {
-            init_logging("warn");
+            jmdc_core::logging::init("warn");
             jmdc_edge::calibrate::calibrate_command(&args)?;
             Ok(())
         }
@@ -79,7 +69,7 @@ fn main() -> Result<()> {
             summary_json,
         } => {
             let cfg = EdgeConfig::load(&config)?;
-            init_logging(&cfg.log_level);
+            jmdc_core::logging::init(&cfg.log_level);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
