@@ -15,16 +15,7 @@ use jmdc_core::optimizer::{
 };
 
 const RHOS: [f32; 6] = [1.0, 0.75, 0.5, 0.35, 0.25, 0.1];
-const MODES: [QuantMode; 8] = [
-    QuantMode::Bits(2),
-    QuantMode::Bits(3),
-    QuantMode::Bits(4),
-    QuantMode::Bits(5),
-    QuantMode::Bits(6),
-    QuantMode::Bits(8),
-    QuantMode::F16,
-    QuantMode::F32,
-];
+const MODES: [QuantMode; 8] = QuantMode::ALL;
 
 /// A VGG-like CIFAR-10 network with its channel counts scaled by `width` (a pruning level).
 fn variant(name: &str, width: f64) -> VariantProfile {

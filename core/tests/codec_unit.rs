@@ -6,16 +6,7 @@ use jmdc_core::codec::{
     DecodeLimits, Encoder, QuantMode, FORMAT_VERSION, MAGIC,
 };
 
-const ALL_MODES: [QuantMode; 8] = [
-    QuantMode::Bits(2),
-    QuantMode::Bits(3),
-    QuantMode::Bits(4),
-    QuantMode::Bits(5),
-    QuantMode::Bits(6),
-    QuantMode::Bits(8),
-    QuantMode::F16,
-    QuantMode::F32,
-];
+const ALL_MODES: [QuantMode; 8] = QuantMode::ALL;
 
 fn params(keep_ratio: f32, mode: QuantMode) -> CodecParams {
     CodecParams { keep_ratio, mode }

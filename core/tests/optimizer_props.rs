@@ -16,16 +16,7 @@ use jmdc_core::optimizer::{
 };
 use proptest::prelude::*;
 
-const ALL_MODES: [QuantMode; 8] = [
-    QuantMode::Bits(2),
-    QuantMode::Bits(3),
-    QuantMode::Bits(4),
-    QuantMode::Bits(5),
-    QuantMode::Bits(6),
-    QuantMode::Bits(8),
-    QuantMode::F16,
-    QuantMode::F32,
-];
+const ALL_MODES: [QuantMode; 8] = QuantMode::ALL;
 const ALL_RHOS: [f32; 5] = [1.0, 0.75, 0.5, 0.25, 0.1];
 
 fn shape() -> impl Strategy<Value = Vec<usize>> {

@@ -50,6 +50,18 @@ pub enum QuantMode {
 }
 
 impl QuantMode {
+    /// Every supported mode, fewest bits first.
+    pub const ALL: [QuantMode; 8] = [
+        QuantMode::Bits(2),
+        QuantMode::Bits(3),
+        QuantMode::Bits(4),
+        QuantMode::Bits(5),
+        QuantMode::Bits(6),
+        QuantMode::Bits(8),
+        QuantMode::F16,
+        QuantMode::F32,
+    ];
+
     /// Bits each kept value occupies in the payload.
     pub fn bits_per_value(self) -> u32 {
         match self {
@@ -497,16 +509,7 @@ mod tests {
 
     #[test]
     fn mode_names() {
-        for m in [
-            QuantMode::Bits(2),
-            QuantMode::Bits(3),
-            QuantMode::Bits(4),
-            QuantMode::Bits(5),
-            QuantMode::Bits(6),
-            QuantMode::Bits(8),
-            QuantMode::F16,
-            QuantMode::F32,
-        ] {
+        for m in QuantMode::ALL {
             assert_eq!(m.to_string().parse::<QuantMode>().unwrap(), m);
             assert_eq!(QuantMode::from_byte(m.to_byte()).unwrap(), m);
         }
