@@ -231,7 +231,7 @@ impl EdgePipeline {
                 warn!(frame = frame.id, error = %e, "cannot encode split tensor; finishing on edge");
                 return None;
             }
-            (PayloadKind::Feature, self.encode_buf.clone())
+            (PayloadKind::Feature, std::mem::take(&mut self.encode_buf))
         };
         record.encode_us = micros(encode_start.elapsed());
         let cloud = cloud?;
@@ -248,6 +248,10 @@ impl EdgePipeline {
         let sent = Instant::now();
         let response = cloud.infer(&request, self.timeout).await;
         let round_trip = sent.elapsed();
+        if payload_kind == PayloadKind::Feature {
+            // Give the buffer back so the next frame encodes without allocating.
+            self.encode_buf = request.payload;
+        }
         match response {
             Ok(Response::Result(result)) => {
                 let server_us = result.cloud_compute_us + result.decode_us + result.queue_us;

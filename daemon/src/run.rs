@@ -40,6 +40,7 @@ pub async fn run(cfg: &EdgeConfig, opts: &RunOptions) -> Result<Vec<Summary>> {
             .with_context(|| format!("loading model package {}", package_dir.display()))?,
     );
     let frames = read_frames(cfg, opts.limit.or(cfg.source.limit))?;
+    let quiet = opts.quiet || !cfg.output.per_frame;
     let timeout = Duration::from_millis(cfg.cloud.as_ref().map_or(2000, |c| c.timeout_ms));
     let mut pipeline = EdgePipeline::new(
         package.clone(),
@@ -62,7 +63,7 @@ pub async fn run(cfg: &EdgeConfig, opts: &RunOptions) -> Result<Vec<Summary>> {
         let mut records = Vec::with_capacity(frames.len());
         for frame in &frames {
             let record = session.process(frame).await?;
-            if !opts.quiet {
+            if !quiet {
                 println!("{}", frame_line(&package, &record));
             }
             records.push(record);
@@ -98,7 +99,7 @@ pub async fn run(cfg: &EdgeConfig, opts: &RunOptions) -> Result<Vec<Summary>> {
         let mut records: Vec<FrameRecord> = Vec::with_capacity(frames.len());
         for frame in &frames {
             let (record, _) = pipeline.process(frame, &plan, cloud.as_ref()).await?;
-            if !opts.quiet {
+            if !quiet {
                 println!("{}", frame_line(&package, &record));
             }
             records.push(record);
