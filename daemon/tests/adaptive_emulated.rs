@@ -4,7 +4,7 @@
 //! the accuracy floor.
 //!
 //! The development machine's CPU runs AlexNet in well under a millisecond, where sending anything
-//! never pays; `edge_slowdown = 40` stretches edge compute (really, by sleeping) to Raspberry-Pi-like
+//! never pays; `edge_slowdown = 60` stretches edge compute (really, by sleeping) to Raspberry-Pi-like
 //! times so that offloading is worth it on a fast link.
 
 mod common;
@@ -69,7 +69,7 @@ async fn plan_follows_bandwidth_steps_50_1_20_mbit() {
         accuracy_floor_pct: FLOOR_PCT,
         replan_interval_ms: 250,
         profile_runs: 10,
-        edge_slowdown: 40.0,
+        edge_slowdown: 60.0,
         probe_bytes: 8 * 1024,
         probe_interval_ms: 150,
         ..AdaptiveConfig::default()
