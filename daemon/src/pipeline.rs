@@ -29,13 +29,7 @@ pub enum PipelineError {
     Model(String),
 }
 
-/// A frame as read from a source: 8-bit CHW pixels at the model's input size.
-#[derive(Debug, Clone)]
-pub struct Frame {
-    pub id: u64,
-    pub label: Option<u8>,
-    pub pixels: Vec<u8>,
-}
+pub use crate::frame::Frame;
 
 /// What the adaptive loop learns from one frame besides its record.
 #[derive(Debug, Clone, Default)]

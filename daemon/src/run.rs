@@ -329,11 +329,7 @@ fn read_frames(cfg: &EdgeConfig, limit: Option<usize>) -> Result<Vec<Frame>> {
                 .iter()
                 .take(limit.unwrap_or(usize::MAX))
                 .enumerate()
-                .map(|(i, (label, pixels))| Frame {
-                    id: i as u64,
-                    label: Some(label),
-                    pixels: pixels.to_vec(),
-                })
+                .map(|(i, (label, pixels))| Frame::new(i as u64, Some(label), pixels.to_vec()))
                 .collect())
         }
     }

@@ -84,11 +84,7 @@ async fn plan_follows_bandwidth_steps_50_1_20_mbit() {
         .expect("samples")
         .iter()
         .enumerate()
-        .map(|(i, (label, pixels))| Frame {
-            id: i as u64,
-            label: Some(label),
-            pixels: pixels.to_vec(),
-        })
+        .map(|(i, (label, pixels))| Frame::new(i as u64, Some(label), pixels.to_vec()))
         .collect();
     let phases = [
         (50.0, Duration::from_secs(4)),

@@ -152,11 +152,7 @@ async fn int8_codec_costs_at_most_half_a_point_at_every_split() {
     let frames: Vec<Frame> = samples(256)
         .into_iter()
         .enumerate()
-        .map(|(i, (label, pixels))| Frame {
-            id: i as u64,
-            label: Some(label),
-            pixels,
-        })
+        .map(|(i, (label, pixels))| Frame::new(i as u64, Some(label), pixels))
         .collect();
     let n = frames.len() as f64;
     for split in 1..pkg.num_layers() {
@@ -253,11 +249,7 @@ async fn unreachable_cloud_frames_finish_on_edge() {
     };
     let mut pipeline = EdgePipeline::new(pkg.clone(), "test".into(), TIMEOUT, None);
     for (i, (label, pixels)) in samples(8).into_iter().enumerate() {
-        let frame = Frame {
-            id: i as u64,
-            label: Some(label),
-            pixels,
-        };
+        let frame = Frame::new(i as u64, Some(label), pixels);
         let (record, _) = pipeline.process(&frame, &plan, None).await.expect("frame");
         assert!(
             record.fallback,

@@ -1,0 +1,1 @@
+//! Connection manager for the cloud endpoints (placeholder until it lands).

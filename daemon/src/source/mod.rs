@@ -1,0 +1,1 @@
+//! Frame sources (owned by the sources work; placeholder until it lands).
