@@ -252,6 +252,12 @@ impl Planner {
         Ok(self.table.candidates(&self.profile()?).len())
     }
 
+    /// Applies changed objective and hysteresis settings (live reload).
+    pub fn reconfigure(&mut self, settings: &AdaptiveConfig) {
+        self.objective = settings.objective();
+        self.config.hysteresis_margin = settings.hysteresis;
+    }
+
     /// Feeds the CPU monitor's load factor.
     pub fn set_load_factor(&mut self, factor: f64) {
         self.online.set_load_factor(factor);

@@ -8,7 +8,9 @@ pub use jmdc_core::settings::ConfigError;
 use serde::Deserialize;
 
 use crate::adaptive::AdaptiveConfig;
+use crate::metrics::MetricsSection;
 use crate::plan_spec::PlanSpec;
+pub use crate::source::{SourceKind, SourceSection};
 
 /// Everything `jmdc-edge run` needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -32,6 +34,15 @@ pub struct EdgeConfig {
     /// The adaptive loop (off by default: the fixed `[plan]` is used).
     #[serde(default)]
     pub adaptive: AdaptiveConfig,
+    /// Frames in flight.
+    #[serde(default)]
+    pub pipeline: PipelineSection,
+    /// systemd integration and shutdown.
+    #[serde(default)]
+    pub service: ServiceSection,
+    /// Prometheus metrics endpoint.
+    #[serde(default)]
+    pub metrics: MetricsSection,
 }
 
 /// Which model package to run.
@@ -44,12 +55,16 @@ pub struct ModelSection {
     pub name: String,
 }
 
-/// Where the cloud worker is.
+/// Where the cloud workers are and how the edge stays connected.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CloudSection {
-    /// UDP address of the worker.
-    pub endpoint: SocketAddr,
+    /// UDP address of the worker (one endpoint; `endpoints` lists several).
+    #[serde(default)]
+    pub endpoint: Option<SocketAddr>,
+    /// Workers in order of preference; the edge fails over down the list.
+    #[serde(default)]
+    pub endpoints: Vec<SocketAddr>,
     /// Name the worker's certificate is issued for.
     #[serde(default = "default_server_name")]
     pub server_name: String,
@@ -58,25 +73,70 @@ pub struct CloudSection {
     /// Give up on the cloud for a frame after this long and finish it on the edge.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Give up one connection attempt (QUIC handshake) after this long.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// After every endpoint failed, wait this long before trying again, doubling…
+    #[serde(default = "default_reconnect_initial_ms")]
+    pub reconnect_initial_ms: u64,
+    /// …up to this.
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    /// This many failed frames in a row on one connection drop it and reconnect.
+    #[serde(default = "default_failures_before_reconnect")]
+    pub failures_before_reconnect: u32,
 }
 
-/// Frame source.
+impl CloudSection {
+    /// Every configured endpoint, `endpoint` first.
+    pub fn all_endpoints(&self) -> Vec<SocketAddr> {
+        let mut all: Vec<SocketAddr> = self.endpoint.into_iter().collect();
+        for e in &self.endpoints {
+            if !all.contains(e) {
+                all.push(*e);
+            }
+        }
+        all
+    }
+}
+
+/// `[pipeline]`: how many frames may be in flight at once.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SourceSection {
-    /// Source type; `cifar` reads a CIFAR-10 binary file (labels give a running accuracy).
-    pub kind: SourceKind,
-    pub path: PathBuf,
-    /// Stop after this many frames (all frames when absent).
-    #[serde(default)]
-    pub limit: Option<usize>,
+pub struct PipelineSection {
+    /// Frames whose head has run and whose result is still outstanding (cloud round trip or edge
+    /// fallback). 1 = one frame at a time. Results are always emitted in frame order.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
 }
 
-/// Supported frame sources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SourceKind {
-    Cifar,
+impl Default for PipelineSection {
+    fn default() -> Self {
+        Self {
+            max_in_flight: default_in_flight(),
+        }
+    }
+}
+
+/// `[service]`: systemd integration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    /// How often the STATUS line (plan, bandwidth, CPU, fps) is refreshed.
+    #[serde(default = "default_status_interval_ms")]
+    pub status_interval_ms: u64,
+    /// On SIGTERM, wait at most this long for in-flight frames.
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ServiceSection {
+    fn default() -> Self {
+        Self {
+            status_interval_ms: default_status_interval_ms(),
+            drain_timeout_ms: default_drain_timeout_ms(),
+        }
+    }
 }
 
 /// ONNX Runtime settings.
@@ -92,12 +152,37 @@ pub struct RuntimeSection {
 }
 
 /// Where results go.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSection {
-    /// Print one line per frame (the summary is always printed).
+    /// Write one result per frame (the summary is always printed at the end of a finite run).
     #[serde(default = "default_true")]
     pub per_frame: bool,
+    /// `text` (readable lines) or `json` (one JSON object per line).
+    #[serde(default)]
+    pub format: OutputFormat,
+    /// Append results to this file instead of stdout.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+impl Default for OutputSection {
+    fn default() -> Self {
+        Self {
+            per_frame: true,
+            format: OutputFormat::default(),
+            file: None,
+        }
+    }
+}
+
+/// Result line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 fn default_device_id() -> String {
@@ -115,6 +200,27 @@ fn default_timeout_ms() -> u64 {
 fn default_true() -> bool {
     true
 }
+fn default_connect_timeout_ms() -> u64 {
+    2000
+}
+fn default_reconnect_initial_ms() -> u64 {
+    500
+}
+fn default_reconnect_max_ms() -> u64 {
+    30_000
+}
+fn default_failures_before_reconnect() -> u32 {
+    3
+}
+fn default_in_flight() -> usize {
+    4
+}
+fn default_status_interval_ms() -> u64 {
+    2000
+}
+fn default_drain_timeout_ms() -> u64 {
+    10_000
+}
 
 impl EdgeConfig {
     /// Reads `path` (TOML) and applies `JMDC_EDGE__SECTION__KEY` environment overrides.
@@ -129,11 +235,15 @@ impl EdgeConfig {
     fn resolve_relative(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| settings::resolve_relative(p, base);
         fix(&mut self.model.packages_dir);
-        fix(&mut self.source.path);
+        self.source.resolve_relative(base);
+        self.metrics.resolve_relative(base);
         if let Some(cloud) = self.cloud.as_mut() {
             fix(&mut cloud.ca_cert);
         }
         if let Some(p) = self.runtime.onnxruntime.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.output.file.as_mut() {
             fix(p);
         }
     }
@@ -143,10 +253,36 @@ impl EdgeConfig {
         if self.runtime.intra_op_threads == Some(0) {
             return Err("runtime.intra_op_threads must be at least 1".into());
         }
-        if self.cloud.as_ref().is_some_and(|c| c.timeout_ms == 0) {
-            return Err("cloud.timeout_ms must be at least 1".into());
+        if let Some(cloud) = &self.cloud {
+            if cloud.all_endpoints().is_empty() {
+                return Err("cloud: set `endpoint` or `endpoints` (at least one worker)".into());
+            }
+            for (key, value) in [
+                ("timeout_ms", cloud.timeout_ms),
+                ("connect_timeout_ms", cloud.connect_timeout_ms),
+                ("reconnect_initial_ms", cloud.reconnect_initial_ms),
+                ("reconnect_max_ms", cloud.reconnect_max_ms),
+            ] {
+                if value == 0 {
+                    return Err(format!("cloud.{key} must be at least 1"));
+                }
+            }
+            if cloud.reconnect_max_ms < cloud.reconnect_initial_ms {
+                return Err("cloud.reconnect_max_ms must be ≥ cloud.reconnect_initial_ms".into());
+            }
+            if cloud.failures_before_reconnect == 0 {
+                return Err("cloud.failures_before_reconnect must be at least 1".into());
+            }
+        }
+        if !(1..=256).contains(&self.pipeline.max_in_flight) {
+            return Err("pipeline.max_in_flight must be between 1 and 256".into());
+        }
+        if self.service.status_interval_ms == 0 {
+            return Err("service.status_interval_ms must be at least 1".into());
         }
         self.adaptive.validate()?;
+        self.source.validate()?;
+        self.metrics.validate()?;
         self.plan.validate().map_err(|e| format!("plan: {e}"))
     }
 }

@@ -79,7 +79,7 @@ fn main() -> Result<()> {
                 limit,
                 quiet,
             };
-            let summaries = runtime.block_on(run(&cfg, &opts))?;
+            let summaries = runtime.block_on(run(&config, &cfg, &opts, None))?;
             if summaries.len() > 1 {
                 println!("{}", comparison_table(&summaries));
             }

@@ -5,7 +5,7 @@
 //! session chain per variant (all layers) serves every split point through `run_range`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jmdc_core::codec::Encoder;
@@ -44,19 +44,69 @@ pub struct FrameObservation {
     pub server_time: Option<Duration>,
     /// The worker's compute time of each layer `split..L`, µs (its per-layer cloud profile).
     pub cloud_layer_us: Vec<u32>,
+    /// True when a request was sent and failed (timeout, lost connection, refusal).
+    pub cloud_failed: bool,
 }
 
+/// Sessions of one variant, shared between the head (main loop) and edge fallbacks (frame tasks).
+type SharedRunner = Arc<Mutex<LayerRunner>>;
+
 /// The edge side: sessions per variant, an encoder, the request builder.
+///
+/// [`start`](Self::start) runs the head and encodes on the caller's task (the CPU-bound part, one frame
+/// at a time), and returns a [`PendingFrame`] that finishes the frame — cloud round trip or edge
+/// fallback — independently, so several frames can be in flight.
 #[derive(Debug)]
 pub struct EdgePipeline {
     package: Arc<ModelPackage>,
     options: RunnerOptions,
-    runners: HashMap<String, LayerRunner>,
+    runners: HashMap<String, SharedRunner>,
     device_id: String,
     timeout: Duration,
     encoder: Encoder,
-    encode_buf: Vec<u8>,
+    buffers: Arc<BufferPool>,
     /// Emulates a slower edge device: head compute is stretched to this multiple of its real time.
+    slowdown: f64,
+}
+
+/// Encode buffers handed out per frame and returned when the request is done (no allocation per frame
+/// in steady state).
+#[derive(Debug, Default)]
+struct BufferPool(Mutex<Vec<Vec<u8>>>);
+
+impl BufferPool {
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut v| v.pop())
+            .unwrap_or_default()
+    }
+
+    fn give(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        if let Ok(mut v) = self.0.lock() {
+            if v.len() < 16 {
+                v.push(buf);
+            }
+        }
+    }
+}
+
+/// A frame whose head has run: what is left to do to finish it.
+#[derive(Debug)]
+pub struct PendingFrame {
+    record: FrameRecord,
+    observation: FrameObservation,
+    started: Instant,
+    edge_layers: usize,
+    total_layers: usize,
+    split_tensor: ArrayD<f32>,
+    /// The request to send (`None` when the frame finishes on the edge without asking).
+    request: Option<InferRequest>,
+    runner: SharedRunner,
+    buffers: Arc<BufferPool>,
+    timeout: Duration,
     slowdown: f64,
 }
 
@@ -79,7 +129,7 @@ impl EdgePipeline {
             device_id,
             timeout,
             encoder: Encoder::new(),
-            encode_buf: Vec::new(),
+            buffers: Arc::new(BufferPool::default()),
             slowdown: 1.0,
         }
     }
@@ -87,12 +137,22 @@ impl EdgePipeline {
     /// Stretches edge compute to `factor` × its real time (≥ 1), to emulate a slower device on a
     /// fast machine. The extra time is really spent (slept), so every measurement sees it.
     pub fn with_slowdown(mut self, factor: f64) -> Self {
+        self.set_slowdown(factor);
+        self
+    }
+
+    /// Changes the emulated slowdown (live reload).
+    pub fn set_slowdown(&mut self, factor: f64) {
         self.slowdown = if factor.is_finite() {
             factor.max(1.0)
         } else {
             1.0
         };
-        self
+    }
+
+    /// Changes the per-frame cloud deadline (live reload).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
     }
 
     /// The emulated slowdown factor.
@@ -110,27 +170,40 @@ impl EdgePipeline {
         self.runner(variant).map(|_| ())
     }
 
-    fn runner(&mut self, variant: &str) -> Result<&mut LayerRunner, PipelineError> {
-        if !self.runners.contains_key(variant) {
-            let layers = self.package.num_layers();
-            let runner = LayerRunner::new(&self.package, variant, 0..layers, &self.options)
-                .map_err(|e| PipelineError::Model(e.to_string()))?;
-            self.runners.insert(variant.to_owned(), runner);
+    fn runner(&mut self, variant: &str) -> Result<SharedRunner, PipelineError> {
+        if let Some(runner) = self.runners.get(variant) {
+            return Ok(runner.clone());
         }
-        self.runners
-            .get_mut(variant)
-            .ok_or_else(|| PipelineError::Model(format!("no runner for {variant}")))
+        let layers = self.package.num_layers();
+        let runner = LayerRunner::new(&self.package, variant, 0..layers, &self.options)
+            .map_err(|e| PipelineError::Model(e.to_string()))?;
+        let runner = Arc::new(Mutex::new(runner));
+        self.runners.insert(variant.to_owned(), runner.clone());
+        Ok(runner)
     }
 
-    /// Processes one frame with `plan`. Cloud problems never lose the frame: it is finished on
-    /// the edge and marked `fallback`.
+    /// Processes one frame with `plan` and waits for it. Cloud problems never lose the frame: it
+    /// is finished on the edge and marked `fallback`.
     pub async fn process(
         &mut self,
         frame: &Frame,
         plan: &PlanSpec,
         cloud: Option<&CloudClient>,
     ) -> Result<(FrameRecord, FrameObservation), PipelineError> {
-        let start = Instant::now();
+        let pending = self.start(frame, plan, cloud.is_some()).await?;
+        pending.finish(cloud).await
+    }
+
+    /// Runs the head of `frame` under `plan` and encodes the split tensor (the CPU-bound part, on
+    /// the caller's task). `cloud_available` false means the frame is finished on the edge
+    /// (marked fallback when the plan wanted the cloud) without encoding.
+    pub async fn start(
+        &mut self,
+        frame: &Frame,
+        plan: &PlanSpec,
+        cloud_available: bool,
+    ) -> Result<PendingFrame, PipelineError> {
+        let started = Instant::now();
         let total_layers = self.package.num_layers();
         let edge_layers = plan
             .edge_layers(total_layers)
@@ -138,7 +211,9 @@ impl EdgePipeline {
         let mut record = FrameRecord {
             frame_id: frame.id,
             label: frame.label,
+            origin: frame.origin.clone(),
             plan: plan.to_string(),
+            queue_us: micros(started.saturating_duration_since(frame.captured)),
             ..Default::default()
         };
         let mut observation = FrameObservation::default();
@@ -149,16 +224,19 @@ impl EdgePipeline {
         )
         .map_err(|e| PipelineError::Model(e.to_string()))?
         .into_dyn();
+        let runner = self.runner(&plan.variant)?;
 
         let edge_start = Instant::now();
         let split_tensor = if edge_layers > 0 {
-            let slowdown = self.slowdown;
-            let runner = self.runner(&plan.variant)?;
             let (out, timings) = tokio::task::block_in_place(|| {
-                runner.run_range_timed(0..edge_layers, input.view())
-            })
-            .map_err(|e| PipelineError::Model(e.to_string()))?;
-            stretch(edge_start.elapsed(), slowdown).await;
+                let mut runner = runner
+                    .lock()
+                    .map_err(|_| PipelineError::Model("runner lock poisoned".into()))?;
+                runner
+                    .run_range_timed(0..edge_layers, input.view())
+                    .map_err(|e| PipelineError::Model(e.to_string()))
+            })?;
+            stretch(edge_start.elapsed(), self.slowdown).await;
             observation.head_timings = timings;
             out
         } else {
@@ -166,69 +244,53 @@ impl EdgePipeline {
         };
         record.edge_us = micros(edge_start.elapsed());
 
-        let scores = if edge_layers < total_layers {
-            match self
-                .ask_cloud(
-                    frame,
-                    plan,
-                    edge_layers,
-                    &split_tensor,
-                    cloud,
-                    &mut record,
-                    &mut observation,
-                )
-                .await
-            {
-                Some(scores) => scores,
-                None => {
-                    record.fallback = true;
-                    let finish = Instant::now();
-                    let scores = self
-                        .finish_on_edge(plan, edge_layers, &split_tensor)
-                        .await?;
-                    record.edge_us += micros(finish.elapsed());
-                    scores
-                }
-            }
+        let request = if edge_layers < total_layers && cloud_available {
+            self.build_request(frame, plan, edge_layers, &split_tensor, &mut record)
         } else {
-            split_tensor.iter().copied().collect()
+            None
         };
-        let (predicted, score) = argmax(&scores);
-        record.predicted = predicted;
-        record.score = score;
-        record.total_us = micros(start.elapsed());
-        Ok((record, observation))
+        Ok(PendingFrame {
+            record,
+            observation,
+            started,
+            edge_layers,
+            total_layers,
+            split_tensor,
+            request,
+            runner,
+            buffers: self.buffers.clone(),
+            timeout: self.timeout,
+            slowdown: self.slowdown,
+        })
     }
 
-    /// Encodes and sends the split tensor; `None` when the cloud could not answer.
-    #[allow(clippy::too_many_arguments)]
-    async fn ask_cloud(
+    /// Encodes the split tensor into a request; `None` (finish on the edge) when it cannot.
+    fn build_request(
         &mut self,
         frame: &Frame,
         plan: &PlanSpec,
         edge_layers: usize,
         split_tensor: &ArrayD<f32>,
-        cloud: Option<&CloudClient>,
         record: &mut FrameRecord,
-        observation: &mut FrameObservation,
-    ) -> Option<Vec<f32>> {
+    ) -> Option<InferRequest> {
         let encode_start = Instant::now();
         let (payload_kind, payload) = if edge_layers == 0 {
             (PayloadKind::Image, frame.pixels.clone())
         } else {
             let shape = &split_tensor.shape()[1..];
             let data = split_tensor.as_slice()?;
-            if let Err(e) =
-                self.encoder
-                    .encode_into(data, shape, &plan.codec_params(), &mut self.encode_buf)
+            let mut buf = self.buffers.take();
+            if let Err(e) = self
+                .encoder
+                .encode_into(data, shape, &plan.codec_params(), &mut buf)
             {
                 warn!(frame = frame.id, error = %e, "cannot encode split tensor; finishing on edge");
+                self.buffers.give(buf);
                 return None;
             }
-            (PayloadKind::Feature, std::mem::take(&mut self.encode_buf))
+            (PayloadKind::Feature, buf)
         };
         record.encode_us = micros(encode_start.elapsed());
-        let cloud = cloud?;
         let request = InferRequest {
             device_id: self.device_id.clone(),
             frame_id: frame.id,
@@ -239,50 +301,113 @@ impl EdgePipeline {
             payload,
         };
         record.bytes = protocol::request_encoded_len(&request);
+        Some(request)
+    }
+}
+
+impl PendingFrame {
+    /// The frame this is.
+    pub fn frame_id(&self) -> u64 {
+        self.record.frame_id
+    }
+
+    /// Stamps the latency the optimizer predicted for this frame's plan.
+    pub fn set_predicted(&mut self, predicted_us: Option<u64>) {
+        self.record.predicted_us = predicted_us;
+    }
+
+    /// True when finishing needs the cloud (a request was built).
+    pub fn wants_cloud(&self) -> bool {
+        self.request.is_some()
+    }
+
+    /// Finishes the frame: asks `cloud` (when a request was built and a client is given), else or
+    /// on any cloud failure runs the tail on the edge. Never loses the frame.
+    pub async fn finish(
+        mut self,
+        cloud: Option<&CloudClient>,
+    ) -> Result<(FrameRecord, FrameObservation), PipelineError> {
+        let scores = if self.edge_layers >= self.total_layers {
+            self.split_tensor.iter().copied().collect()
+        } else {
+            let answer = match (self.request.take(), cloud) {
+                (Some(request), Some(cloud)) => self.ask_cloud(request, cloud).await,
+                (Some(request), None) => {
+                    self.give_back(request);
+                    None
+                }
+                (None, _) => None,
+            };
+            match answer {
+                Some(scores) => scores,
+                None => {
+                    self.record.fallback = true;
+                    let finish = Instant::now();
+                    let scores = self.finish_on_edge().await?;
+                    self.record.edge_us += micros(finish.elapsed());
+                    scores
+                }
+            }
+        };
+        let (predicted, score) = argmax(&scores);
+        self.record.predicted = predicted;
+        self.record.score = score;
+        self.record.probability = softmax_of(&scores, score);
+        self.record.total_us = micros(self.started.elapsed());
+        Ok((self.record, self.observation))
+    }
+
+    fn give_back(&self, request: InferRequest) {
+        if request.payload_kind == PayloadKind::Feature {
+            self.buffers.give(request.payload);
+        }
+    }
+
+    /// Sends the request; `None` when the cloud could not answer.
+    async fn ask_cloud(&mut self, request: InferRequest, cloud: &CloudClient) -> Option<Vec<f32>> {
         let sent = Instant::now();
         let response = cloud.infer(&request, self.timeout).await;
         let round_trip = sent.elapsed();
-        if payload_kind == PayloadKind::Feature {
-            // Give the buffer back so the next frame encodes without allocating.
-            self.encode_buf = request.payload;
-        }
+        let frame = request.frame_id;
+        self.give_back(request);
         match response {
             Ok(Response::Result(result)) => {
                 let server_us = result.cloud_compute_us + result.decode_us + result.queue_us;
-                record.cloud_us = server_us;
-                record.network_us = micros(round_trip).saturating_sub(server_us);
-                observation.round_trip = Some(round_trip);
-                observation.cloud_compute = Some(Duration::from_micros(result.cloud_compute_us));
-                observation.server_time = Some(Duration::from_micros(server_us));
-                observation.cloud_layer_us = result.layer_us;
+                self.record.cloud_us = server_us;
+                self.record.network_us = micros(round_trip).saturating_sub(server_us);
+                self.observation.round_trip = Some(round_trip);
+                self.observation.cloud_compute =
+                    Some(Duration::from_micros(result.cloud_compute_us));
+                self.observation.server_time = Some(Duration::from_micros(server_us));
+                self.observation.cloud_layer_us = result.layer_us;
                 Some(result.scores)
             }
             Ok(Response::Error(reply)) => {
-                warn!(frame = frame.id, kind = ?reply.kind, message = %reply.message, "cloud refused frame; finishing on edge");
+                warn!(frame, kind = ?reply.kind, message = %reply.message, "cloud refused frame; finishing on edge");
+                self.observation.cloud_failed = true;
                 None
             }
             Err(e) => {
-                warn!(frame = frame.id, error = %e, "cloud unavailable; finishing on edge");
+                warn!(frame, error = %e, "cloud unavailable; finishing on edge");
+                self.observation.cloud_failed = true;
                 None
             }
         }
     }
 
-    async fn finish_on_edge(
-        &mut self,
-        plan: &PlanSpec,
-        edge_layers: usize,
-        split_tensor: &ArrayD<f32>,
-    ) -> Result<Vec<f32>, PipelineError> {
-        let total_layers = self.package.num_layers();
-        let slowdown = self.slowdown;
-        let runner = self.runner(&plan.variant)?;
+    async fn finish_on_edge(&mut self) -> Result<Vec<f32>, PipelineError> {
+        let range = self.edge_layers..self.total_layers;
         let started = Instant::now();
         let out = tokio::task::block_in_place(|| {
-            runner.run_range(edge_layers..total_layers, split_tensor.view())
-        })
-        .map_err(|e| PipelineError::Model(e.to_string()))?;
-        stretch(started.elapsed(), slowdown).await;
+            let mut runner = self
+                .runner
+                .lock()
+                .map_err(|_| PipelineError::Model("runner lock poisoned".into()))?;
+            runner
+                .run_range(range, self.split_tensor.view())
+                .map_err(|e| PipelineError::Model(e.to_string()))
+        })?;
+        stretch(started.elapsed(), self.slowdown).await;
         Ok(out.iter().copied().collect())
     }
 }
@@ -306,6 +431,20 @@ pub fn image_shape(package: &ModelPackage) -> Result<[usize; 3], PipelineError> 
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Softmax probability of `score` among `scores` (0 when undefined).
+pub fn softmax_of(scores: &[f32], score: f32) -> f32 {
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return 0.0;
+    }
+    let sum: f32 = scores.iter().map(|&s| (s - max).exp()).sum();
+    if sum > 0.0 {
+        (score - max).exp() / sum
+    } else {
+        0.0
+    }
 }
 
 /// Index and value of the largest score (first wins on ties; NaN never wins).

@@ -9,9 +9,16 @@ use serde::Serialize;
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FrameRecord {
     pub frame_id: u64,
+    /// Where the frame came from (file name, device), when the source says.
+    pub origin: Option<String>,
     pub label: Option<u8>,
     pub predicted: usize,
+    /// Raw score (logit) of the predicted class.
     pub score: f32,
+    /// Softmax probability of the predicted class.
+    pub probability: f32,
+    /// From capture to the start of processing (waiting for a free pipeline slot).
+    pub queue_us: u64,
     /// Head layers on the edge (plus the tail when the frame was finished on the edge).
     pub edge_us: u64,
     /// Feature encoding on the edge.

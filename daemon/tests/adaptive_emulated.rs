@@ -20,7 +20,7 @@ use jmdc_core::package::ModelPackage;
 use jmdc_edge::adaptive::{AdaptiveConfig, ObjectiveKind};
 use jmdc_edge::client::{client_config, CloudClient};
 use jmdc_edge::pipeline::{EdgePipeline, Frame};
-use jmdc_edge::run::AdaptiveSession;
+use jmdc_edge::session::AdaptiveSession;
 
 const FLOOR_PCT: f64 = 80.0;
 

@@ -20,9 +20,13 @@ fn edge_example_parses() {
         .join("alexnet-cifar10/manifest.json")
         .is_file());
     assert!(
-        cfg.source.path.is_file(),
+        cfg.source.path.as_ref().is_some_and(|p| p.is_file()),
         "example source {}",
-        cfg.source.path.display()
+        cfg.source
+            .path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
     );
 }
 

@@ -1,0 +1,180 @@
+//! Where per-frame results go: readable lines or JSON lines, on stdout or appended to a file.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+use jmdc_core::package::ModelPackage;
+use serde::Serialize;
+
+use crate::config::{OutputFormat, OutputSection};
+use crate::stats::FrameRecord;
+
+/// Writes one result per frame.
+#[derive(Debug)]
+pub struct ResultSink {
+    format: OutputFormat,
+    enabled: bool,
+    target: Target,
+}
+
+#[derive(Debug)]
+enum Target {
+    Stdout,
+    File(BufWriter<File>),
+}
+
+/// One JSON result line.
+#[derive(Debug, Serialize)]
+pub struct ResultLine<'a> {
+    pub frame: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<&'a str>,
+    /// Ground truth, when the source knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<&'a str>,
+    pub class: &'a str,
+    pub class_index: usize,
+    /// Softmax probability of `class`.
+    pub score: f32,
+    pub plan: &'a str,
+    /// `cloud` or `edge`.
+    pub finished_on: &'static str,
+    /// True when the plan wanted the cloud but the edge finished the frame.
+    pub fallback: bool,
+    pub latency_ms: Latency,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predicted_ms: Option<f64>,
+    pub bytes: usize,
+}
+
+/// Latency breakdown of one frame, milliseconds.
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    pub queue: f64,
+    pub edge: f64,
+    pub encode: f64,
+    pub network: f64,
+    pub cloud: f64,
+    pub total: f64,
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1e3
+}
+
+impl ResultSink {
+    /// Opens the configured target (a file is created if missing and appended to).
+    pub fn open(section: &OutputSection) -> io::Result<Self> {
+        let target = match &section.file {
+            Some(path) => Target::File(BufWriter::new(open_append(path)?)),
+            None => Target::Stdout,
+        };
+        Ok(Self {
+            format: section.format,
+            enabled: section.per_frame,
+            target,
+        })
+    }
+
+    /// A sink that writes nothing.
+    pub fn disabled() -> Self {
+        Self {
+            format: OutputFormat::Text,
+            enabled: false,
+            target: Target::Stdout,
+        }
+    }
+
+    /// True when results go to stdout as JSON (then summaries must not go there).
+    pub fn stdout_is_json(&self) -> bool {
+        self.enabled && self.format == OutputFormat::Json && matches!(self.target, Target::Stdout)
+    }
+
+    /// Writes the result of one frame.
+    pub fn write(&mut self, package: &ModelPackage, record: &FrameRecord) -> io::Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let line = match self.format {
+            OutputFormat::Text => text_line(package, record),
+            OutputFormat::Json => json_line(package, record)?,
+        };
+        match &mut self.target {
+            Target::Stdout => {
+                let mut out = io::stdout().lock();
+                writeln!(out, "{line}")?;
+                out.flush()
+            }
+            Target::File(file) => {
+                writeln!(file, "{line}")?;
+                file.flush()
+            }
+        }
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+fn class_name(package: &ModelPackage, i: usize) -> &str {
+    package.classes().get(i).map_or("?", String::as_str)
+}
+
+/// The JSON line of one frame.
+pub fn json_line(package: &ModelPackage, r: &FrameRecord) -> io::Result<String> {
+    let line = ResultLine {
+        frame: r.frame_id,
+        origin: r.origin.as_deref(),
+        label: r.label.map(|l| class_name(package, usize::from(l))),
+        class: class_name(package, r.predicted),
+        class_index: r.predicted,
+        score: r.probability,
+        plan: &r.plan,
+        finished_on: if r.bytes > 0 && !r.fallback {
+            "cloud"
+        } else {
+            "edge"
+        },
+        fallback: r.fallback,
+        latency_ms: Latency {
+            queue: ms(r.queue_us),
+            edge: ms(r.edge_us),
+            encode: ms(r.encode_us),
+            network: ms(r.network_us),
+            cloud: ms(r.cloud_us),
+            total: ms(r.total_us),
+        },
+        predicted_ms: r.predicted_us.map(ms),
+        bytes: r.bytes,
+    };
+    serde_json::to_string(&line).map_err(io::Error::other)
+}
+
+/// The readable line of one frame.
+pub fn text_line(package: &ModelPackage, r: &FrameRecord) -> String {
+    let label = r.label.map_or("-", |l| class_name(package, usize::from(l)));
+    format!(
+        "frame {:>5} label={:<10} pred={:<10} p={:.3} edge={:.3}ms enc={:.3}ms net={:.3}ms cloud={:.3}ms total={:.3}ms{} bytes={} plan=[{}]{}",
+        r.frame_id,
+        label,
+        class_name(package, r.predicted),
+        r.probability,
+        ms(r.edge_us),
+        ms(r.encode_us),
+        ms(r.network_us),
+        ms(r.cloud_us),
+        ms(r.total_us),
+        r.predicted_us
+            .map(|p| format!(" predicted={:.3}ms", ms(p)))
+            .unwrap_or_default(),
+        r.bytes,
+        r.plan,
+        if r.fallback { " fallback=edge" } else { "" }
+    )
+}

@@ -1,0 +1,332 @@
+//! Who picks the plan for each frame: a fixed plan, or the adaptive loop (monitors + planner) that
+//! re-plans on a timer and at once when a monitor reports a significant change.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use jmdc_core::optimizer::{Conditions, Decision};
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::adaptive::{plan_spec, AdaptiveConfig, Planner};
+use crate::client::CloudClient;
+use crate::monitor::cpu::{CpuChange, CpuMonitor, CpuMonitorConfig};
+use crate::monitor::network::{NetworkChange, NetworkMonitor, NetworkMonitorConfig};
+use crate::pipeline::{EdgePipeline, Frame, FrameObservation};
+use crate::plan_spec::{CodecSpec, PlanSpec, SplitSpec};
+use crate::stats::FrameRecord;
+
+/// The plan source of a run.
+#[derive(Debug)]
+pub enum Planning {
+    /// The same plan for every frame.
+    Fixed {
+        pipeline: Box<EdgePipeline>,
+        plan: PlanSpec,
+    },
+    /// The adaptive loop.
+    Adaptive(Box<AdaptiveSession>),
+}
+
+impl Planning {
+    /// The pipeline that runs the frames.
+    pub fn pipeline_mut(&mut self) -> &mut EdgePipeline {
+        match self {
+            Planning::Fixed { pipeline, .. } => pipeline,
+            Planning::Adaptive(s) => &mut s.pipeline,
+        }
+    }
+
+    /// The plan for the next frame and the latency predicted for it.
+    pub fn plan_for(&mut self, frame_id: u64) -> Result<(PlanSpec, Option<u64>)> {
+        match self {
+            Planning::Fixed { plan, .. } => Ok((plan.clone(), None)),
+            Planning::Adaptive(s) => {
+                let plan = s.plan_for(frame_id)?;
+                Ok((plan, s.predicted_us()))
+            }
+        }
+    }
+
+    /// Learns from a finished frame (adaptive only).
+    pub fn learn(&mut self, plan: &PlanSpec, record: &FrameRecord, observation: &FrameObservation) {
+        if let Planning::Adaptive(s) = self {
+            s.learn(plan, record, observation);
+        }
+    }
+
+    /// The cloud client changed (connected, lost, reconnected).
+    pub fn set_cloud(&mut self, cloud: Option<Arc<CloudClient>>) {
+        if let Planning::Adaptive(s) = self {
+            s.set_cloud(cloud);
+        }
+    }
+
+    /// The plan in force.
+    pub fn current_plan(&self) -> &PlanSpec {
+        match self {
+            Planning::Fixed { plan, .. } => plan,
+            Planning::Adaptive(s) => s.plan(),
+        }
+    }
+
+    /// Bandwidth (bit/s), RTT (s) and edge load factor as last measured (adaptive only).
+    pub fn measurements(&mut self) -> Option<Conditions> {
+        match self {
+            Planning::Fixed { .. } => None,
+            Planning::Adaptive(s) => Some(s.conditions()),
+        }
+    }
+
+    /// Stops background tasks.
+    pub fn stop(&mut self) {
+        if let Planning::Adaptive(s) = self {
+            s.stop();
+        }
+    }
+}
+
+/// The adaptive loop: monitors + planner + pipeline. Re-plans on a timer and at once when a
+/// monitor reports a significant change; logs every plan change with its reason and prediction.
+#[derive(Debug)]
+pub struct AdaptiveSession {
+    pipeline: EdgePipeline,
+    planner: Planner,
+    cloud: Option<Arc<CloudClient>>,
+    net: Arc<NetworkMonitor>,
+    net_changes: watch::Receiver<Option<NetworkChange>>,
+    cpu: Option<CpuMonitor>,
+    cpu_changes: Option<watch::Receiver<Option<CpuChange>>>,
+    /// Stops the probe task of the current cloud client.
+    probe_stop: Option<watch::Sender<bool>>,
+    interval: Duration,
+    last_replan: Instant,
+    replan_now: Option<&'static str>,
+    plan: PlanSpec,
+    decision: Option<Decision>,
+    /// Plan changes so far: (frame id, new plan, reason).
+    pub changes: Vec<(u64, PlanSpec, String)>,
+}
+
+impl AdaptiveSession {
+    /// Profiles, starts the monitors (and the bandwidth probe task when a cloud is connected),
+    /// measures the link once and makes the first plan.
+    pub async fn start(
+        mut pipeline: EdgePipeline,
+        settings: &AdaptiveConfig,
+        cloud: Option<Arc<CloudClient>>,
+        threads: Option<usize>,
+    ) -> Result<Self> {
+        let package = pipeline.package().clone();
+        for variant in package.variant_names() {
+            pipeline.prepare(variant)?;
+        }
+        let planner =
+            tokio::task::block_in_place(|| Planner::new(package.clone(), settings, threads))?;
+        let net = Arc::new(NetworkMonitor::new(NetworkMonitorConfig {
+            probe_bytes: settings.probe_bytes,
+            min_probe_interval: Duration::from_millis(settings.probe_interval_ms),
+            stale_after: Duration::from_millis(settings.probe_interval_ms),
+            min_passive_bytes: 1024,
+            ..NetworkMonitorConfig::default()
+        }));
+        let cpu = match CpuMonitor::start(CpuMonitorConfig::default()) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!(error = %e, "CPU monitor unavailable; assuming an idle device");
+                None
+            }
+        };
+        let cpu_changes = cpu.as_ref().map(CpuMonitor::changes);
+        let net_changes = net.changes();
+        let mut session = Self {
+            pipeline,
+            planner,
+            cloud: None,
+            net,
+            net_changes,
+            cpu,
+            cpu_changes,
+            probe_stop: None,
+            interval: Duration::from_millis(settings.replan_interval_ms),
+            last_replan: Instant::now(),
+            replan_now: None,
+            plan: PlanSpec {
+                variant: String::new(),
+                split: SplitSpec::EdgeOnly,
+                keep_ratio: 1.0,
+                codec: CodecSpec(jmdc_core::codec::QuantMode::F32),
+            },
+            decision: None,
+            changes: Vec::new(),
+        };
+        if let Some(client) = &cloud {
+            if let Err(e) = session.net.probe(client).await {
+                tracing::warn!(error = %e, "first bandwidth probe failed");
+            }
+        }
+        session.set_cloud(cloud);
+        session.replan(0, "start")?;
+        session.replan_now = None;
+        Ok(session)
+    }
+
+    /// Follows a new cloud client: the probe task moves to it and the next frame re-plans.
+    pub fn set_cloud(&mut self, cloud: Option<Arc<CloudClient>>) {
+        let same = match (&self.cloud, &cloud) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        if let Some(stop) = self.probe_stop.take() {
+            let _ = stop.send(true);
+        }
+        if let Some(client) = &cloud {
+            let (stop_tx, stop_rx) = watch::channel(false);
+            self.net.observe_connection(client.connection());
+            tokio::spawn(
+                self.net
+                    .clone()
+                    .run(client.clone(), Duration::from_millis(100), stop_rx),
+            );
+            self.probe_stop = Some(stop_tx);
+        }
+        self.cloud = cloud;
+        self.replan_now = Some(if self.cloud.is_some() {
+            "cloud connected"
+        } else {
+            "cloud lost"
+        });
+    }
+
+    /// Applies changed settings (live reload): objective, hysteresis, re-plan interval, slowdown.
+    pub fn reconfigure(&mut self, settings: &AdaptiveConfig) {
+        self.planner.reconfigure(settings);
+        self.interval = Duration::from_millis(settings.replan_interval_ms);
+        self.pipeline.set_slowdown(settings.edge_slowdown);
+        self.replan_now = Some("configuration reloaded");
+    }
+
+    /// The conditions the optimizer sees now.
+    pub fn conditions(&mut self) -> Conditions {
+        if let Some(cpu) = &self.cpu {
+            self.planner.set_load_factor(cpu.load_factor());
+        }
+        let estimate = self.net.estimate();
+        Conditions {
+            bandwidth_bps: estimate.bandwidth_bps,
+            rtt_s: estimate.rtt_s,
+            edge_load_factor: self.planner.effective_load_factor(),
+            cloud_available: self.cloud.is_some(),
+        }
+    }
+
+    /// The plan in force.
+    pub fn plan(&self) -> &PlanSpec {
+        &self.plan
+    }
+
+    /// The last decision.
+    pub fn decision(&self) -> Option<&Decision> {
+        self.decision.as_ref()
+    }
+
+    /// The latency predicted for the plan in force, µs.
+    pub fn predicted_us(&self) -> Option<u64> {
+        self.decision
+            .as_ref()
+            .map(|d| (d.predicted_latency_s * 1e6) as u64)
+    }
+
+    /// The pipeline (for callers that run frames themselves).
+    pub fn pipeline_mut(&mut self) -> &mut EdgePipeline {
+        &mut self.pipeline
+    }
+
+    fn replan(&mut self, frame_id: u64, trigger: &str) -> Result<()> {
+        let conditions = self.conditions();
+        let decision = self.planner.decide(&conditions)?;
+        self.last_replan = Instant::now();
+        let plan = plan_spec(&decision.plan);
+        if plan != self.plan {
+            info!(
+                frame = frame_id,
+                trigger,
+                plan = %plan,
+                predicted_ms = decision.predicted_latency_s * 1e3,
+                predicted_top1 = f64::from(decision.predicted_accuracy) * 100.0,
+                bandwidth_mbit = conditions.bandwidth_bps / 1e6,
+                rtt_ms = conditions.rtt_s * 1e3,
+                load = conditions.edge_load_factor,
+                feasible = decision.feasible,
+                reason = %decision.reason,
+                "plan change"
+            );
+            self.changes
+                .push((frame_id, plan.clone(), decision.reason.clone()));
+            self.plan = plan;
+        }
+        self.decision = Some(decision);
+        Ok(())
+    }
+
+    fn replan_due(&mut self) -> Option<&'static str> {
+        if let Some(reason) = self.replan_now.take() {
+            return Some(reason);
+        }
+        if self.net_changes.has_changed().unwrap_or(false) {
+            self.net_changes.mark_unchanged();
+            return Some("network change");
+        }
+        if let Some(rx) = self.cpu_changes.as_mut() {
+            if rx.has_changed().unwrap_or(false) {
+                rx.mark_unchanged();
+                return Some("cpu load change");
+            }
+        }
+        (self.last_replan.elapsed() >= self.interval).then_some("timer")
+    }
+
+    /// Re-plans if due; the plan for frame `frame_id`.
+    pub fn plan_for(&mut self, frame_id: u64) -> Result<PlanSpec> {
+        if let Some(trigger) = self.replan_due() {
+            self.replan(frame_id, trigger)?;
+        }
+        Ok(self.plan.clone())
+    }
+
+    /// Learns from a finished frame: transfer sample for the bandwidth estimate, profiles.
+    pub fn learn(&mut self, plan: &PlanSpec, record: &FrameRecord, observation: &FrameObservation) {
+        if let (Some(round_trip), Some(server)) = (observation.round_trip, observation.server_time)
+        {
+            self.net.record_transfer(record.bytes, round_trip, server);
+        }
+        self.planner.observe(plan, observation);
+    }
+
+    /// Re-plans if due, processes the frame with the plan in force, learns from it.
+    pub async fn process(&mut self, frame: &Frame) -> Result<FrameRecord> {
+        let plan = self.plan_for(frame.id)?;
+        let (mut record, observation) = self
+            .pipeline
+            .process(frame, &plan, self.cloud.as_deref())
+            .await?;
+        self.learn(&plan, &record, &observation);
+        record.predicted_us = self.predicted_us();
+        Ok(record)
+    }
+
+    /// Stops the background tasks.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.probe_stop.take() {
+            let _ = stop.send(true);
+        }
+        if let Some(cpu) = self.cpu.take() {
+            cpu.stop();
+        }
+    }
+}
