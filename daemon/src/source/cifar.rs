@@ -65,9 +65,10 @@ pub(crate) fn start(section: &SourceSection, target: TargetSize) -> Result<Frame
         .as_ref()
         .ok_or_else(|| SourceError::Config("source.path: required for kind = \"cifar\"".into()))?;
     let file = CifarFile::open(path)?;
-    let name = path
-        .file_name()
-        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let description = format!(
         "cifar: {} ({} images{})",
         path.display(),

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::cifar::CifarCursor;
-use super::slot::LatestSlot;
+use super::decoder::LiveDecoder;
 use crate::frame::Frame;
 
 /// A frame as produced, before it gets its delivery id.
@@ -78,8 +78,8 @@ pub(crate) enum Inner {
     Cifar(CifarCursor),
     /// Produced ahead by a bounded queue: backpressure, nothing dropped.
     Queue(mpsc::Receiver<Captured>),
-    /// Newest frame wins.
-    Slot(Arc<LatestSlot<Captured>>),
+    /// Newest frame wins (decoded when asked for).
+    Live(LiveDecoder),
     /// Finished.
     Done,
 }
@@ -130,7 +130,9 @@ impl FrameFeed {
             counters,
             delivered: 0,
             limit: section.limit.map(|l| l as u64),
-            interval: section.max_fps.map(|fps| Duration::from_secs_f64(1.0 / fps)),
+            interval: section
+                .max_fps
+                .map(|fps| Duration::from_secs_f64(1.0 / fps)),
             next_due: None,
             live: section.is_live(),
             description,
@@ -153,7 +155,7 @@ impl FrameFeed {
         let got = match &mut self.inner {
             Inner::Cifar(c) => c.next(&self.counters),
             Inner::Queue(rx) => rx.recv().await,
-            Inner::Slot(slot) => slot.recv().await,
+            Inner::Live(dec) => dec.next(&self.counters).await,
             Inner::Done => None,
         };
         // Nothing below awaits: the frame is delivered or not at all.

@@ -144,7 +144,11 @@ impl Reader {
                 Err(e) => {
                     list_errors += 1;
                     if is_power_of_ten(list_errors) {
-                        tracing::warn!(errors = list_errors, "{}: cannot list folder: {e}", self.dir.display());
+                        tracing::warn!(
+                            errors = list_errors,
+                            "{}: cannot list folder: {e}",
+                            self.dir.display()
+                        );
                     }
                     if !self.follow {
                         return;

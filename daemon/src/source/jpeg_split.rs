@@ -308,7 +308,8 @@ mod tests {
 
     #[test]
     fn real_jpeg_from_the_image_crate() {
-        let img = image::RgbImage::from_fn(24, 16, |x, y| image::Rgb([x as u8 * 10, y as u8 * 15, 99]));
+        let img =
+            image::RgbImage::from_fn(24, 16, |x, y| image::Rgb([x as u8 * 10, y as u8 * 15, 99]));
         let mut jpg = Vec::new();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpg, 90)
             .encode_image(&img)

@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
 
 use super::backoff::Backoff;
-use super::decoder::{spawn_decoder, RawFrame, RawImage};
+use super::decoder::{LiveDecoder, RawFrame, RawImage};
 use super::feed::{Background, Counters, FrameFeed, Inner};
 use super::imaging::TargetSize;
 use super::jpeg_split::JpegSplitter;
@@ -28,14 +28,7 @@ pub(crate) fn start(section: &SourceSection, target: TargetSize) -> Result<Frame
     let child = spawn_child(&argv)?;
     let counters = Arc::new(Counters::default());
     let pending = LatestSlot::new();
-    let frames = LatestSlot::new();
-    let decoder = spawn_decoder(
-        "mjpeg".into(),
-        pending.clone(),
-        frames.clone(),
-        counters.clone(),
-        target,
-    );
+    let pending_for_feed = pending.clone();
     let reader = tokio::spawn(run(
         argv.clone(),
         child,
@@ -44,11 +37,11 @@ pub(crate) fn start(section: &SourceSection, target: TargetSize) -> Result<Frame
         Backoff::new(section.restart_backoff_ms, section.max_restart_backoff_ms),
     ));
     let background = Background {
-        tasks: vec![decoder.abort_handle(), reader.abort_handle()],
+        tasks: vec![reader.abort_handle()],
         stop: None,
     };
     Ok(FrameFeed::new(
-        Inner::Slot(frames),
+        Inner::Live(LiveDecoder::new("mjpeg".into(), pending_for_feed, target)),
         counters,
         section,
         format!("mjpeg: {}", argv.join(" ")),
@@ -91,7 +84,10 @@ async fn run(
     loop {
         let started = Instant::now();
         if let Some(mut c) = child.take() {
-            let stderr = c.stderr.take().map(|e| tokio::spawn(stderr_tail(e, program.clone())));
+            let stderr = c
+                .stderr
+                .take()
+                .map(|e| tokio::spawn(stderr_tail(e, program.clone())));
             let outcome = pump(&mut c, &mut splitter, &pending, &counters).await;
             let tail = match stderr {
                 Some(t) => tokio::time::timeout(Duration::from_secs(1), t)

@@ -268,7 +268,10 @@ mod tests {
         assert!(s.validate().expect_err("limit").starts_with("source.limit"));
         s.limit = None;
         s.repeat = true;
-        assert!(s.validate().expect_err("repeat").starts_with("source.repeat"));
+        assert!(s
+            .validate()
+            .expect_err("repeat")
+            .starts_with("source.repeat"));
         s.repeat = false;
         s.command = vec!["x".into()];
         assert!(s.validate().expect_err("cmd").starts_with("source.command"));

@@ -49,6 +49,7 @@ impl<T> LatestSlot<T> {
     }
 
     /// Marks the slot closed: once empty, [`LatestSlot::recv`] returns `None`.
+    #[cfg(test)]
     pub fn close(&self) {
         self.lock().closed = true;
         self.notify.notify_one();

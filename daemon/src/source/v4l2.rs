@@ -13,7 +13,7 @@ use v4l::video::Capture as _;
 use v4l::{Format, FourCC};
 
 use super::backoff::Backoff;
-use super::decoder::{spawn_decoder, RawFrame, RawImage};
+use super::decoder::{LiveDecoder, RawFrame, RawImage};
 use super::feed::{Background, Counters, FrameFeed, Inner};
 use super::imaging::TargetSize;
 use super::slot::LatestSlot;
@@ -35,23 +35,13 @@ struct Negotiated {
 
 /// Opens the device and configures it (so a missing camera fails here), then starts capture.
 pub(crate) fn start(section: &SourceSection, target: TargetSize) -> Result<FrameFeed, SourceError> {
-    let handle = tokio::runtime::Handle::try_current().map_err(|_| SourceError::NoRuntime)?;
     let path = section.device_path();
     let (device, neg) = open(&path, section)?;
     let counters = Arc::new(Counters::default());
     let pending = LatestSlot::new();
-    let frames = LatestSlot::new();
+    let pending_for_feed = pending.clone();
     let origin = path.display().to_string();
-    let decoder = {
-        let _guard = handle.enter();
-        spawn_decoder(
-            origin.clone(),
-            pending.clone(),
-            frames.clone(),
-            counters.clone(),
-            target,
-        )
-    };
+
     let stop = Arc::new(AtomicBool::new(false));
     let capture = Capturer {
         path: path.clone(),
@@ -76,12 +66,12 @@ pub(crate) fn start(section: &SourceSection, target: TargetSize) -> Result<Frame
         neg.height
     );
     Ok(FrameFeed::new(
-        Inner::Slot(frames),
+        Inner::Live(LiveDecoder::new(origin, pending_for_feed, target)),
         counters,
         section,
         description,
         Background {
-            tasks: vec![decoder.abort_handle()],
+            tasks: Vec::new(),
             stop: Some(stop),
         },
     ))
@@ -99,10 +89,20 @@ fn open(path: &Path, section: &SourceSection) -> Result<(Device, Negotiated), So
     };
     let offered: Vec<[u8; 4]> = device
         .enum_formats()
-        .map_err(|e| dev_err(format!("cannot list capture formats ({e}) — is it a video capture device?")))?
+        .map_err(|e| {
+            dev_err(format!(
+                "cannot list capture formats ({e}) — is it a video capture device?"
+            ))
+        })?
         .iter()
         .map(|d| d.fourcc.repr)
         .collect();
+    if offered.is_empty() {
+        return Err(dev_err(
+            "lists no capture formats — is it a video capture device (see `v4l2-ctl --list-devices`)?"
+                .into(),
+        ));
+    }
     let names = || {
         offered
             .iter()
@@ -124,9 +124,14 @@ fn open(path: &Path, section: &SourceSection) -> Result<(Device, Negotiated), So
         )));
     }
     let asked = Format::new(section.width, section.height, FourCC::new(&wanted));
-    let got = device
-        .set_format(&asked)
-        .map_err(|e| dev_err(format!("cannot set format {}x{} {}: {e}", section.width, section.height, String::from_utf8_lossy(&wanted))))?;
+    let got = device.set_format(&asked).map_err(|e| {
+        dev_err(format!(
+            "cannot set format {}x{} {}: {e}",
+            section.width,
+            section.height,
+            String::from_utf8_lossy(&wanted)
+        ))
+    })?;
     if got.fourcc.repr != wanted {
         return Err(dev_err(format!(
             "asked for {} but the driver chose {}",
@@ -188,7 +193,10 @@ impl Capturer {
                     Err(_) => "capture stream panicked".to_string(),
                 };
                 self.backoff.after_run(started.elapsed());
-                tracing::warn!("{}: capture failed ({why}); re-opening", self.path.display());
+                tracing::warn!(
+                    "{}: capture failed ({why}); re-opening",
+                    self.path.display()
+                );
             }
             let delay = self.backoff.next_delay();
             self.sleep(delay);
