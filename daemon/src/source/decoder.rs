@@ -15,6 +15,7 @@ pub(crate) enum RawImage {
     /// One JPEG.
     Jpeg(Vec<u8>),
     /// A packed YUYV buffer.
+    #[cfg_attr(not(feature = "v4l2"), allow(dead_code))]
     Yuyv {
         data: Vec<u8>,
         width: u32,

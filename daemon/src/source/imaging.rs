@@ -62,9 +62,11 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     Ok(image::load_from_memory(bytes)?.to_rgb8())
 }
 
-/// Decodes a JPEG into RGB.
+/// Decodes a JPEG into RGB. A JPEG without Huffman tables (MJPEG from many USB webcams) gets the
+/// standard tables it implies.
 pub fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, ImageError> {
-    Ok(image::load_from_memory_with_format(bytes, ImageFormat::Jpeg)?.to_rgb8())
+    let bytes = super::mjpeg_dht::with_huffman_tables(bytes);
+    Ok(image::load_from_memory_with_format(&bytes, ImageFormat::Jpeg)?.to_rgb8())
 }
 
 /// The centred rectangle `(x, y, w, h)` of a `width`×`height` image that has the aspect ratio of

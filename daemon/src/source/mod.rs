@@ -20,6 +20,7 @@ mod folder;
 pub mod imaging;
 pub mod jpeg_split;
 mod mjpeg;
+mod mjpeg_dht;
 mod section;
 mod slot;
 #[cfg(feature = "v4l2")]
