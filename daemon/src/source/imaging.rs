@@ -100,13 +100,54 @@ pub fn to_model_input(img: &RgbImage, target: TargetSize) -> Result<Vec<u8>, Ima
         return Ok(hwc_to_chw(img));
     }
     let (x, y, cw, ch) = centre_crop_rect(width, height, target);
-    let cropped = imageops::crop_imm(img, x, y, cw, ch).to_image();
-    let resized = if (cw, ch) == (target.width, target.height) {
+    // Large reductions: average kx×ky blocks first (cheap), so the triangle filter only has to
+    // cover the last factor of 2–4 (its cost grows with the reduction ratio).
+    let kx = (cw / target.width.saturating_mul(2)).max(1);
+    let ky = (ch / target.height.saturating_mul(2)).max(1);
+    let cropped = if kx > 1 || ky > 1 {
+        box_shrink(img, (x, y, cw, ch), kx, ky)
+    } else {
+        imageops::crop_imm(img, x, y, cw, ch).to_image()
+    };
+    let resized = if cropped.dimensions() == (target.width, target.height) {
         cropped
     } else {
         imageops::resize(&cropped, target.width, target.height, FilterType::Triangle)
     };
     Ok(hwc_to_chw(&resized))
+}
+
+/// Averages `kx × ky` pixel blocks of the rectangle `(x, y, w, h)` of `img` (the few pixels
+/// left over at the edges are trimmed symmetrically).
+fn box_shrink(img: &RgbImage, (x, y, w, h): (u32, u32, u32, u32), kx: u32, ky: u32) -> RgbImage {
+    let (ow, oh) = ((w / kx).max(1), (h / ky).max(1));
+    let x0 = (x + (w - (ow * kx).min(w)) / 2) as usize;
+    let y0 = (y + (h - (oh * ky).min(h)) / 2) as usize;
+    let (ow, oh, kx, ky) = (ow as usize, oh as usize, kx as usize, ky as usize);
+    let stride = img.width() as usize * 3;
+    let src = img.as_raw();
+    let n = (kx * ky) as u32;
+    let mut out = Vec::with_capacity(ow * oh * 3);
+    let mut acc = vec![0u32; ow * 3];
+    for oy in 0..oh {
+        acc.fill(0);
+        for dy in 0..ky {
+            let start = (y0 + oy * ky + dy) * stride + x0 * 3;
+            let Some(row) = src.get(start..start + ow * kx * 3) else {
+                continue;
+            };
+            for (ox, block) in row.chunks_exact(kx * 3).enumerate() {
+                for px in block.chunks_exact(3) {
+                    acc[ox * 3] += u32::from(px[0]);
+                    acc[ox * 3 + 1] += u32::from(px[1]);
+                    acc[ox * 3 + 2] += u32::from(px[2]);
+                }
+            }
+        }
+        out.extend(acc.iter().map(|&a| ((a + n / 2) / n) as u8));
+    }
+    // The buffer has exactly ow × oh × 3 bytes.
+    RgbImage::from_raw(ow as u32, oh as u32, out).unwrap_or_default()
 }
 
 /// Interleaved RGB (HWC) → planar (CHW).
@@ -249,6 +290,38 @@ mod tests {
         let row: Vec<u8> = out[..32].to_vec();
         assert!(row.windows(2).all(|w| w[0] <= w[1]), "{row:?}");
         assert!(row[0] < 10 && row[31] > 240, "{row:?}");
+    }
+
+    #[test]
+    fn large_reductions_match_a_plain_triangle_resize() {
+        // A smooth 1280x720 pattern to 32x32 and 224x224: box pre-shrink + triangle stays within
+        // a few levels of the direct triangle resize of the same crop.
+        let img = RgbImage::from_fn(1280, 720, |x, y| {
+            let fx = x as f32 / 1280.0;
+            let fy = y as f32 / 720.0;
+            Rgb([
+                (255.0 * fx) as u8,
+                (255.0 * fy) as u8,
+                (127.5 + 127.0 * (6.0 * fx).sin() * (4.0 * fy).cos()) as u8,
+            ])
+        });
+        for side in [32u32, 224] {
+            let t = TargetSize {
+                width: side,
+                height: side,
+            };
+            let fast = to_model_input(&img, t).expect("ok");
+            let (x, y, w, h) = centre_crop_rect(1280, 720, t);
+            let crop = imageops::crop_imm(&img, x, y, w, h).to_image();
+            let slow = hwc_to_chw(&imageops::resize(&crop, side, side, FilterType::Triangle));
+            let max = fast
+                .iter()
+                .zip(&slow)
+                .map(|(a, b)| a.abs_diff(*b))
+                .max()
+                .unwrap_or(0);
+            assert!(max <= 6, "{side}: max difference {max}");
+        }
     }
 
     #[test]
