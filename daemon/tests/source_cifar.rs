@@ -130,3 +130,26 @@ async fn bad_input_is_named() {
     let e = spawn(&section(&ok), [1, 32, 32]).expect_err("grey model");
     assert!(matches!(e, SourceError::Input(_)), "{e}");
 }
+
+/// The real CIFAR-10 test batch, when the shared datasets are present: every record delivered
+/// unchanged with its label.
+#[tokio::test]
+async fn real_test_batch_when_present() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/datasets/cifar-10/cifar-10-batches-bin/test_batch.bin");
+    if !path.exists() {
+        println!("skipped: {} not present", path.display());
+        return;
+    }
+    let file = jmdc_core::cifar::CifarFile::open(&path).expect("open");
+    let mut feed = spawn(&section(&path), [3, 32, 32]).expect("spawn");
+    let mut n = 0usize;
+    while let Some(f) = feed.recv().await {
+        let (label, px) = file.get(n).expect("record");
+        assert_eq!(f.label, Some(label));
+        assert_eq!(&f.pixels[..], &px[..]);
+        n += 1;
+        assert!(n <= file.len());
+    }
+    assert_eq!(n, file.len());
+}

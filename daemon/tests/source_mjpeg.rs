@@ -222,3 +222,10 @@ async fn missing_program_is_named() {
     assert!(e.to_string().contains("source.command"), "{e}");
     assert!(Path::new("/bin/sh").exists());
 }
+
+#[test]
+fn outside_a_runtime_is_a_clear_error() {
+    let e = spawn(&section(vec!["ffmpeg".into()]), [3, 32, 32]).expect_err("no runtime");
+    assert!(matches!(e, SourceError::NoRuntime), "{e}");
+    assert!(e.to_string().contains("Tokio runtime"), "{e}");
+}

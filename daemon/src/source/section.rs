@@ -246,6 +246,8 @@ mod tests {
         assert!(s.is_live());
         let s = parse("kind = \"folder\"\npath = \"img\"\nfollow = false").expect("parses");
         assert!(!s.is_live());
+        let s = parse("kind = \"cifar\"\npath = \"x\"\nmax_fps = 30").expect("integer fps");
+        assert_eq!(s.max_fps, Some(30.0));
         let s = parse("kind = \"v4l2\"\nformat = \"yuyv\"").expect("parses");
         assert_eq!(s.format, CaptureFormat::Yuyv);
         assert!(parse("kind = \"webcam\"").is_err());
