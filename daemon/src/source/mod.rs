@@ -1,112 +1,59 @@
-//! TEMPORARY shim of the frame source API (CIFAR only); replaced by the real module.
-#![allow(missing_docs, clippy::unused_async)]
-use std::path::{Path, PathBuf};
+//! Frame sources: where the edge's frames come from.
+//!
+//! | kind | what | drops |
+//! | --- | --- | --- |
+//! | `cifar` | a CIFAR-10 binary file (labels known) | never: read on demand |
+//! | `folder` | PNG/JPEG files in name order; with `follow`, new files are picked up | never: a bounded queue waits for the pipeline |
+//! | `mjpeg` | an MJPEG stream on a child process's stdout, restarted with backoff | newest frame wins |
+//! | `v4l2` | a V4L2 camera (MJPEG or YUYV), re-opened with backoff | newest frame wins |
+//!
+//! Every frame is decoded, centre-cropped to the model's aspect ratio, resized (triangle
+//! filter) to the model input and delivered as 8-bit RGB, channel-major (normalisation is the
+//! pipeline's job). See `docs/sources.md`.
 
-use jmdc_core::cifar::CifarFile;
-use serde::Deserialize;
+mod backoff;
+mod cifar;
+mod decoder;
+mod error;
+mod feed;
+mod folder;
+pub mod imaging;
+pub mod jpeg_split;
+mod mjpeg;
+mod mjpeg_dht;
+mod section;
+mod slot;
+#[cfg(feature = "v4l2")]
+mod v4l2;
 
-use crate::frame::Frame;
+pub use error::SourceError;
+pub use feed::{FrameFeed, SourceStats};
+pub use folder::is_image_name;
+pub use section::{CaptureFormat, SourceKind, SourceSection, DEFAULT_DEVICE};
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceSection {
-    pub kind: SourceKind,
-    #[serde(default)]
-    pub path: Option<PathBuf>,
-    #[serde(default)]
-    pub limit: Option<usize>,
-    #[serde(default)]
-    pub repeat: bool,
-    #[serde(default)]
-    pub max_fps: Option<f64>,
-}
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SourceKind {
-    Cifar,
-}
-impl SourceSection {
-    pub fn validate(&self) -> Result<(), String> {
-        Ok(())
-    }
-    pub fn resolve_relative(&mut self, base: &Path) {
-        if let Some(p) = self.path.as_mut() {
-            jmdc_core::settings::resolve_relative(p, base);
-        }
+use imaging::TargetSize;
+
+/// Starts the source described by `section` for a model whose input is `input` = `[C, H, W]`
+/// (C must be 3). Fails with an error naming the file, folder, device or program when it does
+/// not exist or cannot be opened. Live sources (`mjpeg`, `v4l2`) must be started inside a Tokio
+/// runtime; they run in the background until the feed is dropped.
+pub fn spawn(section: &SourceSection, input: [usize; 3]) -> Result<FrameFeed, SourceError> {
+    section.validate().map_err(SourceError::Config)?;
+    let target = TargetSize::from_chw(input).ok_or(SourceError::Input(input))?;
+    match section.kind {
+        SourceKind::Cifar => cifar::start(section, target),
+        SourceKind::Folder => folder::start(section, target),
+        SourceKind::Mjpeg => mjpeg::start(section, target),
+        SourceKind::V4l2 => start_v4l2(section, target),
     }
 }
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SourceError(String);
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SourceStats {
-    pub delivered: u64,
-    pub dropped: u64,
-    pub decode_errors: u64,
-    pub restarts: u64,
+
+#[cfg(feature = "v4l2")]
+fn start_v4l2(section: &SourceSection, target: TargetSize) -> Result<FrameFeed, SourceError> {
+    v4l2::start(section, target)
 }
-#[derive(Debug)]
-pub struct FrameFeed {
-    frames: std::vec::IntoIter<Frame>,
-    delivered: u64,
-    limit: usize,
-    period: Option<std::time::Duration>,
-    next_at: Option<tokio::time::Instant>,
-    repeat: Vec<Frame>,
-}
-pub fn spawn(section: &SourceSection, _input: [usize; 3]) -> Result<FrameFeed, SourceError> {
-    let path = section.path.clone().unwrap_or_default();
-    let file = CifarFile::open(&path).map_err(|e| SourceError(e.to_string()))?;
-    let frames: Vec<Frame> = file
-        .iter()
-        .enumerate()
-        .map(|(i, (label, pixels))| Frame::new(i as u64, Some(label), pixels.to_vec()))
-        .collect();
-    Ok(FrameFeed {
-        frames: frames.clone().into_iter(),
-        delivered: 0,
-        limit: section.limit.unwrap_or(usize::MAX),
-        period: section
-            .max_fps
-            .map(|f| std::time::Duration::from_secs_f64(1.0 / f)),
-        next_at: None,
-        repeat: if section.repeat { frames } else { Vec::new() },
-    })
-}
-impl FrameFeed {
-    pub async fn recv(&mut self) -> Option<Frame> {
-        if self.delivered as usize >= self.limit {
-            return None;
-        }
-        if let Some(at) = self.next_at {
-            tokio::time::sleep_until(at).await;
-        }
-        let mut frame = match self.frames.next() {
-            Some(f) => f,
-            None if !self.repeat.is_empty() => {
-                self.frames = self.repeat.clone().into_iter();
-                self.frames.next()?
-            }
-            None => return None,
-        };
-        if let Some(p) = self.period {
-            self.next_at = Some(tokio::time::Instant::now() + p);
-        }
-        frame.id = self.delivered;
-        frame.captured = std::time::Instant::now();
-        self.delivered += 1;
-        Some(frame)
-    }
-    pub fn stats(&self) -> SourceStats {
-        SourceStats {
-            delivered: self.delivered,
-            ..Default::default()
-        }
-    }
-    pub fn is_live(&self) -> bool {
-        false
-    }
-    pub fn describe(&self) -> String {
-        "cifar".into()
-    }
+
+#[cfg(not(feature = "v4l2"))]
+fn start_v4l2(_section: &SourceSection, _target: TargetSize) -> Result<FrameFeed, SourceError> {
+    Err(SourceError::V4l2Disabled)
 }
