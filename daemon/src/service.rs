@@ -442,6 +442,14 @@ impl Service {
     }
 
     async fn apply(&mut self, new: EdgeConfig) -> Result<()> {
+        // Refuse a plan the package cannot run before changing anything.
+        if let Planning::Fixed { pipeline, .. } = &mut self.planning {
+            new.plan
+                .edge_layers(self.package.num_layers())
+                .map_err(anyhow::Error::msg)
+                .and_then(|_| Ok(pipeline.prepare(&new.plan.variant)?))
+                .context("plan")?;
+        }
         if new.model.packages_dir != self.cfg.model.packages_dir
             || new.model.name != self.cfg.model.name
             || new.runtime.onnxruntime != self.cfg.runtime.onnxruntime

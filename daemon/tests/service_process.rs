@@ -452,3 +452,71 @@ async fn cloud_killed_mid_run_every_frame_gets_a_result_and_edge_reconnects() {
          {fallbacks} fallbacks between frames {first_fallback} and {last_fallback}; {cloud_after} cloud frames after"
     );
 }
+
+fn ffmpeg_available() -> bool {
+    Command::new("ffmpeg")
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn mjpeg_camera_pipe_runs_until_sigterm() {
+    if !ffmpeg_available() {
+        println!("skipped: ffmpeg is not installed (apt install ffmpeg)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = repo_root();
+    let config = dir.path().join("edge.toml");
+    fs::write(
+        &config,
+        format!(
+            r#"log_level = "info"
+[model]
+packages_dir = "{packages}"
+name = "alexnet-cifar10"
+[plan]
+variant = "keep050"
+split = "edge-only"
+[source]
+kind = "mjpeg"
+command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30", "-f", "mjpeg", "-"]
+[pipeline]
+max_in_flight = 2
+[output]
+format = "json"
+file = "results.jsonl"
+[metrics]
+socket = "metrics.sock"
+"#,
+            packages = root.join("models/packages").display(),
+        ),
+    )
+    .expect("write config");
+    let mut edge = start_edge(dir.path(), &config, None);
+    let results = path_results(dir.path());
+    wait_results(&results, 30, Duration::from_secs(60));
+    signal(&edge, "-TERM");
+    let code = wait_exit(&mut edge, Duration::from_secs(15));
+    let stderr =
+        strip_ansi(&fs::read_to_string(dir.path().join("edge.stderr")).unwrap_or_default());
+    assert_eq!(code, Some(0), "exit status; stderr:\n{stderr}");
+    let all = read_results(&results);
+    assert_contiguous(&all);
+    let text = fs::read_to_string(&results).expect("results");
+    assert!(
+        text.contains("\"origin\":\"mjpeg\""),
+        "origin of camera frames"
+    );
+    assert!(
+        all.iter().all(|r| r.finished_on == "edge" && !r.fallback),
+        "edge-only plan"
+    );
+    println!(
+        "{} frames from the ffmpeg MJPEG pipe, exit 0 after SIGTERM",
+        all.len()
+    );
+}
