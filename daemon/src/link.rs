@@ -161,7 +161,11 @@ impl CloudLink {
     }
 
     /// Waits up to `timeout` for a connection (used once at start-up).
+    /// Returns `None` at once when the link is closed.
     pub async fn wait_connected(&self, timeout: Duration) -> Option<Arc<CloudClient>> {
+        if lock(&self.handle.shared.pending).close {
+            return None;
+        }
         let mut rx = self.subscribe();
         let waited = tokio::time::timeout(timeout, rx.wait_for(Option::is_some)).await;
         match waited {
@@ -761,8 +765,13 @@ async fn try_endpoints(shared: &Shared, prepared: &Prepared, order: &[SocketAddr
     let s = &prepared.settings;
     let mut failed = Vec::new();
     for &addr in order {
-        match CloudClient::connect(addr, &s.server_name, prepared.quic.clone(), s.connect_timeout)
-            .await
+        match CloudClient::connect(
+            addr,
+            &s.server_name,
+            prepared.quic.clone(),
+            s.connect_timeout,
+        )
+        .await
         {
             Ok(client) => {
                 return Round::Connected {
@@ -818,10 +827,7 @@ struct Backoff {
 impl Backoff {
     /// The next delay with "equal jitter": uniformly in `[base/2, base]`, `unit` in `[0, 1)`.
     fn next_delay(&mut self, s: &LinkSettings, unit: f64) -> Duration {
-        let base = self
-            .next
-            .unwrap_or(s.backoff_initial)
-            .min(s.backoff_max);
+        let base = self.next.unwrap_or(s.backoff_initial).min(s.backoff_max);
         self.next = Some(base.saturating_mul(2).min(s.backoff_max));
         base / 2 + (base / 2).mul_f64(unit.clamp(0.0, 1.0))
     }
@@ -883,7 +889,11 @@ mod tests {
         for base in bases {
             let d = b.next_delay(&s, jitter.unit());
             let base = Duration::from_millis(base);
-            assert!(d >= base / 2 && d <= base, "{d:?} outside [{:?}, {base:?}]", base / 2);
+            assert!(
+                d >= base / 2 && d <= base,
+                "{d:?} outside [{:?}, {base:?}]",
+                base / 2
+            );
         }
         assert_eq!(b.next_delay(&s, 0.0), Duration::from_millis(400));
         assert_eq!(b.next_delay(&s, 1.0), Duration::from_millis(800));
@@ -923,13 +933,18 @@ mod tests {
         check(|s| s.connect_timeout = Duration::ZERO, "connect_timeout");
         check(|s| s.backoff_initial = Duration::ZERO, "backoff_initial");
         check(|s| s.backoff_max = Duration::from_millis(10), "backoff_max");
-        check(|s| s.failures_before_reconnect = 0, "failures_before_reconnect");
+        check(
+            |s| s.failures_before_reconnect = 0,
+            "failures_before_reconnect",
+        );
         assert!(validate(&settings()).is_ok());
     }
 
     #[test]
     fn missing_ca_file_is_named() {
-        let e = Prepared::new(settings()).expect_err("no CA file").to_string();
+        let e = Prepared::new(settings())
+            .expect_err("no CA file")
+            .to_string();
         assert!(e.contains("/nonexistent/ca.pem"), "{e}");
     }
 }

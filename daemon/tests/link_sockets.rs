@@ -62,7 +62,7 @@ async fn reconnect_cycles_do_not_leak_sockets_and_close_is_clean() {
         let mean = times.iter().sum::<Duration>() / CYCLES as u32;
         let max = times.iter().max().copied().unwrap_or_default();
         println!(
-            "{CYCLES} forced reconnects: mean {:.1} ms, max {:.1} ms; open fds {fds_before} before, {fds_after} after",
+            "{CYCLES} reconnects: mean {:.1} ms, max {:.1} ms; fds {fds_before} → {fds_after}",
             mean.as_secs_f64() * 1e3,
             max.as_secs_f64() * 1e3
         );
