@@ -34,6 +34,14 @@ pub enum ClientError {
     Protocol(#[from] protocol::ProtocolError),
 }
 
+/// How often an idle connection sends a QUIC PING, so that a silent path is noticed and a healthy
+/// idle one is not closed by the idle timeout.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A connection that hears nothing from the worker for this long is closed as lost
+/// (`ConnectionError::TimedOut`); the effective value is the smaller of this and the worker's.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// A connected cloud worker.
 #[derive(Debug)]
 pub struct CloudClient {
@@ -69,7 +77,10 @@ pub fn client_config(ca_cert: &Path) -> Result<quinn::ClientConfig, ClientError>
         .map_err(|e| ClientError::Tls(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(Duration::from_secs(2)));
+    transport.keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
+    let idle = quinn::IdleTimeout::try_from(IDLE_TIMEOUT)
+        .map_err(|e| ClientError::Tls(format!("idle timeout {IDLE_TIMEOUT:?}: {e}")))?;
+    transport.max_idle_timeout(Some(idle));
     config.transport_config(Arc::new(transport));
     Ok(config)
 }
@@ -93,10 +104,18 @@ impl CloudClient {
         let connecting = endpoint
             .connect(addr, server_name)
             .map_err(|e| connect_err(e.to_string()))?;
-        let connection = tokio::time::timeout(timeout, connecting)
-            .await
-            .map_err(|_| connect_err(format!("no handshake within {timeout:?}")))?
-            .map_err(|e| connect_err(e.to_string()))?;
+        let connection = match tokio::time::timeout(timeout, connecting).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(e)) => {
+                endpoint.close(0u32.into(), b"");
+                return Err(connect_err(e.to_string()));
+            }
+            Err(_) => {
+                // Abandon the half-open attempt now so the socket is released promptly.
+                endpoint.close(0u32.into(), b"");
+                return Err(connect_err(format!("no handshake within {timeout:?}")));
+            }
+        };
         Ok(Self {
             endpoint,
             connection,
@@ -134,6 +153,16 @@ impl CloudClient {
     /// The underlying connection (path statistics, RTT).
     pub fn connection(&self) -> &quinn::Connection {
         &self.connection
+    }
+
+    /// The worker's address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.connection.remote_address()
+    }
+
+    /// Why the connection ended, or `None` while it is up.
+    pub fn close_reason(&self) -> Option<quinn::ConnectionError> {
+        self.connection.close_reason()
     }
 
     /// Closes the connection cleanly and waits briefly for the close to be sent.

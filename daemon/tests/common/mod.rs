@@ -42,13 +42,34 @@ pub struct Cloud {
 
 impl Cloud {
     pub async fn start(max_inflight: usize) -> Cloud {
-        init_runtime();
         let dir = tempfile::tempdir().expect("tempdir");
         let cert = dir.path().join("cert.pem");
         let key = dir.path().join("key.pem");
         tls::generate_self_signed(&["localhost".to_string()], &cert, &key).expect("cert");
+        Cloud::start_at(
+            max_inflight,
+            "127.0.0.1:0".parse().expect("addr"),
+            cert,
+            key,
+            dir,
+        )
+        .await
+    }
+
+    /// Starts a worker on `listen` (a loopback address; port 0 picks one) with an existing
+    /// certificate and key, so that several workers — or one restarted on the same address — are
+    /// trusted through the same CA file. `dir` is kept for the life of the worker.
+    pub async fn start_at(
+        max_inflight: usize,
+        listen: SocketAddr,
+        cert: PathBuf,
+        key: PathBuf,
+        dir: tempfile::TempDir,
+    ) -> Cloud {
+        init_runtime();
+        assert!(listen.ip().is_loopback(), "tests listen on loopback only");
         let cfg = CloudConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
+            listen,
             tls: TlsFiles {
                 cert: cert.clone(),
                 key,
@@ -96,4 +117,25 @@ impl Cloud {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
     }
+}
+
+/// A self-signed certificate for "localhost" in a new temporary folder: (folder, cert, key).
+pub fn make_cert() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    tls::generate_self_signed(&["localhost".to_string()], &cert, &key).expect("cert");
+    (dir, cert, key)
+}
+
+/// A loopback UDP address nothing listens on (bound, read and released; good until someone else
+/// takes the port, which is unlikely within a test).
+pub fn unused_udp_addr() -> SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.local_addr().expect("local addr")
+}
+
+/// Open file descriptors of this process (Linux `/proc/self/fd`).
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
