@@ -44,7 +44,8 @@ pub struct FrameObservation {
     pub server_time: Option<Duration>,
     /// The worker's compute time of each layer `split..L`, µs (its per-layer cloud profile).
     pub cloud_layer_us: Vec<u32>,
-    /// True when a request was sent and failed (timeout, lost connection, refusal).
+    /// True when a request was sent and got no answer (timeout, lost connection); a refusal by
+    /// the worker is an answer.
     pub cloud_failed: bool,
 }
 
@@ -383,8 +384,8 @@ impl PendingFrame {
                 Some(result.scores)
             }
             Ok(Response::Error(reply)) => {
+                // The worker answered (overloaded, unknown model, …): the connection is fine.
                 warn!(frame, kind = ?reply.kind, message = %reply.message, "cloud refused frame; finishing on edge");
-                self.observation.cloud_failed = true;
                 None
             }
             Err(e) => {

@@ -324,7 +324,7 @@ impl Service {
         self.planning.set_cloud(client);
         if let Some(link) = &self.link {
             let stats = link.stats();
-            let endpoint = stats.connected.map(|a| a.to_string());
+            let endpoint = stats.endpoint.map(|a| a.to_string());
             self.metrics
                 .set_cloud(endpoint.as_deref(), stats.reconnects);
         }
@@ -358,7 +358,7 @@ impl Service {
         }
         if let Some(link) = &self.link {
             let s = link.stats();
-            let endpoint = s.connected.map(|a| a.to_string());
+            let endpoint = s.endpoint.map(|a| a.to_string());
             self.metrics.set_cloud(endpoint.as_deref(), s.reconnects);
         }
         let status = self.status_line();
@@ -370,7 +370,7 @@ impl Service {
         let plan = self.planning.current_plan().to_string();
         let cloud = match &self.link {
             None => "no cloud configured".to_string(),
-            Some(l) => match l.stats().connected {
+            Some(l) => match l.stats().endpoint {
                 Some(a) => format!("cloud {a}"),
                 None => "cloud down".to_string(),
             },
