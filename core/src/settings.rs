@@ -43,7 +43,7 @@ impl ConfigError {
 /// The drop-in folder of the configuration file `path`: `<dir>/<stem>.d` (`/etc/jmdc/edge.toml`
 /// → `/etc/jmdc/edge.d`).
 pub fn drop_in_dir(path: &Path) -> PathBuf {
-    let stem = path.file_stem().unwrap_or_else(|| path.as_os_str());
+    let stem = path.file_stem().unwrap_or(path.as_os_str());
     let mut name = stem.to_os_string();
     name.push(".d");
     path.with_file_name(name)
