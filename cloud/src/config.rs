@@ -1,4 +1,5 @@
-//! `jmdc-cloud` configuration: a TOML file plus `JMDC_CLOUD__…` environment overrides.
+//! `jmdc-cloud` configuration: `/etc/jmdc/cloud.toml`, then `/etc/jmdc/cloud.d/*.toml` in name
+//! order, then `JMDC_CLOUD__SECTION__KEY` environment overrides (see `docs/configuration.md`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ pub use jmdc_core::settings::ConfigError;
 use serde::Deserialize;
 
 /// Everything `jmdc-cloud serve` needs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CloudConfig {
     /// UDP address the QUIC endpoint binds to (`127.0.0.1:4433`, `[::]:4433`, port 0 for tests).
@@ -30,7 +31,7 @@ pub struct CloudConfig {
 }
 
 /// PEM files for the server identity.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     pub cert: PathBuf,
@@ -38,7 +39,7 @@ pub struct TlsFiles {
 }
 
 /// ONNX Runtime settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeSection {
     /// Path to `libonnxruntime.so`; otherwise `ORT_DYLIB_PATH` and well-known places are tried.
@@ -63,7 +64,7 @@ impl Default for RuntimeSection {
 }
 
 /// Admission limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Frames admitted at once (running + waiting for a session); beyond this the reply is `Overloaded`.
@@ -107,8 +108,9 @@ fn default_idle() -> u64 {
 }
 
 impl CloudConfig {
-    /// Reads `path` (TOML) and applies `JMDC_CLOUD__SECTION__KEY` environment overrides.
-    /// Relative paths inside the file are taken relative to the file's folder.
+    /// Reads `path` (TOML), its drop-ins (`<stem>.d/*.toml`) and `JMDC_CLOUD__SECTION__KEY`
+    /// environment overrides. Relative paths in any layer are taken relative to the folder of
+    /// `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut cfg: CloudConfig = settings::load_toml(path, "JMDC_CLOUD")?;
         cfg.resolve_relative(settings::base_dir(path));
@@ -140,6 +142,29 @@ impl CloudConfig {
         if self.limits.max_streams_per_connection == 0 {
             return Err("limits.max_streams_per_connection must be at least 1".into());
         }
-        Ok(())
+        jmdc_core::logging::parse_level(&self.log_level)
+            .map(|_| ())
+            .map_err(|e| format!("log_level: {e}"))
+    }
+
+    /// The settings that differ in `new` and need a restart to apply (all but `log_level`).
+    pub fn restart_needed(&self, new: &CloudConfig) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.listen != new.listen {
+            changed.push("listen");
+        }
+        if self.tls != new.tls {
+            changed.push("tls");
+        }
+        if self.models_dir != new.models_dir {
+            changed.push("models_dir");
+        }
+        if self.runtime != new.runtime {
+            changed.push("runtime");
+        }
+        if self.limits != new.limits {
+            changed.push("limits");
+        }
+        changed
     }
 }

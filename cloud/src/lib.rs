@@ -2,7 +2,10 @@
 
 pub mod config;
 pub mod engine;
+pub mod health;
 pub mod server;
+pub mod service;
+pub mod systemd;
 pub mod tls;
 
 use std::sync::Arc;

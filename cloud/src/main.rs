@@ -1,8 +1,8 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use jmdc_cloud::{build_server, tls, CloudConfig};
+use jmdc_cloud::{tls, CloudConfig};
 
 /// jmdc-cloud: finishes split DNN inference for edge devices over QUIC.
 #[derive(Debug, Parser)]
@@ -12,11 +12,16 @@ struct Cli {
     command: Command,
 }
 
+/// The configuration file when `--config` is not given.
+const DEFAULT_CONFIG: &str = "/etc/jmdc/cloud.toml";
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve until SIGINT/SIGTERM.
+    /// Serve until SIGINT/SIGTERM (systemd Type=notify; SIGHUP re-reads the log level).
     Serve {
-        #[arg(long, short)]
+        /// Main configuration file; `<stem>.d/*.toml` next to it and `JMDC_CLOUD__…` variables
+        /// are applied on top.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Create a self-signed certificate and key (PEM) for trials.
@@ -29,26 +34,21 @@ enum Command {
         #[arg(long = "name", default_values_t = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])]
         names: Vec<String>,
     },
-    /// Parse and validate a configuration file; exit 1 naming the file and key on error.
+    /// Parse and validate the layered configuration; exit 1 naming the file (or environment
+    /// variable) and the key on error.
     CheckConfig {
-        #[arg(long, short)]
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+fn check_config(config: &Path) -> Result<(), jmdc_cloud::config::ConfigError> {
+    CloudConfig::load(config)?;
+    println!("{}: ok", config.display());
+    for layer in jmdc_core::settings::config_layers(config)?.iter().skip(1) {
+        println!("  drop-in {}", layer.display());
     }
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -59,26 +59,27 @@ fn main() -> Result<()> {
             println!("wrote {} and {}", cert.display(), key.display());
             Ok(())
         }
-        Command::CheckConfig { config } => match CloudConfig::load(&config) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                Ok(())
-            }
-            Err(e) => {
+        Command::CheckConfig { config } => {
+            if let Err(e) = check_config(&config) {
                 eprintln!("{e}");
                 std::process::exit(1);
             }
-        },
+            Ok(())
+        }
         Command::Serve { config } => {
-            let cfg = CloudConfig::load(&config)?;
-            jmdc_core::logging::init(&cfg.log_level);
+            let cfg = match CloudConfig::load(&config) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                }
+            };
+            let log = jmdc_core::logging::init(&cfg.log_level);
+            for layer in jmdc_core::settings::config_layers(&config)? {
+                tracing::info!(file = %layer.display(), "configuration layer");
+            }
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(async {
-                let server = build_server(&cfg)?;
-                tracing::info!(addr = %server.local_addr()?, "jmdc-cloud listening");
-                server.serve(shutdown_signal()).await;
-                anyhow::Ok(())
-            })
+            runtime.block_on(jmdc_cloud::service::run(&config, cfg, log))
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,12 +12,24 @@ use tracing::{debug, info, warn};
 
 use crate::config::CloudConfig;
 use crate::engine::TailEngine;
+use crate::health::{Heartbeat, HEARTBEAT_PERIOD};
 use crate::tls;
+
+/// How long [`CloudServer::serve`] lets requests in flight finish after shutdown begins.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a finished response stream may wait for the peer's acknowledgement.
+const ACK_WAIT: Duration = Duration::from_secs(2);
 
 /// Counters a health or metrics endpoint can read.
 #[derive(Debug, Default)]
 pub struct ServerStats {
+    /// Connections accepted since start.
     pub connections: AtomicU64,
+    /// Connections open now.
+    pub open_connections: AtomicU64,
+    /// Requests (streams) being read, computed or answered now.
+    pub in_flight: AtomicU64,
     pub frames_ok: AtomicU64,
     pub frames_failed: AtomicU64,
     pub overloaded: AtomicU64,
@@ -31,6 +43,8 @@ pub struct CloudServer {
     engine: Arc<TailEngine>,
     admission: Arc<Semaphore>,
     stats: Arc<ServerStats>,
+    heartbeat: Arc<Heartbeat>,
+    draining: Arc<AtomicBool>,
 }
 
 /// Failures while starting the server.
@@ -70,6 +84,8 @@ impl CloudServer {
             engine,
             admission: Arc::new(Semaphore::new(cfg.limits.max_inflight)),
             stats: Arc::new(ServerStats::default()),
+            heartbeat: Arc::new(Heartbeat::default()),
+            draining: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -83,9 +99,25 @@ impl CloudServer {
         self.stats.clone()
     }
 
-    /// Serves until `shutdown` resolves, then closes every connection and waits for the endpoint to be idle.
+    /// The accept loop's heartbeat (beats every [`HEARTBEAT_PERIOD`] while serving).
+    pub fn heartbeat(&self) -> Arc<Heartbeat> {
+        self.heartbeat.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully with [`DRAIN_TIMEOUT`]
+    /// (see [`CloudServer::serve_with_drain`]).
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        self.serve_with_drain(shutdown, DRAIN_TIMEOUT).await;
+    }
+
+    /// Serves until `shutdown` resolves. Then: new connections are refused, new frames on open
+    /// connections are answered `Overloaded` (the edge finishes them itself), frames already
+    /// admitted run to completion and are answered, for at most `drain`; then every connection is
+    /// closed (application code 0, reason `shutdown`) and the endpoint waits briefly to be idle.
+    pub async fn serve_with_drain(self, shutdown: impl Future<Output = ()>, drain: Duration) {
         tokio::pin!(shutdown);
+        let mut beat = tokio::time::interval(HEARTBEAT_PERIOD);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 incoming = self.endpoint.accept() => {
@@ -94,6 +126,7 @@ impl CloudServer {
                         engine: self.engine.clone(),
                         admission: self.admission.clone(),
                         stats: self.stats.clone(),
+                        draining: self.draining.clone(),
                     };
                     tokio::spawn(async move {
                         if let Err(e) = handle_connection(incoming, ctx).await {
@@ -101,12 +134,59 @@ impl CloudServer {
                         }
                     });
                 }
+                _ = beat.tick() => self.heartbeat.beat(),
                 () = &mut shutdown => break,
             }
         }
-        info!("shutting down: closing connections");
+        self.draining.store(true, Ordering::SeqCst);
+        self.endpoint.set_server_config(None);
+        let in_flight = self.stats.in_flight.load(Ordering::SeqCst);
+        info!(
+            in_flight,
+            drain_s = drain.as_secs_f64(),
+            "shutting down: refusing new frames, finishing those in flight"
+        );
+        let deadline = tokio::time::Instant::now() + drain;
+        while self.stats.in_flight.load(Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let left = self.stats.in_flight.load(Ordering::SeqCst);
+        if left > 0 {
+            warn!(left, "drain time over: closing with requests unanswered");
+        }
         self.endpoint.close(0u32.into(), b"shutdown");
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.endpoint.wait_idle()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        info!(
+            frames_ok = self.stats.frames_ok.load(Ordering::Relaxed),
+            "connections closed"
+        );
+    }
+}
+
+/// Counts one request in flight while alive.
+struct InFlight(Arc<ServerStats>);
+
+impl InFlight {
+    fn start(stats: &Arc<ServerStats>) -> Self {
+        stats.in_flight.fetch_add(1, Ordering::SeqCst);
+        Self(stats.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts one open connection while alive.
+struct OpenConnection(Arc<ServerStats>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -115,6 +195,7 @@ struct StreamContext {
     engine: Arc<TailEngine>,
     admission: Arc<Semaphore>,
     stats: Arc<ServerStats>,
+    draining: Arc<AtomicBool>,
 }
 
 async fn handle_connection(
@@ -124,12 +205,16 @@ async fn handle_connection(
     let connection = incoming.await?;
     let peer = connection.remote_address();
     ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
+    ctx.stats.open_connections.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenConnection(ctx.stats.clone());
     info!(%peer, "connection open");
     loop {
         match connection.accept_bi().await {
             Ok((send, recv)) => {
                 let ctx = ctx.clone();
+                let in_flight = InFlight::start(&ctx.stats);
                 tokio::spawn(async move {
+                    let _in_flight = in_flight;
                     if let Err(e) = handle_stream(send, recv, ctx).await {
                         debug!(%peer, error = %e, "stream failed");
                     }
@@ -197,11 +282,21 @@ async fn handle_stream(
     };
     send.write_all(&reply_bytes).await?;
     send.finish()?;
+    // Stay in flight until the peer has the whole answer, so a shutdown does not cut it.
+    let _ = tokio::time::timeout(ACK_WAIT, send.stopped()).await;
     Ok(())
 }
 
 async fn infer(request: protocol::InferRequest, ctx: &StreamContext, arrived: Instant) -> Response {
     let frame_id = request.frame_id;
+    if ctx.draining.load(Ordering::SeqCst) {
+        ctx.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+        return error_reply(
+            Some(frame_id),
+            ErrorKind::Overloaded,
+            "worker is shutting down".into(),
+        );
+    }
     let Ok(permit) = ctx.admission.clone().try_acquire_owned() else {
         ctx.stats.overloaded.fetch_add(1, Ordering::Relaxed);
         return error_reply(
