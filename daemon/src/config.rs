@@ -1,4 +1,5 @@
-//! `jmdc-edge` configuration: a TOML file plus `JMDC_EDGE__SECTION__KEY` environment overrides.
+//! `jmdc-edge` configuration: a TOML file, its `edge.d/*.toml` drop-ins and `JMDC_EDGE__SECTION__KEY`
+//! environment overrides.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -223,7 +224,8 @@ fn default_drain_timeout_ms() -> u64 {
 }
 
 impl EdgeConfig {
-    /// Reads `path` (TOML) and applies `JMDC_EDGE__SECTION__KEY` environment overrides.
+    /// Reads `path` (TOML), then its drop-ins `<dir>/<stem>.d/*.toml` in name order, then
+    /// `JMDC_EDGE__SECTION__KEY` environment overrides (see `docs/configuration.md`).
     /// Relative paths inside the file are taken relative to the file's folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut cfg: EdgeConfig = settings::load_toml(path, "JMDC_EDGE")?;
@@ -250,6 +252,7 @@ impl EdgeConfig {
 
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), String> {
+        jmdc_core::logging::parse_level(&self.log_level).map_err(|e| format!("log_level: {e}"))?;
         if self.runtime.intra_op_threads == Some(0) {
             return Err("runtime.intra_op_threads must be at least 1".into());
         }

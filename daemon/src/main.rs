@@ -6,6 +6,9 @@ use jmdc_edge::config::EdgeConfig;
 use jmdc_edge::run::{run, RunOptions};
 use jmdc_edge::stats::comparison_table;
 
+/// Where the packaged service keeps its configuration.
+const DEFAULT_CONFIG: &str = "/etc/jmdc/edge.toml";
+
 /// jmdc-edge: split DNN inference on the edge device.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -18,7 +21,8 @@ struct Cli {
 enum Command {
     /// Run frames from the configured source through the configured plan (or several `--plan`s).
     Run {
-        #[arg(long, short)]
+        /// Configuration file; its drop-in folder (`<stem>.d/*.toml`) and `JMDC_EDGE__…` variables apply on top.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Plan override `variant=…,split=…,keep=…,codec=…`; repeat to compare plans side by side.
         #[arg(long)]
@@ -38,7 +42,7 @@ enum Command {
     Calibrate(jmdc_edge::calibrate::CalibrateArgs),
     /// Parse and validate a configuration file; exit 1 naming the file and key on error.
     CheckConfig {
-        #[arg(long, short)]
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
 }
@@ -48,6 +52,10 @@ fn main() -> Result<()> {
     match cli.command {
         Command::CheckConfig { config } => match EdgeConfig::load(&config) {
             Ok(_) => {
+                let layers = jmdc_core::settings::config_layers(&config).unwrap_or_default();
+                for layer in layers.iter().skip(1) {
+                    println!("  drop-in {}", layer.display());
+                }
                 println!("{}: ok", config.display());
                 Ok(())
             }
@@ -69,7 +77,9 @@ fn main() -> Result<()> {
             summary_json,
         } => {
             let cfg = EdgeConfig::load(&config)?;
-            jmdc_core::logging::init(&cfg.log_level);
+            let log = jmdc_core::logging::init(&cfg.log_level);
+            let set_log_level: jmdc_edge::service::LogLevelSetter =
+                Box::new(move |level: &str| log.set_level(level));
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -79,7 +89,7 @@ fn main() -> Result<()> {
                 limit,
                 quiet,
             };
-            let summaries = runtime.block_on(run(&config, &cfg, &opts, None))?;
+            let summaries = runtime.block_on(run(&config, &cfg, &opts, Some(set_log_level)))?;
             if summaries.len() > 1 {
                 println!("{}", comparison_table(&summaries));
             }
