@@ -591,7 +591,7 @@ async fn slow_client_is_dropped_after_the_timeout_while_others_are_served() {
         socket: Some(path.clone()),
         tcp: Some("127.0.0.1:0".parse().expect("addr")),
     };
-    let request_timeout = Duration::from_millis(400);
+    let request_timeout = Duration::from_millis(1_000);
     let options = ServerOptions {
         request_timeout,
         ..ServerOptions::default()
