@@ -317,7 +317,11 @@ async fn accept_loop<L: Accept>(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(done) = connections.join_next(), if !connections.is_empty() => {
+                if let Err(e) = done {
+                    warn!(listener = %label, error = %e, "metrics connection task failed");
+                }
+            }
         }
     }
 }
