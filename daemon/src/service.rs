@@ -305,6 +305,13 @@ impl Service {
         self.planning.learn(&plan, &record, &observation);
         self.metrics.record_frame(&record);
         self.metrics.set_in_flight(self.in_flight.len());
+        let source = self.feed.stats();
+        self.metrics.set_source(
+            source.delivered,
+            source.dropped,
+            source.decode_errors,
+            source.restarts,
+        );
         if let Err(e) = self.sink.write(&self.package, &record) {
             error!(error = %e, "cannot write result");
         }

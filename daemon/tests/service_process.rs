@@ -453,6 +453,33 @@ async fn cloud_killed_mid_run_every_frame_gets_a_result_and_edge_reconnects() {
     );
 }
 
+/// GET /metrics over a Unix socket; the response body.
+fn scrape_unix(path: &Path) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(path)
+        .unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .expect("body")
+}
+
+/// The value of the sample `name` (with its labels) in an exposition body.
+fn metric_value(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no sample {name}"))
+}
+
 fn ffmpeg_available() -> bool {
     Command::new("ffmpeg")
         .arg("-version")
@@ -499,6 +526,16 @@ socket = "metrics.sock"
     let mut edge = start_edge(dir.path(), &config, None);
     let results = path_results(dir.path());
     wait_results(&results, 30, Duration::from_secs(60));
+    // Prometheus scrape of the running daemon over its Unix socket (after at least one tick).
+    std::thread::sleep(Duration::from_millis(300));
+    let body = scrape_unix(&dir.path().join("metrics.sock"));
+    let edge_frames = metric_value(&body, "jmdc_edge_frames_total{outcome=\"edge\"}");
+    assert!(edge_frames >= 30.0, "frames counted: {edge_frames}\n{body}");
+    assert!(metric_value(&body, "jmdc_edge_source_frames_total") >= edge_frames);
+    assert!(
+        body.contains("jmdc_edge_plan_info{plan=\"keep050 edge-only"),
+        "{body}"
+    );
     signal(&edge, "-TERM");
     let code = wait_exit(&mut edge, Duration::from_secs(15));
     let stderr =
