@@ -49,6 +49,9 @@ pub struct FrameObservation {
     pub cloud_failed: bool,
 }
 
+/// Runs of a new session chain before it serves frames.
+const WARM_UP_RUNS: usize = 3;
+
 /// Sessions of one variant, shared between the head (main loop) and edge fallbacks (frame tasks).
 type SharedRunner = Arc<Mutex<LayerRunner>>;
 
@@ -176,8 +179,18 @@ impl EdgePipeline {
             return Ok(runner.clone());
         }
         let layers = self.package.num_layers();
-        let runner = LayerRunner::new(&self.package, variant, 0..layers, &self.options)
+        let mut runner = LayerRunner::new(&self.package, variant, 0..layers, &self.options)
             .map_err(|e| PipelineError::Model(e.to_string()))?;
+        // A fresh ONNX Runtime session is several times slower on its first runs (allocations,
+        // kernel set-up); warm it so the first frames, and the timings the adaptive loop learns
+        // from them, are not skewed.
+        let mut shape = vec![1];
+        shape.extend_from_slice(self.package.input_shape());
+        let zeros = ArrayD::<f32>::zeros(shape);
+        for _ in 0..WARM_UP_RUNS {
+            tokio::task::block_in_place(|| runner.run_range(0..layers, zeros.view()))
+                .map_err(|e| PipelineError::Model(e.to_string()))?;
+        }
         let runner = Arc::new(Mutex::new(runner));
         self.runners.insert(variant.to_owned(), runner.clone());
         Ok(runner)

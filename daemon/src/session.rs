@@ -252,6 +252,15 @@ impl AdaptiveSession {
         let decision = self.planner.decide(&conditions)?;
         self.last_replan = Instant::now();
         let plan = plan_spec(&decision.plan);
+        tracing::debug!(
+            frame = frame_id,
+            trigger,
+            plan = %plan,
+            bandwidth_mbit = conditions.bandwidth_bps / 1e6,
+            rtt_ms = conditions.rtt_s * 1e3,
+            load = conditions.edge_load_factor,
+            "re-planned"
+        );
         if plan != self.plan {
             info!(
                 frame = frame_id,
