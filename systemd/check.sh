@@ -7,6 +7,8 @@
 #     /usr/bin/jmdc-cloud. Any output at all is a failure (verify exits 0 on unknown keys: it only warns).
 #     A canary first: a copy with an unknown key must make verify print something, so a verify that
 #     silently checks nothing cannot pass.
+#     Then the settings the rest of jmdc relies on (Type=notify, watchdog, user, directories, ExecStart
+#     lines, ORT_DISABLE_TELEMETRY=1, ...) must be present as exact lines.
 #  2. The exposure score of `systemd-analyze security --offline=yes` for both units; above 2.5 fails.
 #  3. jmdc.sysusers applied to the temporary root (creates user/group jmdc there), then jmdc.tmpfiles
 #     applied to a root-owned 0600 /etc/jmdc/cloud-key.pem there: it must end up root:jmdc 0640.
@@ -92,6 +94,30 @@ for unit in "${units[@]}"; do
     echo "ok   verify $unit"
   fi
 done
+
+# --- 1b. the settings the rest of jmdc relies on (docs/systemd.md) ---------------------------------
+# shellcheck disable=SC2016 # $MAINPID is meant literally
+common=('Type=notify' 'NotifyAccess=main' 'WatchdogSec=30s' 'Restart=on-failure'
+  'ExecReload=/bin/kill -HUP $MAINPID' 'User=jmdc' 'Group=jmdc' 'ConfigurationDirectory=jmdc'
+  'Environment=ORT_DISABLE_TELEMETRY=1' 'MemoryDenyWriteExecute=yes' 'CapabilityBoundingSet=')
+edge=('ExecStart=/usr/bin/jmdc-edge run --config /etc/jmdc/edge.toml' 'StateDirectory=jmdc-edge'
+  'RuntimeDirectory=jmdc-edge' 'SupplementaryGroups=video' 'TimeoutStopSec=20s')
+cloud=('ExecStart=/usr/bin/jmdc-cloud serve --config /etc/jmdc/cloud.toml' 'StateDirectory=jmdc-cloud'
+  'PrivateDevices=yes' 'TimeoutStopSec=15s')
+check_lines() {
+  local unit=$1 line missing=()
+  shift
+  for line in "$@"; do
+    grep -qxF -- "$line" "$here/$unit" || missing+=("$line")
+  done
+  if [ "${#missing[@]}" -ne 0 ]; then
+    failed "$unit lacks: $(printf '[%s] ' "${missing[@]}")"
+  else
+    echo "ok   settings $unit ($# lines)"
+  fi
+}
+check_lines jmdc-edge.service "${common[@]}" "${edge[@]}"
+check_lines jmdc-cloud.service "${common[@]}" "${cloud[@]}"
 
 # --- 2. exposure --------------------------------------------------------------------------------
 for unit in "${units[@]}"; do
