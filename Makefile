@@ -1,5 +1,7 @@
 # jmdc — top-level tasks. `make demo` and `make test` are the two commands a newcomer needs.
 SHELL := /bin/bash
+# ONNX Runtime 1.31 on Linux sends telemetry unless this is set (the binaries also set it for themselves).
+export ORT_DISABLE_TELEMETRY := 1
 CARGO ?= cargo
 PYTHON ?= python3
 TRAIN_VENV := models/.venv
@@ -14,9 +16,11 @@ demo: ort
 	$(CARGO) build --release -p jmdc-edge -p jmdc-cloud
 	scripts/demo.sh
 
-## Everything CI checks: formatting, lints, Rust tests (real ONNX Runtime + QUIC on loopback), model packages.
+## Everything CI checks: formatting, lints, Rust tests (real ONNX Runtime + QUIC on loopback), model packages,
+## the systemd units (systemd-analyze verify + exposure).
 test: ort lint models-verify
 	$(CARGO) test --workspace --all-targets
+	systemd/check.sh
 
 ## Fetch libonnxruntime 1.31.1 from the PyPI wheel into .cache/onnxruntime (idempotent).
 ort:
