@@ -210,6 +210,7 @@ async fn ready_after_start_metrics_move_and_503_while_draining() {
         other => panic!("expected an error, got {other:?}"),
     }
     let after = get(http, "/metrics").await.1;
+    println!("GET /metrics after two frames:\n{after}");
     assert_eq!(sample(&after, "jmdc_cloud_frames_served_total"), 1);
     assert_eq!(sample(&after, "jmdc_cloud_frames_failed_total"), 1);
     assert_eq!(
@@ -232,6 +233,16 @@ async fn ready_after_start_metrics_move_and_503_while_draining() {
 
     // Hold a request in flight (a stream not finished), then begin shutdown: the drain waits for
     // it, and meanwhile /readyz says 503 draining while /healthz stays 200.
+    // First let the answered streams end (the worker counts a stream until the peer has
+    // acknowledged the whole answer), so the count below is the held stream alone.
+    let deadline = Instant::now() + T;
+    while stats.in_flight.load(Ordering::SeqCst) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "answered streams still in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let (mut send, mut recv) = conn.open_bi().await.expect("open stream");
     send.write_all(b"JMD").await.expect("partial request");
     let deadline = Instant::now() + T;
@@ -241,6 +252,7 @@ async fn ready_after_start_metrics_move_and_503_while_draining() {
     }
     stop_tx.send(()).expect("server still serving");
     assert_eq!(wait_for(http, "/readyz", 503).await, "draining\n");
+    println!("GET /readyz while draining: 503 draining");
     assert_eq!(get(http, "/healthz").await.0, 200, "draining is alive");
     let draining = get(http, "/metrics").await.1;
     assert_eq!(sample(&draining, "jmdc_cloud_draining"), 1);
