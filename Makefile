@@ -9,7 +9,7 @@ VERIFY_VENV := .cache/verify-venv
 # Prefer the training venv when it exists (it has everything); otherwise a light one without PyTorch.
 MODELS_PY = $(if $(wildcard $(TRAIN_VENV)/bin/python),$(TRAIN_VENV)/bin/python,$(VERIFY_VENV)/bin/python)
 
-.PHONY: demo test ort build lint fmt models-venv models-verify verify-venv clean
+.PHONY: demo test ort build lint fmt models-venv models-verify verify-venv deploy-check clean
 
 ## Run the bundled model on the bundled sample frames: cloud worker + edge on loopback, four plans compared.
 demo: ort
@@ -17,10 +17,15 @@ demo: ort
 	scripts/demo.sh
 
 ## Everything CI checks: formatting, lints, Rust tests (real ONNX Runtime + QUIC on loopback), model packages,
-## the systemd units (systemd-analyze verify + exposure).
+## the systemd units (systemd-analyze verify + exposure), the container/Kubernetes files (offline schema check).
 test: ort lint models-verify
 	$(CARGO) test --workspace --all-targets
 	systemd/check.sh
+	JMDC_CLOUD_BIN=target/debug/jmdc-cloud cloud/deploy/check.sh
+
+## Offline checks of cloud/deploy (kubernetes-validate --strict, jmdc-cloud check-config, hadolint).
+deploy-check:
+	cloud/deploy/check.sh
 
 ## Fetch libonnxruntime 1.31.1 from the PyPI wheel into .cache/onnxruntime (idempotent).
 ort:
