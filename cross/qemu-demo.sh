@@ -44,7 +44,7 @@ done
 case "$frames" in
     '' | *[!0-9]*) jmdc_die "--frames must be a whole number, got '$frames'" ;;
 esac
-[ "$frames" -ge 1 ] && [ "$frames" -le 256 ] || jmdc_die "--frames must be 1..256 (the sample file has 256), got $frames"
+{ [ "$frames" -ge 1 ] && [ "$frames" -le 256 ]; } || jmdc_die "--frames must be 1..256 (the sample file has 256), got $frames"
 bin_dir="$(cd "$bin_dir" 2>/dev/null && pwd)" || jmdc_die "--bin-dir: no such folder"
 for b in jmdc-edge jmdc-cloud; do
     [ -x "$bin_dir/$b" ] || jmdc_die "$bin_dir/$b missing: build it with cross/build.sh --release"
@@ -92,7 +92,7 @@ prefix="$work/prefix"
 mkdir -p "$prefix/proc" "$work/bin"
 ln -s "$arm_lib" "$prefix/lib"
 for i in 0 1 2 3; do
-    cat >> "$prefix/proc/cpuinfo" <<CPU
+    cat >> "$prefix/proc/cpuinfo" <<CPUINFO
 processor	: $i
 BogoMIPS	: 108.00
 Features	: fp asimd evtstrm crc32 cpuid
@@ -102,7 +102,7 @@ CPU variant	: 0x0
 CPU part	: 0xd08
 CPU revision	: 3
 
-CPU
+CPUINFO
 done
 # Wrappers: no binfmt registration is needed (or assumed); each one execs qemu on the aarch64 binary.
 for b in jmdc-edge jmdc-cloud; do
@@ -200,6 +200,18 @@ run_edge() {
     echo "($name: $(( $(date +%s) - start )) s wall under qemu, including ONNX Runtime and model load)"
     echo
 }
+
+# The V4L2 camera source is compiled in (default feature `v4l2`, bindgen on the arm64 headers):
+# pointed at /dev/null it must get as far as the V4L2 ioctls and refuse the device, not report a
+# build without V4L2. (No camera exists here; a real one is tested on a Pi only.)
+sed -e 's/^kind = "cifar"$/kind = "v4l2"/' -e 's|^path = ".*"$|path = "/dev/null"|' "$work/edge.toml" >"$work/edge-v4l2.toml"
+v4l2_out=$(timeout 300 "$work/bin/jmdc-edge" run --config "$work/edge-v4l2.toml" --limit 1 2>&1 || true)
+if grep -q "no V4L2 support" <<<"$v4l2_out" || ! grep -q "/dev/null: " <<<"$v4l2_out"; then
+    echo "$v4l2_out" >&2
+    jmdc_die "the aarch64 jmdc-edge did not try the V4L2 device (output above)"
+fi
+echo "V4L2 source present: $(grep -m 1 "/dev/null: " <<<"$v4l2_out" | sed 's/^ *//')"
+echo
 
 run_edge edge-only "variant=keep100,split=edge-only"
 run_edge split-f32 "variant=keep100,split=6,keep=1.0,codec=f32"
