@@ -54,13 +54,14 @@ edge_timeout=${JMDC_QEMU_TIMEOUT:-900}
 
 # --- prerequisites: qemu-user, the arm64 C/C++ runtime (ONNX Runtime needs libstdc++), python3.
 qemu=${QEMU:-qemu-aarch64}
+arm_lib=${JMDC_AARCH64_SYSROOT:-/usr/aarch64-linux-gnu}/lib
 if command -v apt-get >/dev/null 2>&1; then
     command -v "$qemu" >/dev/null 2>&1 || jmdc_apt_install qemu-user
-    jmdc_apt_install libc6-arm64-cross libstdc++6-arm64-cross libgcc-s1-arm64-cross
+    { [ -e "$arm_lib/libstdc++.so.6" ] && [ -e "$arm_lib/libgcc_s.so.1" ]; } ||
+        jmdc_apt_install libc6-arm64-cross libstdc++6-arm64-cross libgcc-s1-arm64-cross
 fi
 jmdc_need_cmd "$qemu" "install qemu-user (Debian/Ubuntu: apt-get install qemu-user)"
 jmdc_need_cmd python3 "install python3 (used to pick a free port and check the JSON results)"
-arm_lib=${JMDC_AARCH64_SYSROOT:-/usr/aarch64-linux-gnu}/lib
 for f in ld-linux-aarch64.so.1 libc.so.6 libstdc++.so.6 libgcc_s.so.1; do
     [ -e "$arm_lib/$f" ] || jmdc_die "$arm_lib/$f missing: install libc6-arm64-cross libstdc++6-arm64-cross libgcc-s1-arm64-cross"
 done
