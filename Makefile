@@ -9,7 +9,7 @@ VERIFY_VENV := .cache/verify-venv
 # Prefer the training venv when it exists (it has everything); otherwise a light one without PyTorch.
 MODELS_PY = $(if $(wildcard $(TRAIN_VENV)/bin/python),$(TRAIN_VENV)/bin/python,$(VERIFY_VENV)/bin/python)
 
-.PHONY: demo test ort build lint fmt models-venv models-verify verify-venv deploy-check clean
+.PHONY: demo test ort build lint fmt models-venv models-verify verify-venv deploy-check cross-ci clean
 
 ## Run the bundled model on the bundled sample frames: cloud worker + edge on loopback, four plans compared.
 demo: ort
@@ -22,6 +22,10 @@ test: ort lint models-verify
 	$(CARGO) test --workspace --all-targets
 	systemd/check.sh
 	JMDC_CLOUD_BIN=target/debug/jmdc-cloud cloud/deploy/check.sh
+
+## aarch64 (Raspberry Pi): cross build, glibc check, both binaries under qemu-aarch64 (docs/cross.md).
+cross-ci:
+	cross/ci.sh
 
 ## Offline checks of cloud/deploy (kubernetes-validate --strict, jmdc-cloud check-config, hadolint).
 deploy-check:
