@@ -181,9 +181,14 @@ for deb in "${debs[@]}"; do
       failed "$name: DEBIAN/$1 still holds the #DEBHELPER# token"
     fi
     # Nothing may be enabled or started by surprise: no start snippet, no unconditional enable.
-    if grep -Eq 'deb-systemd-invoke (start|restart|\$_dh_action)|systemctl( --[a-z]+)* (enable|start|restart)|was-enabled defaults to true' "$root/DEBIAN/$1"; then
+    # Comments are ignored, except debhelper's enable snippet, which says what it does in one.
+    local starts
+    starts=$(grep -Env '^[[:space:]]*#' "$root/DEBIAN/$1" |
+      grep -E 'deb-systemd-invoke (start|restart|\$_dh_action)|systemctl( --[a-z]+)* (enable|start|restart)' || true)
+    starts+=$(grep -n 'was-enabled defaults to true' "$root/DEBIAN/$1" || true)
+    if [ -n "$starts" ]; then
       failed "$name: DEBIAN/$1 enables or starts a service:"
-      grep -En 'deb-systemd-invoke (start|restart|\$_dh_action)|systemctl( --[a-z]+)* (enable|start|restart)|was-enabled defaults to true' "$root/DEBIAN/$1" >&2
+      printf '%s\n' "$starts" >&2
     fi
   }
 
