@@ -22,7 +22,6 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
 max_glibc=2.36
 
 usage() {
@@ -130,12 +129,12 @@ for deb in "${debs[@]}"; do
   unexpected=$(printf '%s\n' "$files" | grep -Ev "$allowed" || true)
   if [ -n "$unexpected" ]; then
     failed "$name: unexpected files:"
-    printf '  %s\n' $unexpected >&2
+    printf '  %s\n' "$unexpected" >&2
   fi
   forbidden=$(printf '%s\n' "$files" | grep -E '\.pem$|\.key$|(^|/)(target|\.cache|\.git)(/|$)' || true)
   if [ -n "$forbidden" ]; then
     failed "$name: keys or build paths in the package:"
-    printf '  %s\n' $forbidden >&2
+    printf '  %s\n' "$forbidden" >&2
   fi
 
   # --- expected files ---
@@ -183,6 +182,7 @@ for deb in "${debs[@]}"; do
     # Nothing may be enabled or started by surprise: no start snippet, no unconditional enable.
     # Comments are ignored, except debhelper's enable snippet, which says what it does in one.
     local starts
+    # shellcheck disable=SC2016 # a literal $_dh_action is searched for
     starts=$(grep -Env '^[[:space:]]*#' "$root/DEBIAN/$1" |
       grep -E 'deb-systemd-invoke (start|restart|\$_dh_action)|systemctl( --[a-z]+)* (enable|start|restart)' || true)
     starts+=$(grep -n 'was-enabled defaults to true' "$root/DEBIAN/$1" || true)
@@ -262,8 +262,8 @@ EOF
     fi
     if [ "${runner[0]:-}" = skip ]; then
       echo "skip $pkg check-config: cannot run $arch binaries here (apt install qemu-user libc6-dev-arm64-cross)"
-    elif out=$(env $(env | sed -n 's/^\(JMDC_[A-Z_]*\)=.*/-u \1/p') "${runner[@]}" \
-      "$root/usr/bin/$pkg" check-config --config "$root/etc/jmdc/$short.toml" 2>&1); then
+    elif out=$(clear_jmdc=(); for var in $(compgen -e | grep '^JMDC_' || true); do clear_jmdc+=(-u "$var"); done
+      env "${clear_jmdc[@]}" "${runner[@]}" "$root/usr/bin/$pkg" check-config --config "$root/etc/jmdc/$short.toml" 2>&1); then
       ok "$pkg check-config /etc/jmdc/$short.toml${runner[0]:+ (under ${runner[0]})}: $(printf '%s' "$out" | tail -n 1)"
     else
       failed "$name: the packaged $pkg rejects the shipped /etc/jmdc/$short.toml: $out"
