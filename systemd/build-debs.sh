@@ -6,12 +6,15 @@
 #   jmdc-cloud   /usr/bin/jmdc-cloud, jmdc-cloud.service, /etc/jmdc/cloud.toml (+ cloud.d/) (cloud/Cargo.toml)
 # then checks them with systemd/check-deb.sh and prints their sizes.
 #
-# Usage: systemd/build-debs.sh --arch amd64|arm64 [--no-build] [--out DIR]
+# Usage: systemd/build-debs.sh --arch amd64|arm64 [--no-build] [--install-check] [--out DIR]
 #   --arch      Debian architecture of the packages (required).
 #   --no-build  Package binaries that are already built (e.g. by cross/build.sh or `cross build`)
 #               instead of building them: target/release/ for the host's architecture,
 #               target/aarch64-unknown-linux-gnu/release/ (resp. x86_64-…) otherwise.
-#   --out DIR   Where the .deb files go (default: target/debian).
+#   --install-check  Also install the packages for real in a throw-away overlay and run them
+#               (check-deb.sh --install: root, amd64 on an x86_64 host).
+#   --out DIR   Where the .deb files go (default: target/debian). Older jmdc packages of the same
+#               architecture there are deleted first.
 #
 # Building arm64 on an x86 machine without --no-build uses cargo with the aarch64 gcc linker:
 #   apt install gcc-aarch64-linux-gnu libc6-dev-arm64-cross libclang-dev
@@ -27,11 +30,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
 usage() {
-  sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2
 }
 
 arch=
 build=1
+install_check=()
 out=
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -42,6 +46,7 @@ while [ $# -gt 0 ]; do
       ;;
     --arch=*) arch=${1#*=}; shift ;;
     --no-build) build=0; shift ;;
+    --install-check) install_check=(--install); shift ;;
     --out)
       [ $# -ge 2 ] || { echo "build-debs.sh: --out needs a folder" >&2; exit 2; }
       out=$2
@@ -124,6 +129,7 @@ done
 [ "$bad" -eq 0 ] || exit 1
 
 # --- 4. the packages ------------------------------------------------------------------------------
+rm -f "$out"/jmdc-common_*_"$arch".deb "$out"/jmdc-edge_*_"$arch".deb "$out"/jmdc-cloud_*_"$arch".deb
 debs=()
 make_deb() {
   local log deb
@@ -145,7 +151,7 @@ make_deb -p jmdc-edge
 make_deb -p jmdc-cloud
 
 # --- 5. check and report --------------------------------------------------------------------------
-"$here/check-deb.sh" --arch "$arch" "${debs[@]}"
+"$here/check-deb.sh" --arch "$arch" "${install_check[@]}" "${debs[@]}"
 for deb in "${debs[@]}"; do
   printf '%s\t%s bytes\n' "$deb" "$(stat -c %s "$deb")"
 done
