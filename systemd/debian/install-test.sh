@@ -8,7 +8,7 @@
 #   3. makes the cloud's TLS identity as the docs say, starts the installed jmdc-cloud and runs the
 #      installed jmdc-edge, both as user jmdc with their default config paths, over loopback QUIC; a
 #      drop-in per service only moves the cloud to a free loopback port; 8 PNG frames dropped into
-#      the watched folder must all come back answered by the cloud;
+#      the watched folder must all come back answered by the cloud, with the packaged ONNX Runtime;
 #   4. dpkg -r (state kept), dpkg -P (state, conffiles and drop-in folders gone; your keys kept).
 # Usage (as root, in a private mount namespace): install-test.sh OVERLAY_DIR COMMON.deb EDGE.deb CLOUD.deb
 set -euo pipefail
@@ -145,6 +145,12 @@ else
     if [ "$frames" -eq 8 ] && [ "$cloud_frames" -eq 8 ]; then
       ok "jmdc-edge run (as jmdc, /etc/jmdc/edge.toml + edge.d/): 8 frames from /var/lib/jmdc-edge/incoming, all finished by the cloud"
       grep '"frame"' <<<"$out" | head -n 1
+      loaded=$(grep 'ONNX Runtime loaded' "$ov/edge.err" | head -n 1)
+      if grep -Eq 'path=/usr/(bin/\.\./)?lib/jmdc/libonnxruntime\.so\.1\.31\.1' <<<"$loaded"; then
+        ok "the edge loaded the packaged ONNX Runtime: ${loaded##*path=}"
+      else
+        failed "the edge did not load ONNX Runtime from /usr/lib/jmdc: '${loaded:-no \"ONNX Runtime loaded\" line on stderr}'"
+      fi
     else
       failed "jmdc-edge run: $frames frame results, $cloud_frames finished by the cloud (want 8 and 8):"
       printf '%s\n' "$out" | head -n 20 >&2
