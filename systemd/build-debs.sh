@@ -6,11 +6,13 @@
 #   jmdc-cloud   /usr/bin/jmdc-cloud, jmdc-cloud.service, /etc/jmdc/cloud.toml (+ cloud.d/) (cloud/Cargo.toml)
 # then checks them with systemd/check-deb.sh and prints their sizes.
 #
-# Usage: systemd/build-debs.sh --arch amd64|arm64 [--no-build] [--install-check] [--out DIR]
+# Usage: systemd/build-debs.sh --arch amd64|arm64 [--no-build] [--run-check] [--install-check] [--out DIR]
 #   --arch      Debian architecture of the packages (required).
 #   --no-build  Package binaries that are already built (e.g. by cross/build.sh or `cross build`)
 #               instead of building them: target/release/ for the host's architecture,
 #               target/aarch64-unknown-linux-gnu/release/ (resp. x86_64-…) otherwise.
+#   --run-check  Also run the packaged cloud and edge from the extracted packages over loopback
+#               (check-deb.sh --run; arm64 on x86 under qemu-aarch64 -cpu cortex-a72).
 #   --install-check  Also install the packages for real in a throw-away overlay and run them
 #               (check-deb.sh --install: root, amd64 on an x86_64 host).
 #   --out DIR   Where the .deb files go (default: target/debian). Older jmdc packages of the same
@@ -30,12 +32,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
 usage() {
-  sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//' >&2
 }
 
 arch=
 build=1
 install_check=()
+run_check=()
 out=
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -47,6 +50,7 @@ while [ $# -gt 0 ]; do
     --arch=*) arch=${1#*=}; shift ;;
     --no-build) build=0; shift ;;
     --install-check) install_check=(--install); shift ;;
+    --run-check) run_check=(--run); shift ;;
     --out)
       [ $# -ge 2 ] || { echo "build-debs.sh: --out needs a folder" >&2; exit 2; }
       out=$2
@@ -151,7 +155,7 @@ make_deb -p jmdc-edge
 make_deb -p jmdc-cloud
 
 # --- 5. check and report --------------------------------------------------------------------------
-"$here/check-deb.sh" --arch "$arch" "${install_check[@]}" "${debs[@]}"
+"$here/check-deb.sh" --arch "$arch" "${run_check[@]}" "${install_check[@]}" "${debs[@]}"
 for deb in "${debs[@]}"; do
   printf '%s\t%s bytes\n' "$deb" "$(stat -c %s "$deb")"
 done

@@ -11,13 +11,20 @@
 #  - the shipped configs pass the packaged binaries' own `check-config` (natively, or for arm64
 #    under qemu-aarch64 when installed); binary sizes and the newest GLIBC_ version they need
 #    (must be ≤ 2.36, Raspberry Pi OS Bookworm).
+# With --run: also run the packaged binaries from the extracted packages (no install): the packaged
+# jmdc-cloud with the shipped cloud.toml and the packaged jmdc-edge with the shipped edge.toml, over
+# loopback QUIC; JMDC_* environment overrides only move the files to the extraction folder and the
+# cloud to a free loopback port. 8 PNG frames in the edge's watched folder must all be finished by
+# the cloud, with the packaged ONNX Runtime (found next to the binary in ../lib/jmdc). arm64 packages
+# on an x86 host run under `qemu-aarch64 -cpu cortex-a72` with a prefix folder holding the aarch64
+# libraries and an ARM /proc/cpuinfo (ONNX Runtime needs one; see ../shared/ENVIRONMENT.md).
 # With --install (root, amd64 packages on an x86_64 host): also install the packages for real with
 # dpkg inside a private mount namespace whose /etc, /usr and /var are overlays (nothing reaches the
 # real system), then check the user, folders and modes the maintainer scripts made, that nothing was
 # enabled, run the installed cloud and edge as user jmdc over loopback QUIC with the shipped configs
 # (plus a drop-in for the listen address), and purge.
 #
-# Usage: systemd/check-deb.sh [--arch amd64|arm64] [--install] DEB...
+# Usage: systemd/check-deb.sh [--arch amd64|arm64] [--run] [--install] DEB...
 # Exit 0: all checks passed; 1: a check failed (each failure is printed); 2: bad usage / missing tool.
 set -euo pipefail
 
@@ -25,17 +32,19 @@ here=$(cd "$(dirname "$0")" && pwd)
 max_glibc=2.36
 
 usage() {
-  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2
 }
 
 arch=
 install=0
+run=0
 debs=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --arch) [ $# -ge 2 ] || { usage; exit 2; }; arch=$2; shift 2 ;;
     --arch=*) arch=${1#*=}; shift ;;
     --install) install=1; shift ;;
+    --run) run=1; shift ;;
     -h | --help) usage; exit 0 ;;
     -*) echo "check-deb.sh: unknown option '$1'" >&2; usage; exit 2 ;;
     *) debs+=("$1"); shift ;;
@@ -284,6 +293,102 @@ for pkg in jmdc-edge jmdc-cloud; do
     ok "$pkg depends on jmdc-common (= $dep)"
   fi
 done
+
+# --- --run: the packaged binaries, from the extracted packages -----------------------------------
+run_packages() {
+  local base=$work/run root prefix port cloud_pid out frames cloud_frames loaded rc n
+  local -a runner=()
+  root=$base/root
+  mkdir -p "$root"
+  for pkg in jmdc-common jmdc-edge jmdc-cloud; do
+    cp -a "${root_of[$pkg]}/." "$root/"
+  done
+  rm -rf "$root/DEBIAN"
+  if [ "$arch" = arm64 ] && [ "$(uname -m)" != aarch64 ]; then
+    if ! command -v qemu-aarch64 >/dev/null || [ ! -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ]; then
+      failed "--run: arm64 binaries need qemu-aarch64 and the aarch64 libraries (apt install qemu-user libc6-dev-arm64-cross libstdc++6-arm64-cross)"
+      return 0
+    fi
+    prefix=$base/qemu-prefix
+    mkdir -p "$prefix/proc"
+    ln -s /usr/aarch64-linux-gnu/lib "$prefix/lib"
+    # Four Cortex-A72 cores, as on a Raspberry Pi 4: ONNX Runtime reads this at start.
+    for n in 0 1 2 3; do
+      printf 'processor\t: %s\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n\n' "$n"
+    done >"$prefix/proc/cpuinfo"
+    runner=(qemu-aarch64 -cpu cortex-a72 -L "$prefix")
+  elif [ "$arch" = amd64 ] && [ "$(uname -m)" != x86_64 ]; then
+    failed "--run: cannot run amd64 binaries on $(uname -m)"
+    return 0
+  fi
+
+  "${runner[@]}" "$root/usr/bin/jmdc-cloud" gen-cert --cert "$root/etc/jmdc/cloud-cert.pem" \
+    --key "$root/etc/jmdc/cloud-key.pem" >/dev/null
+  mkdir -p "$root/var/lib/jmdc-edge/incoming"
+  python3 "$here/debian/test-frames.py" "$root/var/lib/jmdc-edge/incoming" 8
+  port=$(python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+  : >"$base/cloud.log"
+  env -i PATH="$PATH" JMDC_CLOUD__LISTEN="127.0.0.1:$port" \
+    JMDC_CLOUD__MODELS_DIR="$root/usr/share/jmdc/models" \
+    JMDC_CLOUD__TLS__CERT="$root/etc/jmdc/cloud-cert.pem" JMDC_CLOUD__TLS__KEY="$root/etc/jmdc/cloud-key.pem" \
+    "${runner[@]}" "$root/usr/bin/jmdc-cloud" serve --config "$root/etc/jmdc/cloud.toml" >"$base/cloud.log" 2>&1 &
+  cloud_pid=$!
+  for _ in $(seq 1 600); do
+    grep -q "listening on" "$base/cloud.log" && break
+    kill -0 "$cloud_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if ! grep -q "listening on 127.0.0.1:$port" "$base/cloud.log"; then
+    failed "--run: the packaged jmdc-cloud did not listen on 127.0.0.1:$port within 60 s:"
+    tail -n 20 "$base/cloud.log" >&2
+  else
+    ok "--run: packaged jmdc-cloud${runner[0]:+ (under ${runner[*]:0:3})} listening on 127.0.0.1:$port"
+    if out=$(env -i PATH="$PATH" JMDC_EDGE__MODEL__PACKAGES_DIR="$root/usr/share/jmdc/models" \
+      JMDC_EDGE__CLOUD__ENDPOINT="127.0.0.1:$port" JMDC_EDGE__CLOUD__CA_CERT="$root/etc/jmdc/cloud-cert.pem" \
+      JMDC_EDGE__SOURCE__PATH="$root/var/lib/jmdc-edge/incoming" \
+      timeout 300 "${runner[@]}" "$root/usr/bin/jmdc-edge" run --config "$root/etc/jmdc/edge.toml" --limit 8 \
+      2>"$base/edge.err"); then
+      frames=$(grep -c '"frame"' <<<"$out" || true)
+      cloud_frames=$(grep -c '"finished_on":"cloud"' <<<"$out" || true)
+      loaded=$(grep 'ONNX Runtime loaded' "$base/edge.err" | head -n 1)
+      if [ "$frames" -ne 8 ] || [ "$cloud_frames" -ne 8 ]; then
+        failed "--run: jmdc-edge gave $frames results, $cloud_frames finished by the cloud (want 8 and 8):"
+        printf '%s\n' "$out" | head -n 10 >&2
+        tail -n 10 "$base/edge.err" >&2
+      elif ! grep -q "path=$root/usr/bin/\.\./lib/jmdc/libonnxruntime\.so\.1\.31\.1" <<<"$loaded"; then
+        failed "--run: the edge did not load the packaged ONNX Runtime: '${loaded:-no \"ONNX Runtime loaded\" line}'"
+      else
+        ok "--run: packaged jmdc-edge with the shipped edge.toml: 8 frames from the folder source, all finished by the cloud, packaged ONNX Runtime"
+        grep '"frame"' <<<"$out" | head -n 1
+      fi
+    else
+      failed "--run: jmdc-edge run failed:"
+      tail -n 20 "$base/edge.err" >&2
+    fi
+  fi
+  if kill -0 "$cloud_pid" 2>/dev/null; then
+    kill -TERM "$cloud_pid"
+    for _ in $(seq 1 100); do
+      kill -0 "$cloud_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -0 "$cloud_pid" 2>/dev/null && kill -KILL "$cloud_pid"
+  fi
+  wait "$cloud_pid" 2>/dev/null && rc=0 || rc=$?
+  if [ "$rc" -eq 0 ]; then
+    ok "--run: jmdc-cloud exited 0 on SIGTERM"
+  else
+    failed "--run: jmdc-cloud exited $rc on SIGTERM (or was killed after 10 s)"
+  fi
+}
+if [ "$run" -eq 1 ]; then
+  if [ -z "${root_of[jmdc-common]+x}" ] || [ -z "${root_of[jmdc-edge]+x}" ] || [ -z "${root_of[jmdc-cloud]+x}" ]; then
+    failed "--run needs all three packages"
+  else
+    run_packages
+  fi
+fi
 
 # --- --install: the real thing, in a throw-away overlay of / --------------------------------------
 if [ "$install" -eq 1 ]; then

@@ -108,25 +108,12 @@ port=$(python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_
 printf 'listen = "127.0.0.1:%s"\n' "$port" >/etc/jmdc/cloud.d/50-install-test.toml
 printf '[cloud]\nendpoint = "127.0.0.1:%s"\n' "$port" >/etc/jmdc/edge.d/50-install-test.toml
 
-# 8 small PNG frames (32x32 gradients), written elsewhere and renamed into the watched folder.
-python3 - /var/lib/jmdc-edge <<'EOF'
-import os, struct, sys, zlib
-def chunk(kind, data):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-state = sys.argv[1]
-for n in range(8):
-    pixel = lambda x, y: ((x * 8 + n * 30) % 256, (y * 8) % 256, (x * y + n * 17) % 256)
-    rows = b"".join(b"\0" + bytes(v for x in range(32) for v in pixel(x, y)) for y in range(32))
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 32, 32, 8, 2, 0, 0, 0)) \
-        + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
-    tmp = os.path.join(state, f".frame{n:02d}.png")
-    with open(tmp, "wb") as f:
-        f.write(png)
-    os.rename(tmp, os.path.join(state, "incoming", f"frame{n:02d}.png"))
-EOF
+# 8 small PNG frames, written under hidden names and renamed into the watched folder.
+python3 "$(dirname "$0")/test-frames.py" /var/lib/jmdc-edge/incoming 8
 chown jmdc:jmdc /var/lib/jmdc-edge/incoming/*.png
 
 cloud_log=$ov/cloud.log
+: >"$cloud_log"
 env -i PATH=/usr/bin:/bin "${as_jmdc[@]}" jmdc-cloud serve >"$cloud_log" 2>&1 &
 cloud_pid=$!
 for _ in $(seq 1 300); do
