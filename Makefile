@@ -1,5 +1,7 @@
 # jmdc — top-level tasks. `make demo` and `make test` are the two commands a newcomer needs.
 SHELL := /bin/bash
+# ONNX Runtime 1.31 on Linux sends telemetry unless this is set (the binaries also set it for themselves).
+export ORT_DISABLE_TELEMETRY := 1
 CARGO ?= cargo
 PYTHON ?= python3
 TRAIN_VENV := models/.venv
@@ -7,16 +9,23 @@ VERIFY_VENV := .cache/verify-venv
 # Prefer the training venv when it exists (it has everything); otherwise a light one without PyTorch.
 MODELS_PY = $(if $(wildcard $(TRAIN_VENV)/bin/python),$(TRAIN_VENV)/bin/python,$(VERIFY_VENV)/bin/python)
 
-.PHONY: demo test ort build lint fmt models-venv models-verify verify-venv clean
+.PHONY: demo test ort build lint fmt models-venv models-verify verify-venv deploy-check clean
 
 ## Run the bundled model on the bundled sample frames: cloud worker + edge on loopback, four plans compared.
 demo: ort
 	$(CARGO) build --release -p jmdc-edge -p jmdc-cloud
 	scripts/demo.sh
 
-## Everything CI checks: formatting, lints, Rust tests (real ONNX Runtime + QUIC on loopback), model packages.
+## Everything CI checks: formatting, lints, Rust tests (real ONNX Runtime + QUIC on loopback), model packages,
+## the systemd units (systemd-analyze verify + exposure), the container/Kubernetes files (offline schema check).
 test: ort lint models-verify
 	$(CARGO) test --workspace --all-targets
+	systemd/check.sh
+	JMDC_CLOUD_BIN=target/debug/jmdc-cloud cloud/deploy/check.sh
+
+## Offline checks of cloud/deploy (kubernetes-validate --strict, jmdc-cloud check-config, hadolint).
+deploy-check:
+	cloud/deploy/check.sh
 
 ## Fetch libonnxruntime 1.31.1 from the PyPI wheel into .cache/onnxruntime (idempotent).
 ort:

@@ -16,20 +16,10 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$bin/jmdc-cloud" gen-cert --cert "$work/cert.pem" --key "$work/key.pem" >/dev/null
-cat > "$work/cloud.toml" <<TOML
-listen = "127.0.0.1:$port"
-models_dir = "$root/models/packages"
-log_level = "warn"
-[tls]
-cert = "cert.pem"
-key = "key.pem"
-[runtime]
-workers = 2
-intra_op_threads = 1
-TOML
-"$bin/jmdc-cloud" serve --config "$work/cloud.toml" & pids+=($!)
+. scripts/lib.sh
+port=$(free_udp_port)
+start_cloud "$work" "$port" 2
+pids+=("$cloud_pid")
 "$bin/jmdc-linkemu" --upstream "127.0.0.1:$port" --delay-ms "$delay" --rate-mbit "$rate" > "$work/relay.addr" & pids+=($!)
 for _ in $(seq 100); do [ -s "$work/relay.addr" ] && break; sleep 0.05; done
 relay=$(head -1 "$work/relay.addr" | grep -oE '[0-9.]+:[0-9]+' | head -1)

@@ -14,22 +14,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A free UDP port on loopback.
-port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-
-"$bin/jmdc-cloud" gen-cert --cert "$work/cert.pem" --key "$work/key.pem" >/dev/null
-
-cat > "$work/cloud.toml" <<TOML
-listen = "127.0.0.1:$port"
-models_dir = "$root/models/packages"
-log_level = "warn"
-[tls]
-cert = "cert.pem"
-key = "key.pem"
-[runtime]
-workers = 1
-intra_op_threads = 1
-TOML
+. scripts/lib.sh
+port=$(free_udp_port)
 
 cat > "$work/edge.toml" <<TOML
 device_id = "demo-edge"
@@ -61,16 +47,7 @@ objective = "min-latency"
 accuracy_floor_pct = 80.0
 TOML
 
-"$bin/jmdc-cloud" serve --config "$work/cloud.toml" 2>"$work/cloud.log" &
-cloud_pid=$!
-# Wait (bounded) until the worker has loaded its models and bound the port.
-for _ in $(seq 1 100); do
-  if ! kill -0 "$cloud_pid" 2>/dev/null; then
-    echo "jmdc-cloud exited early:" >&2; cat "$work/cloud.log" >&2; exit 1
-  fi
-  if grep -q "listening" "$work/cloud.log" 2>/dev/null; then break; fi
-  sleep 0.1
-done
+start_cloud "$work" "$port" 1
 
 echo "jmdc demo: alexnet-cifar10 on 256 CIFAR-10 (JPEG copy) test images, cloud worker on 127.0.0.1:$port (QUIC + TLS 1.3)"
 echo

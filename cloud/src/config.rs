@@ -28,6 +28,18 @@ pub struct CloudConfig {
     /// Log filter (`info`, `debug`, `jmdc_cloud=debug`).
     #[serde(default = "default_log")]
     pub log_level: String,
+    /// Optional plain-HTTP listener for `/healthz`, `/readyz` and `/metrics`; absent = off.
+    #[serde(default)]
+    pub health: Option<HealthSection>,
+}
+
+/// `[health]`: the health and metrics HTTP listener (plain HTTP, no authentication: keep it on
+/// a cluster-internal or loopback address, never on a public one).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// TCP address (`0.0.0.0:9465` in a pod, `127.0.0.1:9465` on a host, port 0 for tests).
+    pub listen: SocketAddr,
 }
 
 /// PEM files for the server identity.
@@ -164,6 +176,9 @@ impl CloudConfig {
         }
         if self.limits != new.limits {
             changed.push("limits");
+        }
+        if self.health != new.health {
+            changed.push("health");
         }
         changed
     }

@@ -2,9 +2,13 @@
 
 pub mod config;
 pub mod engine;
+pub mod exposition;
 pub mod health;
+pub mod health_server;
+pub mod http;
 pub mod server;
 pub mod service;
+pub mod stats;
 pub mod systemd;
 pub mod tls;
 
@@ -12,6 +16,8 @@ use std::sync::Arc;
 
 pub use config::CloudConfig;
 pub use engine::TailEngine;
+pub use health::HealthView;
+pub use health_server::{HealthOptions, HealthServer};
 pub use server::CloudServer;
 
 /// Loads ONNX Runtime and the models, then binds the server described by `cfg`.

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,8 @@ use tracing::{debug, info, warn};
 
 use crate::config::CloudConfig;
 use crate::engine::TailEngine;
-use crate::health::{Heartbeat, HEARTBEAT_PERIOD};
+use crate::health::{HealthView, Heartbeat, HEARTBEAT_PERIOD};
+pub use crate::stats::ServerStats;
 use crate::tls;
 
 /// How long [`CloudServer::serve`] lets requests in flight finish after shutdown begins.
@@ -20,21 +21,6 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a finished response stream may wait for the peer's acknowledgement.
 const ACK_WAIT: Duration = Duration::from_secs(2);
-
-/// Counters a health or metrics endpoint can read.
-#[derive(Debug, Default)]
-pub struct ServerStats {
-    /// Connections accepted since start.
-    pub connections: AtomicU64,
-    /// Connections open now.
-    pub open_connections: AtomicU64,
-    /// Requests (streams) being read, computed or answered now.
-    pub in_flight: AtomicU64,
-    pub frames_ok: AtomicU64,
-    pub frames_failed: AtomicU64,
-    pub overloaded: AtomicU64,
-    pub probes: AtomicU64,
-}
 
 /// A bound, not yet serving, cloud worker.
 #[derive(Debug)]
@@ -102,6 +88,16 @@ impl CloudServer {
     /// The accept loop's heartbeat (beats every [`HEARTBEAT_PERIOD`] while serving).
     pub fn heartbeat(&self) -> Arc<Heartbeat> {
         self.heartbeat.clone()
+    }
+
+    /// What `/healthz`, `/readyz` and `/metrics` read: heartbeat, draining flag and counters.
+    /// Stays valid after [`CloudServer::serve`] consumed the server.
+    pub fn health_view(&self) -> HealthView {
+        HealthView::new(
+            self.heartbeat.clone(),
+            self.draining.clone(),
+            self.stats.clone(),
+        )
     }
 
     /// Serves until `shutdown` resolves, then shuts down gracefully with [`DRAIN_TIMEOUT`]
@@ -259,7 +255,7 @@ async fn handle_stream(
                 ErrorKind::Malformed,
                 format!("request exceeds {} bytes", protocol::MAX_REQUEST_BYTES),
             );
-            ctx.stats.frames_failed.fetch_add(1, Ordering::Relaxed);
+            ctx.stats.record_error(ErrorKind::Malformed);
             let _ = recv.stop(0u32.into());
             return respond(&mut send, &reply).await;
         }
@@ -268,8 +264,9 @@ async fn handle_stream(
     let reply_bytes = match protocol::decode_client_message(&bytes) {
         Err(e) => {
             warn!(error = %e, len = bytes.len(), "malformed request");
-            ctx.stats.frames_failed.fetch_add(1, Ordering::Relaxed);
-            protocol::encode_response(&Response::Error(ErrorReply::for_decode_error(&bytes, &e)))?
+            let reply = ErrorReply::for_decode_error(&bytes, &e);
+            ctx.stats.record_error(reply.kind);
+            protocol::encode_response(&Response::Error(reply))?
         }
         Ok(ClientMessage::Probe(probe)) => {
             ctx.stats.probes.fetch_add(1, Ordering::Relaxed);
@@ -277,7 +274,9 @@ async fn handle_stream(
         }
         Ok(ClientMessage::Infer(request)) => {
             let response = infer(request, &ctx, arrived).await;
-            protocol::encode_response(&response)?
+            let encoded = protocol::encode_response(&response)?;
+            ctx.stats.latency.observe(arrived.elapsed());
+            encoded
         }
     };
     send.write_all(&reply_bytes).await?;
@@ -290,7 +289,7 @@ async fn handle_stream(
 async fn infer(request: protocol::InferRequest, ctx: &StreamContext, arrived: Instant) -> Response {
     let frame_id = request.frame_id;
     if ctx.draining.load(Ordering::SeqCst) {
-        ctx.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+        ctx.stats.record_error(ErrorKind::Overloaded);
         return error_reply(
             Some(frame_id),
             ErrorKind::Overloaded,
@@ -298,7 +297,7 @@ async fn infer(request: protocol::InferRequest, ctx: &StreamContext, arrived: In
         );
     }
     let Ok(permit) = ctx.admission.clone().try_acquire_owned() else {
-        ctx.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+        ctx.stats.record_error(ErrorKind::Overloaded);
         return error_reply(
             Some(frame_id),
             ErrorKind::Overloaded,
@@ -317,12 +316,12 @@ async fn infer(request: protocol::InferRequest, ctx: &StreamContext, arrived: In
             Response::Result(result)
         }
         Ok(Err(reply)) => {
-            ctx.stats.frames_failed.fetch_add(1, Ordering::Relaxed);
+            ctx.stats.record_error(reply.kind);
             debug!(frame_id, kind = ?reply.kind, message = %reply.message, "frame rejected");
             Response::Error(reply)
         }
         Err(join) => {
-            ctx.stats.frames_failed.fetch_add(1, Ordering::Relaxed);
+            ctx.stats.record_error(ErrorKind::Internal);
             warn!(frame_id, error = %join, "inference task failed");
             error_reply(
                 Some(frame_id),

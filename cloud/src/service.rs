@@ -2,6 +2,8 @@
 //!
 //! - SIGTERM / SIGINT: `STOPPING=1`, stop accepting, finish frames in flight (at most
 //!   [`DRAIN_TIMEOUT`]), close connections, return `Ok` (exit status 0).
+//! - `[health] listen`: `/healthz`, `/readyz` (503 from SIGTERM on), `/metrics` over HTTP, up
+//!   until the process exits.
 //! - SIGHUP: `RELOADING=1`, re-read the configuration, apply `log_level` (the only setting that
 //!   changes live; others are reported as needing a restart), `READY=1`.
 
@@ -16,6 +18,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{info, warn};
 
 use crate::config::CloudConfig;
+use crate::health_server::{HealthOptions, HealthServer};
 use crate::server::{ServerStats, DRAIN_TIMEOUT};
 use crate::systemd;
 
@@ -67,10 +70,29 @@ pub async fn run(config_path: &Path, cfg: CloudConfig, log: LogControl) -> anyho
     let addr = server.local_addr()?;
     let stats = server.stats();
     let heartbeat = server.heartbeat();
+    let health_view = server.health_view();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut serve = tokio::spawn(server.serve(async {
         let _ = stop_rx.await;
     }));
+    // Bound after the models loaded: until then probes get "connection refused" (not ready).
+    let _health = match &cfg.health {
+        Some(section) => {
+            let health =
+                HealthServer::start(section.listen, health_view, HealthOptions::default()).await;
+            let health = match health {
+                Ok(health) => health,
+                Err(e) => {
+                    let _ = stop_tx.send(());
+                    let _ = tokio::time::timeout(DRAIN_TIMEOUT, &mut serve).await;
+                    return Err(e.into());
+                }
+            };
+            println!("jmdc-cloud health on {}", health.local_addr());
+            Some(health)
+        }
+        None => None,
+    };
     println!("jmdc-cloud listening on {addr}");
     info!(%addr, "jmdc-cloud listening");
     systemd::ready(&systemd::status_line(addr, &stats));

@@ -117,3 +117,15 @@ fn invalid_log_level_is_refused() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("log_level") && err.contains("infoo"), "{err}");
 }
+
+#[test]
+fn health_listener_is_optional_and_its_address_is_checked() {
+    let (code, out, err) = check("valid", &[("JMDC_CLOUD__HEALTH__LISTEN", "127.0.0.1:9465")]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = check("valid", &[("JMDC_CLOUD__HEALTH__LISTEN", "0.0.0.0:99999")]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.starts_with("environment variable JMDC_CLOUD__HEALTH__LISTEN: key `health.listen`"),
+        "{err}"
+    );
+}

@@ -48,6 +48,11 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    // ONNX Runtime ≥ 1.2x on Linux sends usage telemetry unless this variable is set; opt out
+    // before any thread exists (see docs/systemd.md).
+    if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
+        std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => match EdgeConfig::load(&config) {

@@ -25,6 +25,43 @@ use crate::session::{AdaptiveSession, Planning};
 use crate::source::{self, FrameFeed};
 use crate::stats::{FrameRecord, Summary};
 
+/// The summary's latency percentiles cover at most this many recent frames (memory stays bounded);
+/// counts, top-1 and bytes cover the whole run.
+const SUMMARY_FRAMES: usize = 20_000;
+
+/// Whole-run counts for the summary.
+#[derive(Debug, Default)]
+struct Totals {
+    frames: usize,
+    fallbacks: usize,
+    labelled: usize,
+    correct: usize,
+    bytes: usize,
+}
+
+impl Totals {
+    fn add(&mut self, r: &FrameRecord) {
+        self.frames += 1;
+        self.fallbacks += usize::from(r.fallback);
+        self.labelled += usize::from(r.label.is_some());
+        self.correct += usize::from(r.correct() == Some(true));
+        self.bytes += r.bytes;
+    }
+
+    fn apply(&self, s: &mut Summary) {
+        s.frames = self.frames;
+        s.fallbacks = self.fallbacks;
+        s.labelled = self.labelled;
+        s.correct = self.correct;
+        s.top1 = (self.labelled > 0).then(|| self.correct as f64 / self.labelled as f64);
+        s.bytes_per_frame = if self.frames == 0 {
+            0.0
+        } else {
+            self.bytes as f64 / self.frames as f64
+        };
+    }
+}
+
 /// Changes the log filter (installed by the binary; `None` in tests).
 pub type LogLevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
@@ -102,7 +139,7 @@ struct Service {
     notifier: Notifier,
     in_flight: VecDeque<FrameTask>,
     records: Vec<FrameRecord>,
-    keep_records: bool,
+    totals: Totals,
     frames_done: u64,
     fallbacks: u64,
     started: Instant,
@@ -190,7 +227,6 @@ pub async fn run_service(cfg: EdgeConfig, opts: ServiceOptions) -> Result<RunRep
             plan: cfg.plan.clone(),
         }
     };
-    let keep_records = !feed.is_live();
     let link_rx = link.as_ref().map(|l| l.subscribe());
     let mut service = Service {
         opts,
@@ -205,7 +241,7 @@ pub async fn run_service(cfg: EdgeConfig, opts: ServiceOptions) -> Result<RunRep
         notifier,
         in_flight: VecDeque::new(),
         records: Vec::new(),
-        keep_records,
+        totals: Totals::default(),
         frames_done: 0,
         fallbacks: 0,
         started: Instant::now(),
@@ -224,11 +260,12 @@ pub async fn run_service(cfg: EdgeConfig, opts: ServiceOptions) -> Result<RunRep
     service.notifier.ready(&status);
     let ending = service.main_loop(&mut term, &mut int, &mut hup).await?;
     service.shutdown().await;
-    let summary = Summary::from_records(
+    let mut summary = Summary::from_records(
         service.summary_name(),
         &service.records,
         service.started.elapsed(),
     );
+    service.totals.apply(&mut summary);
     Ok(RunReport { summary, ending })
 }
 
@@ -319,9 +356,12 @@ impl Service {
         if record.fallback {
             self.fallbacks += 1;
         }
-        if self.keep_records {
-            self.records.push(record);
+        self.totals.add(&record);
+        if self.records.len() >= SUMMARY_FRAMES {
+            // A service runs for months: latency percentiles cover the most recent frames only.
+            self.records.drain(..SUMMARY_FRAMES / 2);
         }
+        self.records.push(record);
         Ok(())
     }
 

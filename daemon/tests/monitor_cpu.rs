@@ -68,9 +68,14 @@ fn own_busy_thread_raises_own_usage() {
             .collect::<Vec<_>>()
     );
     assert!(busy.len() >= 3, "{} samples in 1.5 s", busy.len());
+    // On an idle machine the spinning thread gets a whole core; when other processes saturate
+    // the machine (global busy ≈ 100 %), it gets only its fair share, but still clearly more than
+    // the idle process had.
+    let saturated = busy.iter().any(|s| s.global_busy >= 0.95);
+    let expected = if saturated { 0.2 } else { 0.5 };
     assert!(
-        busy_own > 0.5,
-        "a spinning thread should show as ≥ 0.5 core, saw {busy_own}"
+        busy_own > expected && busy_own > idle_own + 0.15,
+        "a spinning thread should show as ≥ {expected} core (machine saturated: {saturated}), saw {busy_own} (idle {idle_own})"
     );
     assert!(busy.iter().all(|s| (0.0..=1.0).contains(&s.others_busy)));
     assert!(busy.iter().all(|s| s.load_factor >= 1.0));

@@ -85,6 +85,7 @@ impl Cloud {
                 ..Limits::default()
             },
             log_level: "warn".into(),
+            health: None,
         };
         let engine = TailEngine::load(&cfg.models_dir, 2, None).expect("models load");
         let server = CloudServer::bind(&cfg, Arc::new(engine)).expect("bind");

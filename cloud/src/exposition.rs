@@ -1,0 +1,171 @@
+//! `/metrics`: the worker's counters in the Prometheus text exposition format 0.0.4.
+//! Every family is always present (zero before the first event), so dashboards and alerts
+//! never see a metric appear late. Label values are fixed names: no escaping is needed.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use jmdc_core::protocol::ErrorKind;
+
+use crate::health::{HealthView, Readiness};
+use crate::stats::LATENCY_BUCKETS_S;
+
+/// The `Content-Type` of a scrape response in this format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// Renders every `jmdc_cloud_*` family from `view`.
+pub fn render(view: &HealthView) -> String {
+    let st = view.stats();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let mut out = String::with_capacity(4096);
+    single(
+        &mut out,
+        "jmdc_cloud_ready",
+        "gauge",
+        "1 while the worker takes new devices (what /readyz answers 200 for).",
+        u64::from(view.readiness() == Readiness::Ready),
+    );
+    single(
+        &mut out,
+        "jmdc_cloud_draining",
+        "gauge",
+        "1 after SIGTERM while frames in flight finish.",
+        u64::from(view.is_draining()),
+    );
+    single(
+        &mut out,
+        "jmdc_cloud_connections_total",
+        "counter",
+        "QUIC connections accepted since start.",
+        load(&st.connections),
+    );
+    single(
+        &mut out,
+        "jmdc_cloud_connections_open",
+        "gauge",
+        "QUIC connections open now.",
+        load(&st.open_connections),
+    );
+    single(
+        &mut out,
+        "jmdc_cloud_requests_in_flight",
+        "gauge",
+        "Requests (streams) being read, computed or answered now.",
+        load(&st.in_flight),
+    );
+    single(
+        &mut out,
+        "jmdc_cloud_frames_served_total",
+        "counter",
+        "Frames answered with a result.",
+        load(&st.frames_ok),
+    );
+    single(
+        &mut out,
+        "jmdc_cloud_frames_refused_total",
+        "counter",
+        "Frames refused with Overloaded (admission limit or draining).",
+        load(&st.overloaded),
+    );
+    single(
+        &mut out,
+        "jmdc_cloud_frames_failed_total",
+        "counter",
+        "Requests answered with an error other than Overloaded.",
+        load(&st.frames_failed),
+    );
+    single(
+        &mut out,
+        "jmdc_cloud_probes_total",
+        "counter",
+        "Link probes answered.",
+        load(&st.probes),
+    );
+    family(
+        &mut out,
+        "jmdc_cloud_errors_total",
+        "counter",
+        "Error replies sent, by kind.",
+    );
+    for kind in ErrorKind::ALL {
+        let _ = writeln!(
+            out,
+            "jmdc_cloud_errors_total{{kind=\"{}\"}} {}",
+            kind.as_str(),
+            st.errors(kind)
+        );
+    }
+    let name = "jmdc_cloud_request_duration_seconds";
+    family(
+        &mut out,
+        name,
+        "histogram",
+        "Time from a request stream's arrival to its inference answer being ready.",
+    );
+    let snap = st.latency.snapshot();
+    for (bound, count) in LATENCY_BUCKETS_S.iter().zip(&snap.cumulative) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", snap.count);
+    let _ = writeln!(out, "{name}_sum {}", snap.sum_s);
+    let _ = writeln!(out, "{name}_count {}", snap.count);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::health::Heartbeat;
+    use crate::stats::ServerStats;
+
+    #[test]
+    fn every_family_is_typed_and_counts_show() {
+        let stats = Arc::new(ServerStats::default());
+        stats.frames_ok.fetch_add(3, Ordering::Relaxed);
+        stats.record_error(ErrorKind::UnknownModel);
+        stats.latency.observe(Duration::from_millis(2));
+        let view = HealthView::new(
+            Arc::new(Heartbeat::default()),
+            Arc::new(AtomicBool::new(false)),
+            stats,
+        );
+        let text = render(&view);
+        assert!(
+            text.contains("jmdc_cloud_frames_served_total 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("jmdc_cloud_errors_total{kind=\"unknown_model\"} 1\n"));
+        assert!(text.contains("jmdc_cloud_errors_total{kind=\"overloaded\"} 0\n"));
+        assert!(text.contains("jmdc_cloud_ready 0\n"), "no beat yet");
+        assert!(text.contains("jmdc_cloud_request_duration_seconds_bucket{le=\"0.0025\"} 1\n"));
+        assert!(text.contains("jmdc_cloud_request_duration_seconds_bucket{le=\"0.001\"} 0\n"));
+        assert!(text.contains("jmdc_cloud_request_duration_seconds_count 1\n"));
+        // Every sample line belongs to a family declared with # TYPE before it.
+        let mut typed = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                typed.push(rest.split(' ').next().expect("name").to_owned());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().expect("name");
+                assert!(
+                    typed.iter().any(|t| name.starts_with(t.as_str())),
+                    "untyped sample {line}"
+                );
+            }
+        }
+    }
+}
