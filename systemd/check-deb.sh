@@ -86,7 +86,7 @@ version_le() {
 }
 
 # Allowed paths per package (extended regular expressions on the path without the leading "./").
-allowed_common='^(usr/lib/jmdc/libonnxruntime\.so\.1\.31\.1|usr/share/jmdc/models/[a-z0-9._-]+/([a-z0-9._-]+/)?[A-Za-z0-9._-]+\.(onnx|json)|usr/lib/sysusers\.d/jmdc\.conf|usr/lib/tmpfiles\.d/jmdc\.conf|usr/share/doc/jmdc-common/[A-Za-z0-9._-]+)$'
+allowed_common='^(usr/lib/jmdc/libonnxruntime\.so\.1\.31\.1|usr/share/jmdc/models/[a-z0-9._-]+/([a-z0-9._-]+/)?[A-Za-z0-9._-]+\.(onnx|json)|usr/lib/sysusers\.d/jmdc\.conf|usr/lib/tmpfiles\.d/jmdc\.conf|usr/share/doc/jmdc/systemd\.md|usr/share/doc/jmdc-common/[A-Za-z0-9._-]+)$'
 allowed_edge='^(usr/bin/jmdc-edge|usr/lib/systemd/system/jmdc-edge\.service|etc/jmdc/edge\.toml|etc/jmdc/edge\.d/README|usr/share/doc/jmdc-edge/[A-Za-z0-9._-]+)$'
 allowed_cloud='^(usr/bin/jmdc-cloud|usr/lib/systemd/system/jmdc-cloud\.service|etc/jmdc/cloud\.toml|etc/jmdc/cloud\.d/README|usr/share/doc/jmdc-cloud/[A-Za-z0-9._-]+)$'
 
@@ -206,6 +206,8 @@ for deb in "${debs[@]}"; do
       need_elf usr/lib/jmdc/libonnxruntime.so.1.31.1
       need_file usr/lib/sysusers.d/jmdc.conf || true
       need_file usr/lib/tmpfiles.d/jmdc.conf || true
+      # The units' Documentation=file:/usr/share/doc/jmdc/systemd.md.
+      need_file usr/share/doc/jmdc/systemd.md || true
       need_script postinst
       need_script postrm
       # Every model package: manifest.json and each file it lists, with its sha256.
