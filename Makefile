@@ -9,7 +9,7 @@ VERIFY_VENV := .cache/verify-venv
 # Prefer the training venv when it exists (it has everything); otherwise a light one without PyTorch.
 MODELS_PY = $(if $(wildcard $(TRAIN_VENV)/bin/python),$(TRAIN_VENV)/bin/python,$(VERIFY_VENV)/bin/python)
 
-.PHONY: demo test ort build lint fmt models-venv models-verify verify-venv deploy-check cross-ci clean
+.PHONY: demo test ort build lint fmt models-venv models-verify verify-venv deploy-check cross-ci debs clean
 
 ## Run the bundled model on the bundled sample frames: cloud worker + edge on loopback, four plans compared.
 demo: ort
@@ -21,7 +21,15 @@ demo: ort
 test: ort lint models-verify
 	$(CARGO) test --workspace --all-targets
 	systemd/check.sh
+	target/debug/jmdc-edge check-config --config systemd/debian/edge.toml >/dev/null
+	target/debug/jmdc-cloud check-config --config systemd/debian/cloud.toml >/dev/null
 	JMDC_CLOUD_BIN=target/debug/jmdc-cloud cloud/deploy/check.sh
+
+## Debian packages (amd64 + arm64) → target/debian/, checked; amd64 also installed in a throw-away overlay (root).
+debs:
+	@$(CARGO) deb --version >/dev/null 2>&1 || $(CARGO) install cargo-deb --locked
+	systemd/build-debs.sh --arch amd64 --run-check --install-check
+	systemd/build-debs.sh --arch arm64 --run-check
 
 ## aarch64 (Raspberry Pi): cross build, glibc check, both binaries under qemu-aarch64 (docs/cross.md).
 cross-ci:
