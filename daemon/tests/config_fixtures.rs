@@ -2,73 +2,34 @@
 //! `tests/fixtures/config/<case>/edge.toml` (+ `edge.d/*.toml`): valid layers pass; each mistake
 //! exits 1 naming the layer that introduced it (file or environment variable) and the key.
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::time::{Duration, Instant};
+#[path = "support/check_config.rs"]
+mod support;
 
-fn fixture(case: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/config")
-        .join(case)
-        .join("edge.toml")
+use support::Fixtures;
+
+const FIXTURES: Fixtures = Fixtures {
+    binary: env!("CARGO_BIN_EXE_jmdc-edge"),
+    crate_dir: env!("CARGO_MANIFEST_DIR"),
+    main_file: "edge.toml",
+};
+
+fn check(case: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    FIXTURES.check(case, env)
 }
 
-/// Runs `check-config` (bounded: it must finish within 30 s) and returns (status, stdout, stderr).
-fn check(case: &str, env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jmdc-edge"));
-    cmd.args(["check-config", "--config"]).arg(fixture(case));
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run jmdc-edge");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().expect("poll child").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("check-config did not finish within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+fn assert_fails_naming(case: &str, file: &str, key: &str) {
+    FIXTURES.assert_fails_naming(case, file, key)
 }
 
 #[test]
 fn valid_main_file_with_drop_ins_passes() {
-    let (code, out, err) = check("valid", &[]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(
-        out.contains(&format!("{}: ok", fixture("valid").display())),
-        "{out}"
-    );
+    FIXTURES.assert_valid("valid", &[]);
 }
 
 #[test]
 fn valid_environment_override_passes() {
     let (code, out, err) = check("valid", &[("JMDC_EDGE__PLAN__SPLIT", "4")]);
     assert_eq!(code, 0, "{out}{err}");
-}
-
-fn assert_fails_naming(case: &str, file: &str, key: &str) {
-    let (code, out, err) = check(case, &[]);
-    assert_eq!(code, 1, "{case}: {out}{err}");
-    let layer = fixture(case).with_file_name(file);
-    assert!(
-        err.starts_with(&format!("{}: ", layer.display())),
-        "{case}: names {file}: {err}"
-    );
-    assert!(
-        err.contains(&format!("`{key}`")),
-        "{case}: names {key}: {err}"
-    );
 }
 
 #[test]
