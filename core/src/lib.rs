@@ -4,6 +4,7 @@
 pub mod calibration;
 pub mod cifar;
 pub mod codec;
+pub mod http_lite;
 pub mod logging;
 pub mod optimizer;
 pub mod package;
