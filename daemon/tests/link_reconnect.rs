@@ -290,22 +290,8 @@ async fn silent_path_is_detected_by_the_idle_timeout() {
 async fn consecutive_request_failures_force_a_reconnect() {
     tokio::time::timeout(WHOLE_TEST, async {
         let (_certs, cert, key) = common::make_cert();
-        let a = common::Cloud::start_at(
-            4,
-            any_port(),
-            cert.clone(),
-            key.clone(),
-            tempfile::tempdir().expect("tmp"),
-        )
-        .await;
-        let b = common::Cloud::start_at(
-            4,
-            any_port(),
-            cert.clone(),
-            key.clone(),
-            tempfile::tempdir().expect("tmp"),
-        )
-        .await;
+        let a = worker(any_port(), &cert, &key).await;
+        let b = worker(any_port(), &cert, &key).await;
         let mut s = settings(vec![a.addr, b.addr], &cert);
         s.backoff_max = Duration::from_secs(2);
         let link = CloudLink::start(s).expect("start");
@@ -383,22 +369,8 @@ async fn reconfigure_moves_the_link_and_keeps_bad_settings_out() {
     tokio::time::timeout(WHOLE_TEST, async {
         let (_certs, cert, key) = common::make_cert();
         let (_other_dir, other_cert, _other_key) = common::make_cert();
-        let a = common::Cloud::start_at(
-            4,
-            any_port(),
-            cert.clone(),
-            key.clone(),
-            tempfile::tempdir().expect("tmp"),
-        )
-        .await;
-        let b = common::Cloud::start_at(
-            4,
-            any_port(),
-            cert.clone(),
-            key.clone(),
-            tempfile::tempdir().expect("tmp"),
-        )
-        .await;
+        let a = worker(any_port(), &cert, &key).await;
+        let b = worker(any_port(), &cert, &key).await;
         let work = tempfile::tempdir().expect("tmp");
         let ca = work.path().join("ca.pem");
         std::fs::copy(&cert, &ca).expect("copy CA");
