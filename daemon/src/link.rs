@@ -288,6 +288,17 @@ impl Prepared {
             || self.settings.ca_cert != new.settings.ca_cert
             || self.ca_bytes != new.ca_bytes
     }
+
+    /// One handshake attempt with `addr` under these settings.
+    async fn connect(&self, addr: SocketAddr) -> Result<CloudClient, ClientError> {
+        CloudClient::connect(
+            addr,
+            &self.settings.server_name,
+            self.quic.clone(),
+            self.settings.connect_timeout,
+        )
+        .await
+    }
 }
 
 fn validate(s: &LinkSettings) -> Result<(), LinkError> {
@@ -733,16 +744,8 @@ impl Driver {
         let interval = prepared.settings.backoff_max.max(MIN_FAILBACK_INTERVAL);
         Some(Box::pin(async move {
             tokio::time::sleep(interval).await;
-            let s = &prepared.settings;
             for addr in better {
-                match CloudClient::connect(
-                    addr,
-                    &s.server_name,
-                    prepared.quic.clone(),
-                    s.connect_timeout,
-                )
-                .await
-                {
+                match prepared.connect(addr).await {
                     Ok(client) => return Some((Arc::new(client), addr)),
                     Err(e) => debug!("cloud link: failback to {addr} not yet possible: {e}"),
                 }
@@ -762,17 +765,9 @@ async fn poll_optional<T>(f: &mut Option<Pin<Box<dyn Future<Output = T> + Send>>
 
 /// Tries `order` once, in order, each with the connect timeout.
 async fn try_endpoints(shared: &Shared, prepared: &Prepared, order: &[SocketAddr]) -> Round {
-    let s = &prepared.settings;
     let mut failed = Vec::new();
     for &addr in order {
-        match CloudClient::connect(
-            addr,
-            &s.server_name,
-            prepared.quic.clone(),
-            s.connect_timeout,
-        )
-        .await
-        {
+        match prepared.connect(addr).await {
             Ok(client) => {
                 return Round::Connected {
                     client: Arc::new(client),

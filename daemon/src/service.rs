@@ -140,10 +140,8 @@ struct Service {
     in_flight: VecDeque<FrameTask>,
     records: Vec<FrameRecord>,
     totals: Totals,
-    frames_done: u64,
-    fallbacks: u64,
     started: Instant,
-    last_status: (Instant, u64),
+    last_status: (Instant, usize),
     fps: f64,
 }
 
@@ -242,8 +240,6 @@ pub async fn run_service(cfg: EdgeConfig, opts: ServiceOptions) -> Result<RunRep
         in_flight: VecDeque::new(),
         records: Vec::new(),
         totals: Totals::default(),
-        frames_done: 0,
-        fallbacks: 0,
         started: Instant::now(),
         last_status: (Instant::now(), 0),
         fps: 0.0,
@@ -352,10 +348,6 @@ impl Service {
         if let Err(e) = self.sink.write(&self.package, &record) {
             error!(error = %e, "cannot write result");
         }
-        self.frames_done += 1;
-        if record.fallback {
-            self.fallbacks += 1;
-        }
         self.totals.add(&record);
         if self.records.len() >= SUMMARY_FRAMES {
             // A service runs for months: latency percentiles cover the most recent frames only.
@@ -369,6 +361,11 @@ impl Service {
     fn follow_link(&mut self) {
         let client = self.link.as_ref().and_then(|l| l.current());
         self.planning.set_cloud(client);
+        self.report_link();
+    }
+
+    /// Connected endpoint and reconnect count into the metrics.
+    fn report_link(&self) {
         if let Some(link) = &self.link {
             let stats = link.stats();
             let endpoint = stats.endpoint.map(|a| a.to_string());
@@ -383,8 +380,8 @@ impl Service {
         let (since, frames) = self.last_status;
         let secs = now.duration_since(since).as_secs_f64();
         if secs >= 0.5 {
-            self.fps = (self.frames_done - frames) as f64 / secs;
-            self.last_status = (now, self.frames_done);
+            self.fps = (self.totals.frames - frames) as f64 / secs;
+            self.last_status = (now, self.totals.frames);
         }
         let stats = self.feed.stats();
         self.metrics.set_source(
@@ -403,11 +400,7 @@ impl Service {
             self.metrics.set_network(c.bandwidth_bps, c.rtt_s);
             self.metrics.set_cpu_load(c.edge_load_factor);
         }
-        if let Some(link) = &self.link {
-            let s = link.stats();
-            let endpoint = s.endpoint.map(|a| a.to_string());
-            self.metrics.set_cloud(endpoint.as_deref(), s.reconnects);
-        }
+        self.report_link();
         let status = self.status_line();
         self.notifier.status(&status);
     }
@@ -434,7 +427,7 @@ impl Service {
         let dropped = self.feed.stats().dropped;
         format!(
             "plan {plan}; {cloud}{net}; {:.1} fps; {} frames, {} fallbacks, {} dropped",
-            self.fps, self.frames_done, self.fallbacks, dropped
+            self.fps, self.totals.frames, self.totals.fallbacks, dropped
         )
     }
 
@@ -561,13 +554,13 @@ impl Service {
         {
             self.sink = ResultSink::open(&new.output).context("reopening the result output")?;
         }
-        if format!("{:?}", new.source) != format!("{:?}", self.cfg.source) {
+        if new.source != self.cfg.source {
             let input = image_shape(&self.package)?;
             let feed = source::spawn(&new.source, input).context("restarting the frame source")?;
             info!(source = %feed.describe(), "frame source restarted");
             self.feed = feed;
         }
-        if format!("{:?}", new.metrics) != format!("{:?}", self.cfg.metrics) {
+        if new.metrics != self.cfg.metrics {
             if let Some(server) = self.metrics_server.take() {
                 server.shutdown().await;
             }
@@ -589,8 +582,8 @@ impl Service {
             server.shutdown().await;
         }
         info!(
-            frames = self.frames_done,
-            fallbacks = self.fallbacks,
+            frames = self.totals.frames,
+            fallbacks = self.totals.fallbacks,
             dropped = self.feed.stats().dropped,
             "jmdc-edge stopped"
         );
