@@ -15,6 +15,8 @@ ncnn benchmark models (Tencent/ncnn benchmark/alexnet.param, vgg16.param, resnet
                conv5 256 group 2, pool, FC 9216-4096-4096-1000, softmax. LRN written from primitive
                ops with d^0.75 = sqrt(d)*sqrt(sqrt(d)), as models/jmdc_models/onnx_build.py does.
 - alexnet_lrnop  the same with ONNX's own LRN operator (for reference: ORT's LRN kernel is slow).
+- alexnet_features  the alexnet above without its FC layers (optional, --models): how much of
+               AlexNet's time here is the 58.6 M-weight FC part.
 - alexnet_tv   torchvision AlexNet (3x224x224, no LRN, no groups; 64/192/384/256/256) for reference.
 - vgg16        13 conv 3x3 + 5 maxpool + FC 25088-4096-4096-1000, softmax, 3x224x224.
 - resnet18     the Caffe ResNet-18 of ncnn's table (1x1 projection also in res2a, ceil-mode pool1,
@@ -113,17 +115,17 @@ class G:
     def lrn_op(self, x, size=5, alpha=1e-4, beta=0.75, k=1.0):
         return self.node("LRN", [x], size=size, alpha=alpha, beta=beta, bias=k)
 
-    def model(self, out, shape, name):
+    def model(self, out, shape, name, out_shape=(1, 1000)):
         graph = helper.make_graph(
             self.nodes, name,
             [helper.make_tensor_value_info("data", TensorProto.FLOAT, shape)],
-            [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, 1000])], self.inits)
+            [helper.make_tensor_value_info(out, TensorProto.FLOAT, list(out_shape))], self.inits)
         m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         m.ir_version = 8
         return m
 
 
-def alexnet_bvlc(native_lrn=False):
+def alexnet_bvlc(native_lrn=False, features_only=False):
     g = G()
     lrn = g.lrn_op if native_lrn else g.lrn_primitive
     x = g.conv("data", 3, 96, 11, s=4)                    # 55x55
@@ -134,6 +136,9 @@ def alexnet_bvlc(native_lrn=False):
     x = g.conv(x, 384, 384, 3, p=1, group=2)
     x = g.conv(x, 384, 256, 3, p=1, group=2)
     x = g.node("Flatten", [g.pool(x, 3, 2)], axis=1)      # 6x6x256 = 9216
+    if features_only:   # conv part only (no FC layers): output 1x9216
+        x = g.node("Identity", [x], "prob")
+        return g.model(x, [1, 3, 227, 227], "alexnet_features", [1, 9216]), (1, 3, 227, 227)
     x = g.fc(g.fc(x, 9216, 4096), 4096, 4096)
     y = g.node("Softmax", [g.fc(x, 4096, 1000, relu=False)], "prob", axis=1)
     return g.model(y, [1, 3, 227, 227], "alexnet_bvlc"), (1, 3, 227, 227)
@@ -189,6 +194,7 @@ BUILDERS = {
     "alexnet": lambda: alexnet_bvlc(False),
     "alexnet_lrnop": lambda: alexnet_bvlc(True),
     "alexnet_tv": alexnet_tv,
+    "alexnet_features": lambda: alexnet_bvlc(False, True),   # not in the default list
     "vgg16": vgg16,
     "resnet18": resnet18,
 }
@@ -260,17 +266,21 @@ def main():
                   flush=True)
         result["rounds"].append(row)
 
-    # median over the rounds' medians, and the factors
-    med = {n: float(np.median([rd[n]["median"] for rd in result["rounds"]])) for n in names}
-    result["median_of_medians"] = med
-    result["factors"] = {}
-    print("\nmedian of round medians (ms):", {n: round(v, 2) for n, v in med.items()})
-    for board, times in PI.items():
-        f = {n: times[n] / med[n] for n in ("alexnet", "vgg16", "resnet18")
-             if n in med and times.get(n) is not None}
-        result["factors"][board] = f
-        print(f"{board:11s}", "  ".join(f"{n} {times[n]:.2f}/{med[n]:.2f} = {v:.2f}"
-                                       for n, v in f.items()))
+    # Median over the rounds of the per-round medians, of wall time and of thread CPU time. On a
+    # shared machine the wall time includes time the thread waited for a core; the thread CPU
+    # time does not, and it is what the factors use (docs/edge-profiles.md).
+    for key, label in (("median", "wall"), ("cpu_median", "thread-cpu")):
+        med = {n: float(np.median([rd[n][key] for rd in result["rounds"]])) for n in names}
+        result[f"{label}_median_of_medians"] = med
+        result.setdefault("factors", {})[label] = {}
+        print(f"\n{label}: median of round medians (ms):",
+              {n: round(v, 2) for n, v in med.items()})
+        for board, times in PI.items():
+            f = {n: times[n] / med[n] for n in ("alexnet", "vgg16", "resnet18")
+                 if n in med and times.get(n) is not None}
+            result["factors"][label][board] = f
+            print(f"  {board:11s}", "  ".join(f"{n} {times[n]:.2f}/{med[n]:.2f} = {v:.2f}"
+                                             for n, v in f.items()))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1)

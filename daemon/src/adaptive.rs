@@ -246,7 +246,8 @@ pub struct Prediction {
 /// conditions; what it gets wrong about a plan (per-request overheads, the runtime's behaviour
 /// under a given split, the emulated device) is learned from that plan's frames as an additive
 /// correction (EWMA of measured − modelled, forgotten after [`MEMORY_TTL`]). Plans not measured
-/// lately get the mean correction of their kind (networked or edge-only). Every
+/// lately get the mean correction of their kind (cloud-only, split or edge-only: plans of a kind
+/// share where their time goes). Every
 /// `explore_every_frames` frames one unmeasured plan whose prediction comes within
 /// [`EXPLORE_WITHIN`]× of the plan in force runs for `explore_frames` frames.
 #[derive(Debug)]
@@ -263,8 +264,8 @@ pub struct Planner {
     speed_factor: f64,
     current: Option<Plan>,
     memory: HashMap<String, PlanMemory>,
-    /// Shared corrections: [networked, edge-only].
-    kind_residual: [Ewma; 2],
+    /// Shared corrections per [`PlanKind`].
+    kind_residual: [Ewma; 3],
     last_edge_frame: Option<Instant>,
     /// The optimizer of the last decision (with corrections), for predictions between decisions,
     /// and its candidate index by plan (`PlanSpec` display string).
@@ -331,7 +332,11 @@ impl Planner {
             speed_factor: factor,
             current: None,
             memory: HashMap::new(),
-            kind_residual: [Ewma::new(MEMORY_ALPHA), Ewma::new(MEMORY_ALPHA)],
+            kind_residual: [
+                Ewma::new(MEMORY_ALPHA),
+                Ewma::new(MEMORY_ALPHA),
+                Ewma::new(MEMORY_ALPHA),
+            ],
             last_edge_frame: None,
             last: None,
         };
@@ -403,11 +408,15 @@ impl Planner {
         conditions: &Conditions,
     ) {
         if !obs.head_timings.is_empty() {
-            let stretched: Vec<Duration> = obs
-                .head_timings
-                .iter()
-                .map(|t| t.mul_f64(self.speed_factor))
-                .collect();
+            // Per-layer wall times scaled so that they add up to what the (emulated) device spent.
+            let wall: Duration = obs.head_timings.iter().sum();
+            let scale = if wall > Duration::ZERO && obs.head_emulated > Duration::ZERO {
+                obs.head_emulated.as_secs_f64() / wall.as_secs_f64()
+            } else {
+                self.speed_factor
+            };
+            let stretched: Vec<Duration> =
+                obs.head_timings.iter().map(|t| t.mul_f64(scale)).collect();
             self.online.observe(&plan.variant, 0, &stretched);
             self.last_edge_frame = Some(Instant::now());
         }
@@ -428,8 +437,7 @@ impl Planner {
         };
         let residual = measured.as_secs_f64() - model.latency_s;
         let now = Instant::now();
-        let kind = usize::from(!model.networked);
-        self.kind_residual[kind].update(residual);
+        self.kind_residual[model.kind as usize].update(residual);
         let entry = self
             .memory
             .entry(plan.to_string())
@@ -450,12 +458,12 @@ impl Planner {
         let e = opt.evaluate(*index.get(&plan.to_string())?, conditions)?;
         Some(Modelled {
             latency_s: e.latency_s - e.breakdown.measured_correction_s,
-            networked: plan.split != crate::plan_spec::SplitSpec::EdgeOnly,
+            kind: PlanKind::of_spec(plan),
         })
     }
 
     /// The measured correction a plan gets now: its own when measured lately, else its kind's.
-    fn correction_for(&self, key: &str, networked: bool, now: Instant) -> f64 {
+    fn correction_for(&self, key: &str, kind: PlanKind, now: Instant) -> f64 {
         if let Some(m) = self.memory.get(key) {
             if now.saturating_duration_since(m.last) <= MEMORY_TTL
                 && m.residual_s.count() >= MEMORY_MIN_FRAMES
@@ -463,9 +471,7 @@ impl Planner {
                 return m.residual_s.value().unwrap_or(0.0);
             }
         }
-        self.kind_residual[usize::from(!networked)]
-            .value()
-            .unwrap_or(0.0)
+        self.kind_residual[kind as usize].value().unwrap_or(0.0)
     }
 
     fn measured_lately(&self, key: &str, now: Instant) -> bool {
@@ -486,8 +492,8 @@ impl Planner {
         for i in 0..optimizer.candidates().len() {
             if let Some(plan) = optimizer.plan(i) {
                 let key = plan_spec(&plan).to_string();
-                let networked = !plan.is_edge_only();
-                optimizer.correct_latency(i, self.correction_for(&key, networked, now));
+                let kind = PlanKind::of_plan(&plan);
+                optimizer.correct_latency(i, self.correction_for(&key, kind, now));
                 index.insert(key, i);
             }
         }
@@ -573,7 +579,35 @@ impl Planner {
 #[derive(Debug, Clone, Copy)]
 struct Modelled {
     latency_s: f64,
-    networked: bool,
+    kind: PlanKind,
+}
+
+/// Plans whose latency has the same parts, for sharing what was learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PlanKind {
+    CloudOnly = 0,
+    Split = 1,
+    EdgeOnly = 2,
+}
+
+impl PlanKind {
+    fn of_spec(plan: &PlanSpec) -> Self {
+        match plan.split {
+            crate::plan_spec::SplitSpec::CloudOnly => PlanKind::CloudOnly,
+            crate::plan_spec::SplitSpec::EdgeOnly => PlanKind::EdgeOnly,
+            crate::plan_spec::SplitSpec::After(_) => PlanKind::Split,
+        }
+    }
+
+    fn of_plan(plan: &Plan) -> Self {
+        if plan.is_cloud_only() {
+            PlanKind::CloudOnly
+        } else if plan.is_edge_only() {
+            PlanKind::EdgeOnly
+        } else {
+            PlanKind::Split
+        }
+    }
 }
 
 /// The optimizer's plan in the form the pipeline runs.

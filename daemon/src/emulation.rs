@@ -2,10 +2,12 @@
 //!
 //! Benchmarks of the adaptive loop must be made on a Pi-speed edge, but the development machines
 //! are many times faster than a Raspberry Pi. With a factor `f > 1`, every piece of edge compute
-//! (head layers, feature or JPEG encoding, the fallback tail) is followed by a busy wait so that it
-//! takes `f ×` its real time. The wait spins on the core instead of sleeping: a sleep would end on
-//! the timer's next tick (about 1 ms late, several times the work itself for a light model) and
-//! would hand the core to other processes, so the next computation would start with cold caches.
+//! (head layers, feature or JPEG encoding, the fallback tail) is followed by a busy wait so that its
+//! CPU time counts `f ×` (time spent waiting for a CPU taken by other processes on this host counts
+//! once, so a busy development machine is not multiplied into a much busier Pi). The wait spins
+//! on the core instead of sleeping: a sleep would end on the timer's next tick (about 1 ms late,
+//! several times the work itself for a light model) and would hand the core to other processes,
+//! so the next computation would start with cold caches.
 //!
 //! Named profiles (`pi4`, `pi3`) carry factors derived from published Raspberry Pi timings divided
 //! by this machine's time for the same networks; the sources and the arithmetic are in
@@ -131,21 +133,39 @@ impl EdgeSpeed {
         self.factor > 1.0
     }
 
-    /// Stretches work that started at `started` and has just finished to `factor ×` its real
-    /// duration, by spinning. Returns the emulated duration. Blocking: call from a blocking context
-    /// (the pipeline runs it inside `block_in_place`).
-    pub fn stretch_from(&self, started: Instant) -> Duration {
-        let spent = started.elapsed();
-        if self.factor <= 1.0 {
-            return spent;
+    /// Starts timing a piece of edge compute on this thread.
+    pub fn start(&self) -> Stopwatch {
+        Stopwatch {
+            wall: Instant::now(),
+            cpu: self.is_emulated().then(cpu_time::ThreadTime::now),
         }
-        let target = spent.mul_f64(self.factor);
-        let deadline = started + target;
+    }
+
+    /// Ends a piece of edge compute timed by `watch` (on the same thread): stretches it by spinning
+    /// until its CPU time counts `factor ×` while time spent waiting for the CPU (other processes on
+    /// this machine) counts once — the emulated device does the same work `factor ×` slower, and
+    /// this host's contention is not multiplied. Returns the emulated wall duration. Blocking: call
+    /// from a blocking context (the pipeline runs it inside `block_in_place`).
+    pub fn finish(&self, watch: Stopwatch) -> Duration {
+        let wall = watch.wall.elapsed();
+        let Some(cpu_start) = watch.cpu else {
+            return wall;
+        };
+        let cpu = cpu_start.elapsed().min(wall);
+        let target = wall + cpu.mul_f64(self.factor - 1.0);
+        let deadline = watch.wall + target;
         while Instant::now() < deadline {
             std::hint::spin_loop();
         }
         target
     }
+}
+
+/// The start of a piece of edge compute (wall clock and this thread's CPU clock).
+#[derive(Debug, Clone, Copy)]
+pub struct Stopwatch {
+    wall: Instant,
+    cpu: Option<cpu_time::ThreadTime>,
 }
 
 impl fmt::Display for EdgeSpeed {
@@ -184,17 +204,27 @@ mod tests {
     }
 
     #[test]
-    fn stretch_spins_to_the_factor() {
+    fn stretch_multiplies_cpu_time_not_waiting() {
         let speed = EdgeSpeed::custom(5.0);
         let started = Instant::now();
-        while started.elapsed() < Duration::from_micros(200) {
+        let watch = speed.start();
+        // 2 ms of work, then 20 ms of waiting (like a descheduled thread).
+        while started.elapsed() < Duration::from_millis(2) {
             std::hint::spin_loop();
         }
-        let emulated = speed.stretch_from(started);
+        std::thread::sleep(Duration::from_millis(20));
+        let emulated = speed.finish(watch);
         let wall = started.elapsed();
-        // The wait never ends early; it may end late on a busy machine, so only the lower bound
-        // is exact.
-        assert!(emulated >= Duration::from_micros(1000), "{emulated:?}");
         assert!(wall >= emulated, "{wall:?} < {emulated:?}");
+        // Waiting counts once: ≈ 22 ms + 4 × (CPU time ≤ 2 ms, less when this machine is busy).
+        assert!(emulated >= Duration::from_millis(22), "{emulated:?}");
+        assert!(
+            emulated <= Duration::from_millis(31),
+            "waiting was multiplied: {emulated:?}"
+        );
+        // Native: nothing added.
+        let native = EdgeSpeed::default();
+        let w = native.start();
+        assert!(native.finish(w) < Duration::from_millis(5));
     }
 }

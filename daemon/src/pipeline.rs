@@ -37,6 +37,8 @@ pub use crate::frame::Frame;
 pub struct FrameObservation {
     /// Wall time of each head layer (index 0 = layer 0), without emulated slowdown.
     pub head_timings: Vec<Duration>,
+    /// The head's whole time as the emulated device spent it (= wall time when not emulated).
+    pub head_emulated: Duration,
     /// Round trip of the request, when the cloud answered.
     pub round_trip: Option<Duration>,
     /// Worker compute time for layers `split..L`, when the cloud answered.
@@ -241,17 +243,18 @@ impl EdgePipeline {
         let edge_start = Instant::now();
         let speed = self.speed;
         let split_tensor = if edge_layers > 0 {
-            let (out, timings) = tokio::task::block_in_place(|| {
+            let ((out, timings), emulated) = tokio::task::block_in_place(|| {
+                let watch = speed.start();
                 let mut runner = runner
                     .lock()
                     .map_err(|_| PipelineError::Model("runner lock poisoned".into()))?;
                 let out = runner
                     .run_range_timed(0..edge_layers, input.view())
-                    .map_err(|e| PipelineError::Model(e.to_string()));
-                speed.stretch_from(edge_start);
-                out
+                    .map_err(|e| PipelineError::Model(e.to_string()))?;
+                Ok::<_, PipelineError>((out, speed.finish(watch)))
             })?;
             observation.head_timings = timings;
+            observation.head_emulated = emulated;
             out
         } else {
             input
@@ -297,8 +300,9 @@ impl EdgePipeline {
             let mut buf = self.buffers.take();
             let encoder = &mut self.encoder;
             let encoded = tokio::task::block_in_place(|| {
+                let watch = speed.start();
                 let r = encoder.encode_into(data, shape, &plan.codec_params(), &mut buf);
-                speed.stretch_from(encode_start);
+                speed.finish(watch);
                 r
             });
             if let Err(e) = encoded {
@@ -415,9 +419,9 @@ impl PendingFrame {
 
     async fn finish_on_edge(&mut self) -> Result<Vec<f32>, PipelineError> {
         let range = self.edge_layers..self.total_layers;
-        let started = Instant::now();
         let speed = self.speed;
         let out = tokio::task::block_in_place(|| {
+            let watch = speed.start();
             let mut runner = self
                 .runner
                 .lock()
@@ -425,7 +429,7 @@ impl PendingFrame {
             let out = runner
                 .run_range(range, self.split_tensor.view())
                 .map_err(|e| PipelineError::Model(e.to_string()));
-            speed.stretch_from(started);
+            speed.finish(watch);
             out
         })?;
         Ok(out.iter().copied().collect())

@@ -261,7 +261,15 @@ impl AdaptiveSession {
 
     /// The conditions the optimizer sees now.
     pub fn conditions(&mut self) -> Conditions {
-        if let Some(cpu) = &self.cpu {
+        // Under emulation the host's CPU load is not the emulated device's: the stretch counts
+        // waiting for the host's CPU once (`crate::emulation`), and a one-thread inference on a
+        // four-core Pi is not slowed by one busy process. What remains shows up in the learned
+        // correction.
+        if let Some(cpu) = self
+            .cpu
+            .as_ref()
+            .filter(|_| !self.pipeline.speed().is_emulated())
+        {
             self.planner.set_load_factor(cpu.load_factor());
         }
         let estimate = self.net.estimate();

