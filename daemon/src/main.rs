@@ -94,9 +94,18 @@ fn main() -> Result<()> {
                 limit,
                 quiet,
             };
+            // JSON result lines on stdout stay parseable: the summaries and the table go to stderr.
+            let json_on_stdout = cfg.output.per_frame
+                && !quiet
+                && cfg.output.format == jmdc_edge::config::OutputFormat::Json
+                && cfg.output.file.is_none();
             let summaries = runtime.block_on(run(&config, &cfg, &opts, Some(set_log_level)))?;
             if summaries.len() > 1 {
-                println!("{}", comparison_table(&summaries));
+                if json_on_stdout {
+                    eprintln!("{}", comparison_table(&summaries));
+                } else {
+                    println!("{}", comparison_table(&summaries));
+                }
             }
             if let Some(path) = summary_json {
                 std::fs::write(&path, serde_json::to_vec_pretty(&summaries)?)?;
