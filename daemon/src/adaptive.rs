@@ -9,17 +9,19 @@ use std::time::Duration;
 
 use jmdc_core::calibration::CalibrationTable;
 use jmdc_core::codec::QuantMode;
-use jmdc_core::optimizer::{Conditions, Decision, Objective, Optimizer, OptimizerConfig, Plan};
+use jmdc_core::optimizer::{
+    Conditions, Decision, InputCodec, Objective, Optimizer, OptimizerConfig, Plan,
+};
 use jmdc_core::package::ModelPackage;
 use jmdc_core::profiling::{
-    build_optimizer_profile, measure_codec_costs, measure_edge_profile, split_shapes,
-    CloudProfileEstimator, CodecCosts, OnlineProfile, OnlineProfileConfig,
+    build_optimizer_profile, measure_codec_costs, measure_edge_profile, measure_input_codec_costs,
+    split_shapes, CloudProfileEstimator, CodecCosts, OnlineProfile, OnlineProfileConfig,
 };
 use jmdc_core::runner::RunnerOptions;
 use serde::Deserialize;
 
 use crate::pipeline::FrameObservation;
-use crate::plan_spec::{CodecSpec, PlanSpec, SplitSpec};
+use crate::plan_spec::{CodecSpec, InputSpec, PlanSpec, SplitSpec};
 
 /// What the optimizer optimises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -212,7 +214,13 @@ impl Planner {
             shapes.extend(split_shapes(&package, variant)?);
         }
         let modes: Vec<QuantMode> = table.modes();
-        let codec = measure_codec_costs(&shapes, &table.keep_ratios, &modes, 3)?;
+        let mut codec = measure_codec_costs(&shapes, &table.keep_ratios, &modes, 3)?;
+        // Cloud-only input paths: raw image and the table's JPEG qualities (none: zero cost).
+        codec.input = Some(measure_input_codec_costs(
+            &package,
+            &table.jpeg_qualities(),
+            settings.profile_runs,
+        )?);
         let cloud = CloudProfileEstimator::new(
             edge_us.iter().map(|(k, v)| (k.clone(), v.clone())),
             0.25 / slowdown,
@@ -317,10 +325,15 @@ pub fn plan_spec(plan: &Plan) -> PlanSpec {
         Some(c) => (c.keep_ratio, CodecSpec(c.mode)),
         None => (1.0, CodecSpec(QuantMode::F32)),
     };
+    let input = match plan.input {
+        InputCodec::Jpeg { quality, .. } if plan.split == 0 => InputSpec::Jpeg(quality),
+        _ => InputSpec::Raw,
+    };
     PlanSpec {
         variant: plan.variant_name.clone(),
         split,
         keep_ratio,
         codec,
+        input,
     }
 }

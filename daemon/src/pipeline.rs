@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jmdc_core::codec::Encoder;
+use jmdc_core::jpeg::JpegEncoder;
 use jmdc_core::package::ModelPackage;
 use jmdc_core::preprocess;
 use jmdc_core::protocol::{self, InferRequest, PayloadKind, Response};
@@ -17,7 +18,7 @@ use ndarray::ArrayD;
 use tracing::warn;
 
 use crate::client::CloudClient;
-use crate::plan_spec::PlanSpec;
+use crate::plan_spec::{InputSpec, PlanSpec};
 use crate::stats::FrameRecord;
 
 /// Errors that stop the pipeline (not per-frame cloud failures, which fall back to the edge).
@@ -68,6 +69,7 @@ pub struct EdgePipeline {
     device_id: String,
     timeout: Duration,
     encoder: Encoder,
+    jpeg: JpegEncoder,
     buffers: Arc<BufferPool>,
     /// Emulates a slower edge device: head compute is stretched to this multiple of its real time.
     slowdown: f64,
@@ -133,6 +135,7 @@ impl EdgePipeline {
             device_id,
             timeout,
             encoder: Encoder::new(),
+            jpeg: JpegEncoder::new(),
             buffers: Arc::new(BufferPool::default()),
             slowdown: 1.0,
         }
@@ -289,7 +292,22 @@ impl EdgePipeline {
     ) -> Option<InferRequest> {
         let encode_start = Instant::now();
         let (payload_kind, payload) = if edge_layers == 0 {
-            (PayloadKind::Image, frame.pixels.clone())
+            match plan.input {
+                InputSpec::Raw => (PayloadKind::Image, frame.pixels.clone()),
+                InputSpec::Jpeg(quality) => {
+                    let shape = image_shape(&self.package).ok()?;
+                    let mut buf = self.buffers.take();
+                    if let Err(e) = self
+                        .jpeg
+                        .encode_into(&frame.pixels, shape, quality, &mut buf)
+                    {
+                        warn!(frame = frame.id, error = %e, "cannot encode JPEG; finishing on edge");
+                        self.buffers.give(buf);
+                        return None;
+                    }
+                    (PayloadKind::Jpeg, buf)
+                }
+            }
         } else {
             let shape = &split_tensor.shape()[1..];
             let data = split_tensor.as_slice()?;
@@ -372,7 +390,10 @@ impl PendingFrame {
     }
 
     fn give_back(&self, request: InferRequest) {
-        if request.payload_kind == PayloadKind::Feature {
+        if matches!(
+            request.payload_kind,
+            PayloadKind::Feature | PayloadKind::Jpeg
+        ) {
             self.buffers.give(request.payload);
         }
     }

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use jmdc_core::codec::{CodecParams, QuantMode};
+use jmdc_core::jpeg;
 use serde::Deserialize;
 
 /// Where the model is cut.
@@ -92,18 +93,77 @@ impl fmt::Display for CodecSpec {
     }
 }
 
+/// How a cloud-only plan sends the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InputSpec {
+    /// The raw 8-bit CHW image (also the value of every plan that is not cloud-only).
+    #[default]
+    Raw,
+    /// A JPEG of the 8-bit image at this quality (1–100), encoded on the edge
+    /// (`codec = "jpeg90"` with `split = "cloud-only"`).
+    Jpeg(u8),
+}
+
+/// A codec as written in a plan: a feature codec or, for cloud-only plans, `jpegQ`.
+fn parse_any_codec(s: &str) -> Result<(CodecSpec, InputSpec), String> {
+    if let Some(quality) = jpeg::parse_codec_name(s) {
+        return Ok((default_codec(), InputSpec::Jpeg(quality)));
+    }
+    if s.trim()
+        .to_ascii_lowercase()
+        .starts_with(jpeg::CODEC_PREFIX)
+    {
+        return Err(format!(
+            "codec `{s}`: a JPEG codec is jpegQ with a quality Q in 1..100, e.g. jpeg90"
+        ));
+    }
+    s.parse::<CodecSpec>()
+        .map(|c| (c, InputSpec::Raw))
+        .map_err(|e| format!("{e}, or jpeg1…jpeg100 (cloud-only)"))
+}
+
 /// A plan as configured: variant, split, region keep ratio and codec.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "PlanToml")]
 pub struct PlanSpec {
     /// Variant directory name, e.g. `keep100`, `keep050`.
     pub variant: String,
     pub split: SplitSpec,
     /// Fraction of spatial positions sent, in (0, 1].
-    #[serde(default = "one")]
     pub keep_ratio: f32,
-    #[serde(default = "default_codec")]
+    /// Feature codec of a split plan.
     pub codec: CodecSpec,
+    /// How a cloud-only plan sends the image (`codec = "jpeg90"` → `Jpeg(90)`).
+    pub input: InputSpec,
+}
+
+/// `[plan]` as written: `codec` may name a feature codec or a JPEG quality.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanToml {
+    variant: String,
+    split: SplitSpec,
+    #[serde(default = "one")]
+    keep_ratio: f32,
+    #[serde(default)]
+    codec: Option<String>,
+}
+
+impl TryFrom<PlanToml> for PlanSpec {
+    type Error = String;
+    fn try_from(t: PlanToml) -> Result<Self, String> {
+        let (codec, input) = match &t.codec {
+            Some(c) => parse_any_codec(c)?,
+            None => (default_codec(), InputSpec::Raw),
+        };
+        Ok(PlanSpec {
+            variant: t.variant,
+            split: t.split,
+            keep_ratio: t.keep_ratio,
+            codec,
+            input,
+        })
+    }
 }
 
 fn one() -> f32 {
@@ -116,6 +176,14 @@ fn default_codec() -> CodecSpec {
 impl PlanSpec {
     /// Checks the values that do not depend on the model.
     pub fn validate(&self) -> Result<(), String> {
+        if let InputSpec::Jpeg(q) = self.input {
+            jpeg::validate_quality(q).map_err(|e| e.to_string())?;
+            if self.split != SplitSpec::CloudOnly {
+                return Err(format!(
+                    "codec jpeg{q} sends the image as a JPEG: it needs split = cloud-only"
+                ));
+            }
+        }
         self.codec_params().validate().map_err(|e| e.to_string())
     }
 
@@ -137,8 +205,9 @@ impl PlanSpec {
         }
     }
 
-    /// Parses the command-line form: `variant=keep050,split=6,keep=0.5,codec=int8`; keys may be
-    /// omitted and then come from `base`.
+    /// Parses the command-line form: `variant=keep050,split=6,keep=0.5,codec=int8` (or
+    /// `split=cloud-only,codec=jpeg90`); keys may be omitted and then come from `base`. A `codec`
+    /// key sets both the feature codec and the input (`jpegQ` → JPEG, anything else → raw).
     pub fn parse_override(text: &str, base: &PlanSpec) -> Result<PlanSpec, String> {
         let mut plan = base.clone();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -153,7 +222,7 @@ impl PlanSpec {
                         .parse()
                         .map_err(|_| format!("plan `{text}`: keep `{value}` is not a number"))?
                 }
-                "codec" => plan.codec = value.parse()?,
+                "codec" => (plan.codec, plan.input) = parse_any_codec(value)?,
                 other => {
                     return Err(format!(
                     "plan `{text}`: unknown key `{other}` (expected variant, split, keep, codec)"
@@ -170,7 +239,10 @@ impl fmt::Display for PlanSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.split {
             SplitSpec::EdgeOnly => write!(f, "{} edge-only", self.variant),
-            SplitSpec::CloudOnly => write!(f, "{} cloud-only (u8 image)", self.variant),
+            SplitSpec::CloudOnly => match self.input {
+                InputSpec::Raw => write!(f, "{} cloud-only (u8 image)", self.variant),
+                InputSpec::Jpeg(q) => write!(f, "{} cloud-only jpeg q{q}", self.variant),
+            },
             SplitSpec::After(n) => write!(
                 f,
                 "{} split@{n} keep={:.2} {}",
@@ -190,6 +262,7 @@ mod tests {
             split: SplitSpec::After(3),
             keep_ratio: 1.0,
             codec: CodecSpec(QuantMode::F32),
+            input: InputSpec::Raw,
         }
     }
 
@@ -207,6 +280,69 @@ mod tests {
         assert!(PlanSpec::parse_override("codec=int7", &base()).is_err());
         assert!(PlanSpec::parse_override("color=red", &base()).is_err());
         assert!(PlanSpec::parse_override("keep=0", &base()).is_err());
+    }
+
+    #[test]
+    fn jpeg_cloud_only_plans() {
+        let p = PlanSpec::parse_override("split=cloud-only,codec=jpeg90", &base()).expect("valid");
+        assert_eq!(p.split, SplitSpec::CloudOnly);
+        assert_eq!(p.input, InputSpec::Jpeg(90));
+        assert_eq!(p.to_string(), "keep100 cloud-only jpeg q90");
+        // Key order does not matter; any quality 1..=100.
+        for q in [1u8, 50, 75, 100] {
+            let p = PlanSpec::parse_override(&format!("codec=jpeg{q},split=cloud"), &base())
+                .expect("valid");
+            assert_eq!(p.input, InputSpec::Jpeg(q));
+            assert_eq!(p.edge_layers(13), Ok(0));
+        }
+        // Back to a feature codec: the input is raw again.
+        let p2 = PlanSpec::parse_override("split=6,codec=int4", &p).expect("valid");
+        assert_eq!(p2.input, InputSpec::Raw);
+        assert_eq!(p2.codec, CodecSpec(QuantMode::Bits(4)));
+        // Raw cloud-only still prints as before.
+        let raw = PlanSpec::parse_override("split=cloud-only", &base()).expect("valid");
+        assert_eq!(raw.to_string(), "keep100 cloud-only (u8 image)");
+    }
+
+    #[test]
+    fn bad_jpeg_plans_are_rejected_with_reason() {
+        for (text, needle) in [
+            ("split=cloud-only,codec=jpeg0", "jpegQ"),
+            ("split=cloud-only,codec=jpeg101", "jpegQ"),
+            ("split=cloud-only,codec=jpeg", "jpegQ"),
+            ("split=cloud-only,codec=jpegx", "jpegQ"),
+            ("split=6,codec=jpeg90", "cloud-only"),
+            ("split=edge-only,codec=jpeg90", "cloud-only"),
+            ("codec=jpeg90", "cloud-only"), // base split is 3
+        ] {
+            let err = PlanSpec::parse_override(text, &base()).expect_err(text);
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        // A later split key that is not cloud-only invalidates a JPEG plan.
+        let p = PlanSpec::parse_override("split=cloud-only,codec=jpeg75", &base()).expect("ok");
+        assert!(PlanSpec::parse_override("split=4", &p).is_err());
+    }
+
+    #[test]
+    fn plan_toml_accepts_jpeg_codec() {
+        let p: PlanSpec =
+            toml::from_str("variant = \"keep050\"\nsplit = \"cloud-only\"\ncodec = \"jpeg75\"\n")
+                .expect("parses");
+        assert_eq!(p.input, InputSpec::Jpeg(75));
+        assert!(p.validate().is_ok());
+        let p: PlanSpec =
+            toml::from_str("variant = \"keep050\"\nsplit = 6\ncodec = \"int4\"\n").expect("parses");
+        assert_eq!(
+            (p.codec, p.input),
+            (CodecSpec(QuantMode::Bits(4)), InputSpec::Raw)
+        );
+        assert_eq!(p.keep_ratio, 1.0);
+        let p: PlanSpec = toml::from_str("variant = \"keep050\"\nsplit = 6\n").expect("parses");
+        assert_eq!(p.codec, CodecSpec(QuantMode::Bits(8)));
+        assert!(
+            toml::from_str::<PlanSpec>("variant = \"k\"\nsplit = 6\ncodec = \"jpeg0\"\n").is_err()
+        );
+        assert!(toml::from_str::<PlanSpec>("variant = \"k\"\nsplit = 6\ncolour = 1\n").is_err());
     }
 
     #[test]
