@@ -201,6 +201,40 @@ pub fn parse_codec_list(list: &str) -> Result<Vec<QuantMode>, String> {
         .collect()
 }
 
+/// Parses a comma-separated list of JPEG qualities (`"90,75,50"`), each in `1..=100`; `""` or
+/// `"none"` is the empty list.
+pub fn parse_jpeg_list(list: &str) -> Result<Vec<u8>, String> {
+    if list.trim().eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<u8> = Vec::new();
+    for s in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let q = s
+            .strip_prefix(jpeg::CODEC_PREFIX)
+            .unwrap_or(s)
+            .parse::<u8>()
+            .ok()
+            .filter(|q| jpeg::validate_quality(*q).is_ok())
+            .ok_or_else(|| format!("JPEG quality {s:?} is not a number in 1..=100"))?;
+        if !out.contains(&q) {
+            out.push(q);
+        }
+    }
+    Ok(out)
+}
+
+/// What [`CalibrationTable::merge_jpeg`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MergeReport {
+    /// JPEG entries added.
+    pub inserted: usize,
+    /// JPEG entries that replaced an entry of the same variant and quality.
+    pub replaced: usize,
+    /// Variants whose raw cloud-only count differs between the two tables (same package and
+    /// images, so this should not happen; the merge still proceeds).
+    pub raw_mismatches: Vec<String>,
+}
+
 /// Parses a comma-separated keep-ratio list (`"1,0.75,0.5"`); each must be in `(0, 1]`.
 pub fn parse_keep_list(list: &str) -> Result<Vec<f32>, String> {
     list.split(',')
@@ -558,6 +592,71 @@ impl CalibrationTable {
             }
         }
         out
+    }
+
+    /// Merges the cloud-only JPEG entries (`jpegQ`) of `other` into this table: an entry of the
+    /// same variant and quality is replaced, a new one goes after the variant's other split-0
+    /// entries; the JPEG codec names are added to [`codecs`](Self::codecs). Refused unless both
+    /// tables are for the same package stamp and the same images (SHA-256 and N), so that every
+    /// entry stays comparable. Used by `jmdc-edge calibrate --only-jpeg`.
+    pub fn merge_jpeg(&mut self, other: &CalibrationTable) -> Result<MergeReport, String> {
+        if other.package != self.package || other.package_stamp != self.package_stamp {
+            return Err(format!(
+                "the tables are for different packages ({} {} vs {} {})",
+                self.package, self.package_stamp, other.package, other.package_stamp
+            ));
+        }
+        if other.dataset.sha256 != self.dataset.sha256
+            || other.dataset.images != self.dataset.images
+        {
+            return Err(format!(
+                "the tables were measured on different images ({} images, sha256 {} vs {} \
+                 images, sha256 {}); use the same file and -n",
+                self.dataset.images,
+                self.dataset.sha256,
+                other.dataset.images,
+                other.dataset.sha256
+            ));
+        }
+        let mut report = MergeReport::default();
+        for o in other.entries.iter().filter(|e| e.codec == CODEC_IMAGE) {
+            if let Some(mine) = self
+                .entries
+                .iter()
+                .find(|e| e.variant == o.variant && e.codec == CODEC_IMAGE)
+            {
+                if mine.correct != o.correct {
+                    report.raw_mismatches.push(format!(
+                        "{} cloud-only (raw image): {} correct in the table, {} now",
+                        o.variant, mine.correct, o.correct
+                    ));
+                }
+            }
+        }
+        for o in other.entries.iter().filter(|e| e.jpeg_quality().is_some()) {
+            if let Some(slot) = self
+                .entries
+                .iter_mut()
+                .find(|e| e.variant == o.variant && e.split == 0 && e.codec == o.codec)
+            {
+                *slot = o.clone();
+                report.replaced += 1;
+            } else {
+                let at = self
+                    .entries
+                    .iter()
+                    .rposition(|e| e.variant == o.variant && e.split == 0)
+                    .map_or(self.entries.len(), |i| i + 1);
+                self.entries.insert(at, o.clone());
+                report.inserted += 1;
+            }
+            if !self.codecs.contains(&o.codec) {
+                self.codecs.push(o.codec.clone());
+            }
+        }
+        self.validate(Path::new("<merged>"))
+            .map_err(|e| e.to_string())?;
+        Ok(report)
     }
 
     /// Drops every entry dominated within its own (variant, split, input kind): another entry

@@ -498,3 +498,55 @@ fn committed_table_matches_the_bundled_package() {
         }
     }
 }
+
+#[test]
+fn merge_jpeg_inserts_replaces_and_refuses_other_images() {
+    use jmdc_core::calibration::{parse_jpeg_list, MergeReport};
+    let mut base = table(&"a".repeat(64));
+    let measured = table_with_jpeg(&"a".repeat(64));
+    let report = base.merge_jpeg(&measured).expect("merges");
+    assert_eq!(
+        report,
+        MergeReport {
+            inserted: 3,
+            replaced: 0,
+            raw_mismatches: vec![]
+        }
+    );
+    assert_eq!(
+        base.entries, measured.entries,
+        "JPEG entries right after the raw one"
+    );
+    assert_eq!(base.codecs, measured.codecs);
+    // Merging again replaces; a different raw count is reported, not fatal.
+    let mut remeasured = measured.clone();
+    remeasured.entries[0] = entry("keep100", 0, 1.0, CODEC_IMAGE, 3072, 799);
+    remeasured.entries[1] = entry("keep100", 0, 1.0, "jpeg90", 1120, 790);
+    let report = base.merge_jpeg(&remeasured).expect("merges");
+    assert_eq!((report.inserted, report.replaced), (0, 3));
+    assert_eq!(report.raw_mismatches.len(), 1, "{report:?}");
+    assert_eq!(base.jpeg_entry("keep100", 90).map(|e| e.correct), Some(790));
+    assert_eq!(
+        base.lookup_cloud_only("keep100"),
+        Some(0.8),
+        "raw entry kept"
+    );
+    // Other images, other package: refused.
+    let mut other = measured.clone();
+    other.dataset.images = 2000;
+    assert!(base.clone().merge_jpeg(&other).is_err());
+    let mut other = measured.clone();
+    other.dataset.sha256 = "1".repeat(64);
+    assert!(base.clone().merge_jpeg(&other).is_err());
+    let mut other = measured;
+    other.package_stamp = "b".repeat(64);
+    assert!(base.merge_jpeg(&other).is_err());
+
+    assert_eq!(parse_jpeg_list("90,75,50"), Ok(vec![90, 75, 50]));
+    assert_eq!(parse_jpeg_list("jpeg90, 90 ,1"), Ok(vec![90, 1]));
+    assert_eq!(parse_jpeg_list("none"), Ok(vec![]));
+    assert_eq!(parse_jpeg_list(""), Ok(vec![]));
+    for bad in ["0", "101", "x", "-5", "90;75"] {
+        assert!(parse_jpeg_list(bad).is_err(), "{bad}");
+    }
+}
