@@ -134,7 +134,7 @@ fn build(
     for v in 0..profile.variants.len() {
         for q in [90u8, 75, 50] {
             k += 1;
-            if k % 5 == 0 {
+            if k.is_multiple_of(5) {
                 continue;
             }
             let bytes = 100 + (k as u32 * 977) % 4000;

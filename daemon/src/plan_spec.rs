@@ -114,7 +114,7 @@ fn parse_any_codec(s: &str) -> Result<(CodecSpec, InputSpec), String> {
         .starts_with(jpeg::CODEC_PREFIX)
     {
         return Err(format!(
-            "codec `{s}`: a JPEG codec is jpegQ with a quality Q in 1..100, e.g. jpeg90"
+            "codec `{s}`: a JPEG codec is jpegQ with a quality Q from 1 to 100, e.g. jpeg90"
         ));
     }
     s.parse::<CodecSpec>()
@@ -124,7 +124,7 @@ fn parse_any_codec(s: &str) -> Result<(CodecSpec, InputSpec), String> {
 
 /// A plan as configured: variant, split, region keep ratio and codec.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(try_from = "PlanToml")]
+#[serde(from = "PlanToml")]
 pub struct PlanSpec {
     /// Variant directory name, e.g. `keep100`, `keep050`.
     pub variant: String,
@@ -146,23 +146,30 @@ struct PlanToml {
     #[serde(default = "one")]
     keep_ratio: f32,
     #[serde(default)]
-    codec: Option<String>,
+    codec: Option<AnyCodec>,
 }
 
-impl TryFrom<PlanToml> for PlanSpec {
-    type Error = String;
-    fn try_from(t: PlanToml) -> Result<Self, String> {
-        let (codec, input) = match &t.codec {
-            Some(c) => parse_any_codec(c)?,
-            None => (default_codec(), InputSpec::Raw),
-        };
-        Ok(PlanSpec {
+/// A `codec` value: feature codec or `jpegQ` (errors name the `codec` key).
+struct AnyCodec(CodecSpec, InputSpec);
+
+impl<'de> Deserialize<'de> for AnyCodec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (codec, input) =
+            parse_any_codec(&String::deserialize(d)?).map_err(serde::de::Error::custom)?;
+        Ok(AnyCodec(codec, input))
+    }
+}
+
+impl From<PlanToml> for PlanSpec {
+    fn from(t: PlanToml) -> Self {
+        let AnyCodec(codec, input) = t.codec.unwrap_or(AnyCodec(default_codec(), InputSpec::Raw));
+        PlanSpec {
             variant: t.variant,
             split: t.split,
             keep_ratio: t.keep_ratio,
             codec,
             input,
-        })
+        }
     }
 }
 
