@@ -294,7 +294,13 @@ impl EdgePipeline {
         let (payload_kind, payload) = if edge_layers == 0 {
             match plan.input {
                 InputSpec::Raw => (PayloadKind::Image, frame.pixels.clone()),
-                InputSpec::Jpeg(quality) => {
+                InputSpec::JpegForward(_) if frame.jpeg.is_some() => {
+                    // The source's own JPEG, already at the model input size: sent unchanged.
+                    let mut buf = self.buffers.take();
+                    buf.extend_from_slice(frame.jpeg.as_deref().unwrap_or_default());
+                    (PayloadKind::Jpeg, buf)
+                }
+                InputSpec::Jpeg(quality) | InputSpec::JpegForward(quality) => {
                     let shape = image_shape(&self.package).ok()?;
                     let mut buf = self.buffers.take();
                     if let Err(e) = self

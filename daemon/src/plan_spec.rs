@@ -102,6 +102,31 @@ pub enum InputSpec {
     /// A JPEG of the 8-bit image at this quality (1–100), encoded on the edge
     /// (`codec = "jpeg90"` with `split = "cloud-only"`).
     Jpeg(u8),
+    /// Like `Jpeg`, but a frame whose source delivered a JPEG at exactly the model input size
+    /// ([`crate::frame::Frame::jpeg`]) sends those bytes unchanged (no re-encoding; its quality is
+    /// whatever the source used); other frames are encoded at this quality
+    /// (`codec = "jpeg90"`, `forward_jpeg = true`).
+    JpegForward(u8),
+}
+
+impl InputSpec {
+    /// The JPEG quality of a JPEG input.
+    pub fn jpeg_quality(self) -> Option<u8> {
+        match self {
+            InputSpec::Raw => None,
+            InputSpec::Jpeg(q) | InputSpec::JpegForward(q) => Some(q),
+        }
+    }
+
+    /// Turns source-JPEG forwarding on or off; `Err` for a raw input.
+    fn with_forward(self, forward: bool) -> Result<InputSpec, String> {
+        match (self.jpeg_quality(), forward) {
+            (Some(q), true) => Ok(InputSpec::JpegForward(q)),
+            (Some(q), false) => Ok(InputSpec::Jpeg(q)),
+            (None, false) => Ok(InputSpec::Raw),
+            (None, true) => Err("forward_jpeg needs a JPEG codec (codec = jpegQ)".into()),
+        }
+    }
 }
 
 /// A codec as written in a plan: a feature codec or, for cloud-only plans, `jpegQ`.
@@ -124,7 +149,7 @@ fn parse_any_codec(s: &str) -> Result<(CodecSpec, InputSpec), String> {
 
 /// A plan as configured: variant, split, region keep ratio and codec.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(from = "PlanToml")]
+#[serde(try_from = "PlanToml")]
 pub struct PlanSpec {
     /// Variant directory name, e.g. `keep100`, `keep050`.
     pub variant: String,
@@ -147,6 +172,8 @@ struct PlanToml {
     keep_ratio: f32,
     #[serde(default)]
     codec: Option<AnyCodec>,
+    #[serde(default)]
+    forward_jpeg: bool,
 }
 
 /// A `codec` value: feature codec or `jpegQ` (errors name the `codec` key).
@@ -160,16 +187,17 @@ impl<'de> Deserialize<'de> for AnyCodec {
     }
 }
 
-impl From<PlanToml> for PlanSpec {
-    fn from(t: PlanToml) -> Self {
+impl TryFrom<PlanToml> for PlanSpec {
+    type Error = String;
+    fn try_from(t: PlanToml) -> Result<Self, String> {
         let AnyCodec(codec, input) = t.codec.unwrap_or(AnyCodec(default_codec(), InputSpec::Raw));
-        PlanSpec {
+        Ok(PlanSpec {
             variant: t.variant,
             split: t.split,
             keep_ratio: t.keep_ratio,
             codec,
-            input,
-        }
+            input: input.with_forward(t.forward_jpeg)?,
+        })
     }
 }
 
@@ -183,7 +211,7 @@ fn default_codec() -> CodecSpec {
 impl PlanSpec {
     /// Checks the values that do not depend on the model.
     pub fn validate(&self) -> Result<(), String> {
-        if let InputSpec::Jpeg(q) = self.input {
+        if let Some(q) = self.input.jpeg_quality() {
             jpeg::validate_quality(q).map_err(|e| e.to_string())?;
             if self.split != SplitSpec::CloudOnly {
                 return Err(format!(
@@ -213,10 +241,12 @@ impl PlanSpec {
     }
 
     /// Parses the command-line form: `variant=keep050,split=6,keep=0.5,codec=int8` (or
-    /// `split=cloud-only,codec=jpeg90`); keys may be omitted and then come from `base`. A `codec`
-    /// key sets both the feature codec and the input (`jpegQ` → JPEG, anything else → raw).
+    /// `split=cloud-only,codec=jpeg90`, optionally `forward_jpeg=true`); keys may be omitted and
+    /// then come from `base`. A `codec` key sets both the feature codec and the input (`jpegQ` →
+    /// JPEG, anything else → raw; source-JPEG forwarding only with `forward_jpeg=true`).
     pub fn parse_override(text: &str, base: &PlanSpec) -> Result<PlanSpec, String> {
         let mut plan = base.clone();
+        let mut forward = None;
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (key, value) = part
                 .split_once('=')
@@ -230,12 +260,21 @@ impl PlanSpec {
                         .map_err(|_| format!("plan `{text}`: keep `{value}` is not a number"))?
                 }
                 "codec" => (plan.codec, plan.input) = parse_any_codec(value)?,
+                "forward_jpeg" => {
+                    forward = Some(value.parse::<bool>().map_err(|_| {
+                        format!("plan `{text}`: forward_jpeg `{value}` is not true or false")
+                    })?)
+                }
                 other => {
                     return Err(format!(
-                    "plan `{text}`: unknown key `{other}` (expected variant, split, keep, codec)"
-                ))
+                        "plan `{text}`: unknown key `{other}` (expected variant, split, keep, \
+                         codec, forward_jpeg)"
+                    ))
                 }
             }
+        }
+        if let Some(forward) = forward {
+            plan.input = plan.input.with_forward(forward)?;
         }
         plan.validate()?;
         Ok(plan)
@@ -249,6 +288,11 @@ impl fmt::Display for PlanSpec {
             SplitSpec::CloudOnly => match self.input {
                 InputSpec::Raw => write!(f, "{} cloud-only (u8 image)", self.variant),
                 InputSpec::Jpeg(q) => write!(f, "{} cloud-only jpeg q{q}", self.variant),
+                InputSpec::JpegForward(q) => write!(
+                    f,
+                    "{} cloud-only jpeg q{q} (source JPEGs forwarded)",
+                    self.variant
+                ),
             },
             SplitSpec::After(n) => write!(
                 f,
@@ -328,6 +372,38 @@ mod tests {
         // A later split key that is not cloud-only invalidates a JPEG plan.
         let p = PlanSpec::parse_override("split=cloud-only,codec=jpeg75", &base()).expect("ok");
         assert!(PlanSpec::parse_override("split=4", &p).is_err());
+    }
+
+    #[test]
+    fn forward_jpeg_option() {
+        let p =
+            PlanSpec::parse_override("forward_jpeg=true,split=cloud-only,codec=jpeg90", &base())
+                .expect("valid in any key order");
+        assert_eq!(p.input, InputSpec::JpegForward(90));
+        assert_eq!(
+            p.to_string(),
+            "keep100 cloud-only jpeg q90 (source JPEGs forwarded)"
+        );
+        let off = PlanSpec::parse_override("forward_jpeg=false", &p).expect("valid");
+        assert_eq!(off.input, InputSpec::Jpeg(90));
+        // A new codec drops forwarding unless asked again.
+        let q75 = PlanSpec::parse_override("codec=jpeg75", &p).expect("valid");
+        assert_eq!(q75.input, InputSpec::Jpeg(75));
+        for bad in [
+            "forward_jpeg=true",
+            "forward_jpeg=yes,codec=jpeg90,split=cloud-only",
+        ] {
+            assert!(PlanSpec::parse_override(bad, &base()).is_err(), "{bad}");
+        }
+        let t: PlanSpec = toml::from_str(
+            "variant = \"k\"\nsplit = \"cloud-only\"\ncodec = \"jpeg60\"\nforward_jpeg = true\n",
+        )
+        .expect("toml");
+        assert_eq!(t.input, InputSpec::JpegForward(60));
+        assert!(toml::from_str::<PlanSpec>(
+            "variant = \"k\"\nsplit = \"cloud-only\"\nforward_jpeg = true\n"
+        )
+        .is_err());
     }
 
     #[test]

@@ -169,3 +169,67 @@ async fn malformed_jpeg_payloads_get_bad_payload() {
     client.close().await;
     cloud.stop().await;
 }
+
+/// `forward_jpeg`: frames whose source delivered a JPEG at the model size send those very bytes;
+/// the worker decodes them to exactly the frame's pixels, so every class equals raw cloud-only on
+/// the same pixels. Without `forward_jpeg` the same frames are re-encoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_jpegs_at_model_size_are_forwarded_unchanged() {
+    let pkg = load_package();
+    let cloud = Cloud::start(64).await;
+    let client = cloud.client().await;
+    // As a folder of 32×32 JPEG files at quality 60 would deliver them.
+    let frames: Vec<Frame> = frames()
+        .into_iter()
+        .take(64)
+        .map(|f| {
+            let jpg = jpeg::encode_chw(&f.pixels, [3, 32, 32], 60).expect("encode");
+            let pixels = jpeg::decode_chw(&jpg, [3, 32, 32]).expect("decode");
+            Frame::new(f.id, f.label, pixels).with_jpeg(jpg)
+        })
+        .collect();
+    let mut pipeline = EdgePipeline::new(pkg.clone(), "test".into(), TIMEOUT, None);
+    let raw = plan("split=cloud-only");
+    let forward = plan("codec=jpeg90,forward_jpeg=true");
+    let encode = plan("codec=jpeg90");
+    assert_eq!(
+        forward.to_string(),
+        "keep100 cloud-only jpeg q90 (source JPEGs forwarded)"
+    );
+    let mut header = None;
+    for f in &frames {
+        let (r, _) = pipeline.process(f, &raw, Some(&client)).await.expect("raw");
+        let (fw, _) = pipeline
+            .process(f, &forward, Some(&client))
+            .await
+            .expect("forward");
+        let (en, _) = pipeline
+            .process(f, &encode, Some(&client))
+            .await
+            .expect("encode");
+        assert!(!r.fallback && !fw.fallback && !en.fallback);
+        let h = *header.get_or_insert(r.bytes - 3072);
+        let source = f.jpeg.as_deref().expect("jpeg").len();
+        assert_eq!(fw.bytes, h + source, "frame {}: forwarded unchanged", f.id);
+        assert_ne!(en.bytes, h + source, "frame {}: re-encoded at q90", f.id);
+        assert_eq!(fw.predicted, r.predicted, "frame {}", f.id);
+        assert_eq!(
+            fw.score, r.score,
+            "frame {}: same pixels, same logits",
+            f.id
+        );
+    }
+    // A frame without a source JPEG is encoded at the plan's quality.
+    let plain = Frame::new(99, None, frames[0].pixels.clone());
+    let (p, _) = pipeline
+        .process(&plain, &forward, Some(&client))
+        .await
+        .expect("plain");
+    let (e, _) = pipeline
+        .process(&plain, &encode, Some(&client))
+        .await
+        .expect("encode");
+    assert_eq!(p.bytes, e.bytes);
+    client.close().await;
+    cloud.stop().await;
+}
