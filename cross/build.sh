@@ -9,7 +9,7 @@
 #   --target    only aarch64-unknown-linux-gnu is supported (the default)
 #   --engine    auto (default): `cross` when `cross` is installed and docker/podman answers, else cargo
 #               with the aarch64 gcc toolchain; cross / cargo force one way
-#   after --     passed to the build, e.g. `-- --no-default-features` (drops the V4L2 camera source)
+#   after --     passed to the build (the V4L2 camera source, feature jmdc-edge/v4l2, is always enabled here)
 #
 # Output: target/aarch64-unknown-linux-gnu/{release,debug}/{jmdc-edge,jmdc-cloud,jmdc-linkemu};
 # the last line on stdout is that folder. The cargo way installs its Debian packages when run as
@@ -64,7 +64,7 @@ if [ "$engine" = auto ]; then
     fi
 fi
 
-args=(build --target "$JMDC_CROSS_TARGET" -p jmdc-edge -p jmdc-cloud -p jmdc-bench --bins --locked)
+args=(build --target "$JMDC_CROSS_TARGET" -p jmdc-edge -p jmdc-cloud -p jmdc-bench --bins --locked --features jmdc-edge/v4l2)
 [ "$profile" = release ] && args+=(--release)
 args+=("${extra[@]}")
 

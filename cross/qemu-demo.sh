@@ -202,7 +202,7 @@ run_edge() {
     echo
 }
 
-# The V4L2 camera source is compiled in (default feature `v4l2`, bindgen on the arm64 headers):
+# The V4L2 camera source is compiled in (feature `v4l2`, enabled by cross/build.sh; bindgen on the arm64 headers):
 # pointed at /dev/null it must get as far as the V4L2 ioctls and refuse the device, not report a
 # build without V4L2. (No camera exists here; a real one is tested on a Pi only.)
 sed -e 's/^kind = "cifar"$/kind = "v4l2"/' -e 's|^path = ".*"$|path = "/dev/null"|' "$work/edge.toml" >"$work/edge-v4l2.toml"

@@ -97,7 +97,7 @@ ort=$("$repo/scripts/fetch-onnxruntime.sh" --arch "$ort_arch" | tail -n 1)
 # --- 2. the binaries ------------------------------------------------------------------------------
 if [ "$build" -eq 1 ]; then
   if [ "$triple" = "$host" ]; then
-    cargo build --release --locked -p jmdc-edge -p jmdc-cloud
+    cargo build --release --locked -p jmdc-edge -p jmdc-cloud --features jmdc-edge/v4l2
   elif [ "$arch" = arm64 ]; then
     command -v aarch64-linux-gnu-gcc >/dev/null || {
       echo "build-debs.sh: aarch64-linux-gnu-gcc not found (apt install gcc-aarch64-linux-gnu libc6-dev-arm64-cross)," \
@@ -107,9 +107,9 @@ if [ "$build" -eq 1 ]; then
     # bindgen (V4L2 camera source) must parse the aarch64 headers, not the host's.
     CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER:-aarch64-linux-gnu-gcc} \
       BINDGEN_EXTRA_CLANG_ARGS_aarch64_unknown_linux_gnu=${BINDGEN_EXTRA_CLANG_ARGS_aarch64_unknown_linux_gnu:---sysroot=/usr/aarch64-linux-gnu} \
-      cargo build --release --locked --target "$triple" -p jmdc-edge -p jmdc-cloud
+      cargo build --release --locked --target "$triple" -p jmdc-edge -p jmdc-cloud --features jmdc-edge/v4l2
   else
-    cargo build --release --locked --target "$triple" -p jmdc-edge -p jmdc-cloud
+    cargo build --release --locked --target "$triple" -p jmdc-edge -p jmdc-cloud --features jmdc-edge/v4l2
   fi
 fi
 

@@ -246,7 +246,6 @@ async fn handle_stream(
     mut recv: quinn::RecvStream,
     ctx: StreamContext,
 ) -> Result<(), StreamError> {
-    let arrived = Instant::now();
     let bytes = match recv.read_to_end(protocol::MAX_REQUEST_BYTES).await {
         Ok(bytes) => bytes,
         Err(quinn::ReadToEndError::TooLong) => {
@@ -261,6 +260,9 @@ async fn handle_stream(
         }
         Err(quinn::ReadToEndError::Read(e)) => return Err(e.into()),
     };
+    // The worker's time starts when the whole request is here: the upload before it is network
+    // time (the edge derives bandwidth from round trip − server time), not queueing.
+    let arrived = Instant::now();
     let reply_bytes = match protocol::decode_client_message(&bytes) {
         Err(e) => {
             warn!(error = %e, len = bytes.len(), "malformed request");

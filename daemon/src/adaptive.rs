@@ -2,20 +2,21 @@
 //! measurements go into the pure optimizer (`jmdc_core::optimizer`), which picks variant, split,
 //! region keep ratio and bits.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jmdc_core::calibration::CalibrationTable;
 use jmdc_core::codec::QuantMode;
 use jmdc_core::optimizer::{
-    Conditions, Decision, InputCodec, Objective, Optimizer, OptimizerConfig, Plan,
+    Candidate, Conditions, Decision, Evaluation, InputCodec, Objective, Optimizer, OptimizerConfig,
+    Plan,
 };
 use jmdc_core::package::ModelPackage;
 use jmdc_core::profiling::{
     build_optimizer_profile, measure_codec_costs, measure_edge_profile, measure_input_codec_costs,
-    split_shapes, CloudProfileEstimator, CodecCosts, OnlineProfile, OnlineProfileConfig,
+    split_shapes, CloudProfileEstimator, CodecCosts, Ewma, OnlineProfile, OnlineProfileConfig,
 };
 use jmdc_core::runner::RunnerOptions;
 use serde::Deserialize;
@@ -33,6 +34,35 @@ pub enum ObjectiveKind {
     MaxAccuracy,
     /// Highest pipelined frame rate with accuracy ≥ `accuracy_floor`.
     MaxThroughput,
+}
+
+/// Which plans the loop may choose from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// JMDC: every variant (pruning level), split, region keep ratio and bit width the accuracy
+    /// table covers.
+    #[default]
+    Jmdc,
+    /// Neurosurgeon (Kang et al., ASPLOS 2017) as a baseline: the unpruned model (the package's
+    /// first variant), any single split, the split tensor sent as uncompressed `f32`; cloud-only
+    /// and edge-only included. Same monitors and latency model as JMDC.
+    Neurosurgeon,
+}
+
+impl Strategy {
+    /// Whether a candidate belongs to this strategy's plan space.
+    pub fn admits(self, candidate: &Candidate) -> bool {
+        match self {
+            Strategy::Jmdc => true,
+            Strategy::Neurosurgeon => {
+                candidate.variant == 0
+                    && candidate
+                        .codec
+                        .is_none_or(|c| c.mode == QuantMode::F32 && c.keep_ratio >= 1.0)
+            }
+        }
+    }
 }
 
 /// `[adaptive]` in the edge configuration.
@@ -62,9 +92,17 @@ pub struct AdaptiveConfig {
     /// Timed runs per variant for the start-up edge profile.
     #[serde(default = "default_profile_runs")]
     pub profile_runs: usize,
-    /// Emulate a slower edge device: edge compute is stretched to this multiple of its real time.
-    #[serde(default = "default_slowdown")]
-    pub edge_slowdown: f64,
+    /// `jmdc` (default) or `neurosurgeon` (a baseline: unpruned model, f32 split tensor).
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Every this many frames, one plan whose latency has not been measured lately but whose
+    /// prediction comes close to the plan in force is run for `explore_frames` frames, so that
+    /// the loop learns what the model gets wrong about it (0 = never explore).
+    #[serde(default = "default_explore_every")]
+    pub explore_every_frames: u64,
+    /// Frames per exploration.
+    #[serde(default = "default_explore_frames")]
+    pub explore_frames: u64,
     /// Bytes of one active bandwidth probe.
     #[serde(default = "default_probe_bytes")]
     pub probe_bytes: u32,
@@ -91,8 +129,11 @@ fn default_hysteresis() -> f64 {
 fn default_profile_runs() -> usize {
     20
 }
-fn default_slowdown() -> f64 {
-    1.0
+fn default_explore_every() -> u64 {
+    100
+}
+fn default_explore_frames() -> u64 {
+    2
 }
 fn default_probe_bytes() -> u32 {
     16 * 1024
@@ -112,7 +153,9 @@ impl Default for AdaptiveConfig {
             hysteresis: default_hysteresis(),
             calibration: None,
             profile_runs: default_profile_runs(),
-            edge_slowdown: default_slowdown(),
+            strategy: Strategy::default(),
+            explore_every_frames: default_explore_every(),
+            explore_frames: default_explore_frames(),
             probe_bytes: default_probe_bytes(),
             probe_interval_ms: default_probe_interval(),
         }
@@ -137,8 +180,8 @@ impl AdaptiveConfig {
         if self.profile_runs == 0 {
             return Err("adaptive.profile_runs must be at least 1".into());
         }
-        if !self.edge_slowdown.is_finite() || self.edge_slowdown < 1.0 {
-            return Err("adaptive.edge_slowdown must be ≥ 1".into());
+        if self.explore_every_frames > 0 && self.explore_frames == 0 {
+            return Err("adaptive.explore_frames must be at least 1 when exploring".into());
         }
         Ok(())
     }
@@ -171,7 +214,42 @@ pub enum PlannerError {
     Optimizer(String),
 }
 
-/// Profiles + accuracy table + optimizer state.
+/// How long a plan's measured latency is trusted without new frames of it.
+const MEMORY_TTL: Duration = Duration::from_secs(20);
+/// Frames of a plan before its measured correction replaces the shared one of its kind.
+const MEMORY_MIN_FRAMES: u64 = 2;
+/// EWMA weight of a new frame in a plan's measured correction.
+const MEMORY_ALPHA: f64 = 0.25;
+/// An edge correction older than this (no edge frames: cloud-only plans) is forgotten.
+const EDGE_CORRECTION_TTL: Duration = Duration::from_secs(5);
+/// Explore only plans predicted within this factor of the plan in force.
+const EXPLORE_WITHIN: f64 = 1.5;
+
+/// What the loop has measured of one plan: measured − modelled latency.
+#[derive(Debug, Clone)]
+struct PlanMemory {
+    residual_s: Ewma,
+    last: Instant,
+}
+
+/// The model's prediction for a plan with the measured correction it was given.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prediction {
+    /// Modelled latency plus measured correction, seconds.
+    pub latency_s: f64,
+    /// The modelled parts.
+    pub breakdown: jmdc_core::optimizer::LatencyBreakdown,
+}
+
+/// Profiles + accuracy table + optimizer state + what was measured of each plan.
+///
+/// The model (`jmdc_core::optimizer`) predicts every plan from the start-up profile and the live
+/// conditions; what it gets wrong about a plan (per-request overheads, the runtime's behaviour
+/// under a given split, the emulated device) is learned from that plan's frames as an additive
+/// correction (EWMA of measured − modelled, forgotten after [`MEMORY_TTL`]). Plans not measured
+/// lately get the mean correction of their kind (networked or edge-only). Every
+/// `explore_every_frames` frames one unmeasured plan whose prediction comes within
+/// [`EXPLORE_WITHIN`]× of the plan in force runs for `explore_frames` frames.
 #[derive(Debug)]
 pub struct Planner {
     package: Arc<ModelPackage>,
@@ -182,17 +260,27 @@ pub struct Planner {
     cloud: CloudProfileEstimator,
     objective: Objective,
     config: OptimizerConfig,
-    slowdown: f64,
+    strategy: Strategy,
+    speed_factor: f64,
     current: Option<Plan>,
+    memory: HashMap<String, PlanMemory>,
+    /// Shared corrections: [networked, edge-only].
+    kind_residual: [Ewma; 2],
+    last_edge_frame: Option<Instant>,
+    /// The optimizer of the last decision (with corrections), for predictions between decisions,
+    /// and its candidate index by plan (`PlanSpec` display string).
+    last: Option<(Optimizer, HashMap<String, usize>)>,
 }
 
 impl Planner {
     /// Loads the accuracy table (refusing one made for another package) and profiles the edge:
-    /// per-layer latency of every variant and the codec's cost.
+    /// per-layer latency of every variant and the codec's cost, multiplied by the emulated edge
+    /// speed factor (`crate::emulation`; 1 on a real device).
     pub fn new(
         package: Arc<ModelPackage>,
         settings: &AdaptiveConfig,
         threads: Option<usize>,
+        speed_factor: f64,
     ) -> Result<Self, PlannerError> {
         let table = match &settings.calibration {
             Some(path) => CalibrationTable::load_for(path, &package)?,
@@ -202,28 +290,40 @@ impl Planner {
             intra_op_threads: threads,
             ..RunnerOptions::default()
         };
-        let slowdown = settings.edge_slowdown;
+        let factor = if speed_factor.is_finite() {
+            speed_factor.max(1.0)
+        } else {
+            1.0
+        };
         let mut edge_us = BTreeMap::new();
         let mut shapes = Vec::new();
         for variant in package.variant_names() {
             let base = measure_edge_profile(&package, variant, 5, settings.profile_runs, &options)?;
             edge_us.insert(
                 variant.to_owned(),
-                base.iter().map(|t| t * slowdown).collect::<Vec<_>>(),
+                base.iter().map(|t| t * factor).collect::<Vec<_>>(),
             );
             shapes.extend(split_shapes(&package, variant)?);
         }
         let modes: Vec<QuantMode> = table.modes();
         let mut codec = measure_codec_costs(&shapes, &table.keep_ratios, &modes, 3)?;
         // Cloud-only input paths: raw image and the table's JPEG qualities (none: zero cost).
-        codec.input = Some(measure_input_codec_costs(
-            &package,
-            &table.jpeg_qualities(),
-            settings.profile_runs,
-        )?);
+        let mut input =
+            measure_input_codec_costs(&package, &table.jpeg_qualities(), settings.profile_runs)?;
+        // Encoding runs on the (emulated) edge; decoding on the worker.
+        for cost in [
+            &mut codec.encode.cost,
+            &mut input.raw_encode,
+            &mut input.jpeg_encode.cost,
+        ] {
+            cost.fixed_us *= factor;
+            cost.per_element_us *= factor;
+            cost.per_byte_us *= factor;
+        }
+        codec.input = Some(input);
         let cloud = CloudProfileEstimator::new(
             edge_us.iter().map(|(k, v)| (k.clone(), v.clone())),
-            0.25 / slowdown,
+            0.25 / factor,
             0.2,
         );
         let mut planner = Self {
@@ -238,8 +338,13 @@ impl Planner {
                 hysteresis_margin: settings.hysteresis,
                 ..OptimizerConfig::default()
             },
-            slowdown,
+            strategy: settings.strategy,
+            speed_factor: factor,
             current: None,
+            memory: HashMap::new(),
+            kind_residual: [Ewma::new(MEMORY_ALPHA), Ewma::new(MEMORY_ALPHA)],
+            last_edge_frame: None,
+            last: None,
         };
         let profile = planner.profile()?;
         planner.online = OnlineProfile::from_profile(&profile, OnlineProfileConfig::default());
@@ -255,15 +360,25 @@ impl Planner {
         )?)
     }
 
-    /// Number of candidates the table offers.
+    fn candidates(&self, profile: &jmdc_core::optimizer::Profile) -> Vec<Candidate> {
+        let strategy = self.strategy;
+        self.table
+            .candidates(profile)
+            .into_iter()
+            .filter(|c| strategy.admits(c))
+            .collect()
+    }
+
+    /// Number of candidates the table offers (after the strategy's filter).
     pub fn candidate_count(&self) -> Result<usize, PlannerError> {
-        Ok(self.table.candidates(&self.profile()?).len())
+        Ok(self.candidates(&self.profile()?).len())
     }
 
     /// Applies changed objective and hysteresis settings (live reload).
     pub fn reconfigure(&mut self, settings: &AdaptiveConfig) {
         self.objective = settings.objective();
         self.config.hysteresis_margin = settings.hysteresis;
+        self.strategy = settings.strategy;
     }
 
     /// Feeds the CPU monitor's load factor.
@@ -271,20 +386,41 @@ impl Planner {
         self.online.set_load_factor(factor);
     }
 
-    /// The edge load factor the optimizer uses (monitor × learned correction).
-    pub fn effective_load_factor(&self) -> f64 {
+    /// The edge load factor the optimizer uses (monitor × learned correction). The learned part
+    /// is forgotten when no edge frame ran for a while (it may have come from a transient).
+    pub fn effective_load_factor(&mut self) -> f64 {
+        if self
+            .last_edge_frame
+            .is_some_and(|t| t.elapsed() > EDGE_CORRECTION_TTL)
+        {
+            self.online.reset_correction();
+            self.last_edge_frame = None;
+        }
         self.online.effective_load_factor()
     }
 
-    /// Learns from a processed frame.
-    pub fn observe(&mut self, plan: &PlanSpec, obs: &FrameObservation) {
+    /// The emulated edge speed factor the profile was multiplied by.
+    pub fn speed_factor(&self) -> f64 {
+        self.speed_factor
+    }
+
+    /// Learns from a processed frame: edge and cloud profiles, and — given the conditions it ran
+    /// under — how far the model's latency for its plan was from the measured one.
+    pub fn observe(
+        &mut self,
+        plan: &PlanSpec,
+        obs: &FrameObservation,
+        measured: Option<Duration>,
+        conditions: &Conditions,
+    ) {
         if !obs.head_timings.is_empty() {
             let stretched: Vec<Duration> = obs
                 .head_timings
                 .iter()
-                .map(|t| t.mul_f64(self.slowdown))
+                .map(|t| t.mul_f64(self.speed_factor))
                 .collect();
             self.online.observe(&plan.variant, 0, &stretched);
+            self.last_edge_frame = Some(Instant::now());
         }
         if let (Some(compute), Ok(split)) = (
             obs.cloud_compute,
@@ -297,19 +433,158 @@ impl Planner {
                     .observe(&plan.variant, split, compute.as_secs_f64() * 1e6);
             }
         }
+        let Some(measured) = measured else { return };
+        let Some(model) = self.modelled(plan, conditions) else {
+            return;
+        };
+        let residual = measured.as_secs_f64() - model.latency_s;
+        let now = Instant::now();
+        let kind = usize::from(!model.networked);
+        self.kind_residual[kind].update(residual);
+        let entry = self
+            .memory
+            .entry(plan.to_string())
+            .or_insert_with(|| PlanMemory {
+                residual_s: Ewma::new(MEMORY_ALPHA),
+                last: now,
+            });
+        if now.saturating_duration_since(entry.last) > MEMORY_TTL {
+            entry.residual_s = Ewma::new(MEMORY_ALPHA);
+        }
+        entry.residual_s.update(residual);
+        entry.last = now;
+    }
+
+    /// The model's latency for `plan` under `conditions`, without measured corrections.
+    fn modelled(&self, plan: &PlanSpec, conditions: &Conditions) -> Option<Modelled> {
+        let (opt, index) = self.last.as_ref()?;
+        let e = opt.evaluate(*index.get(&plan.to_string())?, conditions)?;
+        Some(Modelled {
+            latency_s: e.latency_s - e.breakdown.measured_correction_s,
+            networked: plan.split != crate::plan_spec::SplitSpec::EdgeOnly,
+        })
+    }
+
+    /// The measured correction a plan gets now: its own when measured lately, else its kind's.
+    fn correction_for(&self, key: &str, networked: bool, now: Instant) -> f64 {
+        if let Some(m) = self.memory.get(key) {
+            if now.saturating_duration_since(m.last) <= MEMORY_TTL
+                && m.residual_s.count() >= MEMORY_MIN_FRAMES
+            {
+                return m.residual_s.value().unwrap_or(0.0);
+            }
+        }
+        self.kind_residual[usize::from(!networked)]
+            .value()
+            .unwrap_or(0.0)
+    }
+
+    fn measured_lately(&self, key: &str, now: Instant) -> bool {
+        self.memory.get(key).is_some_and(|m| {
+            now.saturating_duration_since(m.last) <= MEMORY_TTL
+                && m.residual_s.count() >= MEMORY_MIN_FRAMES
+        })
+    }
+
+    fn build(&self) -> Result<(Optimizer, HashMap<String, usize>), PlannerError> {
+        let profile = self.profile()?;
+        let candidates = self.candidates(&profile);
+        let mut optimizer = Optimizer::new(profile, candidates, self.config)
+            .map_err(|e| PlannerError::Optimizer(e.to_string()))?;
+        optimizer.prune_dominated();
+        let now = Instant::now();
+        let mut index = HashMap::with_capacity(optimizer.candidates().len());
+        for i in 0..optimizer.candidates().len() {
+            if let Some(plan) = optimizer.plan(i) {
+                let key = plan_spec(&plan).to_string();
+                let networked = !plan.is_edge_only();
+                optimizer.correct_latency(i, self.correction_for(&key, networked, now));
+                index.insert(key, i);
+            }
+        }
+        Ok((optimizer, index))
     }
 
     /// Decides a plan for `conditions`, with hysteresis against the previous decision.
     pub fn decide(&mut self, conditions: &Conditions) -> Result<Decision, PlannerError> {
-        let profile = self.profile()?;
-        let candidates = self.table.candidates(&profile);
-        let mut optimizer = Optimizer::new(profile, candidates, self.config)
-            .map_err(|e| PlannerError::Optimizer(e.to_string()))?;
-        optimizer.prune_dominated();
+        let (optimizer, index) = self.build()?;
         let decision = optimizer.decide(conditions, &self.objective, self.current.as_ref());
         self.current = Some(decision.plan.clone());
+        self.last = Some((optimizer, index));
         Ok(decision)
     }
+
+    /// The prediction for a plan under `conditions` (with its measured correction), from the
+    /// last decision's optimizer.
+    pub fn predict(&self, plan: &PlanSpec, conditions: &Conditions) -> Option<Prediction> {
+        let (opt, index) = self.last.as_ref()?;
+        let e: Evaluation = opt.evaluate(*index.get(&plan.to_string())?, conditions)?;
+        Some(Prediction {
+            latency_s: e.latency_s,
+            breakdown: e.breakdown,
+        })
+    }
+
+    /// A plan worth measuring now: not measured lately, feasible for the objective, and predicted
+    /// within [`EXPLORE_WITHIN`]× of the plan in force (the best such one). `None` when there is
+    /// none or no decision was made yet.
+    pub fn exploration(&self, conditions: &Conditions) -> Option<(Plan, Prediction)> {
+        let (opt, _) = self.last.as_ref()?;
+        let current = self.current.as_ref()?;
+        let cur_index = opt.index_of(current)?;
+        let cur = opt.evaluate(cur_index, conditions)?;
+        let now = Instant::now();
+        let floor = match self.objective {
+            Objective::MinLatency { accuracy_floor }
+            | Objective::MaxThroughput { accuracy_floor } => Some(accuracy_floor),
+            Objective::MaxAccuracy { .. } => None,
+        };
+        let mut best: Option<(usize, Evaluation)> = None;
+        for i in 0..opt.candidates().len() {
+            if i == cur_index {
+                continue;
+            }
+            let Some(plan) = opt.plan(i) else { continue };
+            if !conditions.cloud_available && !plan.is_edge_only() {
+                continue;
+            }
+            if floor.is_some_and(|f| plan.accuracy < f) {
+                continue;
+            }
+            if self.measured_lately(&plan_spec(&plan).to_string(), now) {
+                continue;
+            }
+            let Some(e) = opt.evaluate(i, conditions) else {
+                continue;
+            };
+            if let Objective::MaxAccuracy { latency_budget_s } = self.objective {
+                if e.latency_s > latency_budget_s || e.accuracy < cur.accuracy {
+                    continue;
+                }
+            }
+            if e.latency_s > cur.latency_s * EXPLORE_WITHIN {
+                continue;
+            }
+            if best.as_ref().is_none_or(|(_, b)| e.latency_s < b.latency_s) {
+                best = Some((i, e));
+            }
+        }
+        let (i, e) = best?;
+        Some((
+            opt.plan(i)?,
+            Prediction {
+                latency_s: e.latency_s,
+                breakdown: e.breakdown,
+            },
+        ))
+    }
+}
+
+/// What [`Planner::modelled`] gives.
+#[derive(Debug, Clone, Copy)]
+struct Modelled {
+    latency_s: f64,
+    networked: bool,
 }
 
 /// The optimizer's plan in the form the pipeline runs.

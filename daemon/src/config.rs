@@ -9,6 +9,7 @@ pub use jmdc_core::settings::ConfigError;
 use serde::Deserialize;
 
 use crate::adaptive::AdaptiveConfig;
+use crate::emulation::EmulationSection;
 use crate::metrics::MetricsSection;
 use crate::plan_spec::PlanSpec;
 pub use crate::source::{SourceKind, SourceSection};
@@ -35,6 +36,9 @@ pub struct EdgeConfig {
     /// The adaptive loop (off by default: the fixed `[plan]` is used).
     #[serde(default)]
     pub adaptive: AdaptiveConfig,
+    /// Emulation of a slower edge device (benchmarks; off by default).
+    #[serde(default)]
+    pub emulation: EmulationSection,
     /// Frames in flight.
     #[serde(default)]
     pub pipeline: PipelineSection,
@@ -284,6 +288,7 @@ impl EdgeConfig {
             return Err("service.status_interval_ms must be at least 1".into());
         }
         self.adaptive.validate()?;
+        self.emulation.validate()?;
         self.source.validate()?;
         self.metrics.validate()?;
         self.plan.validate().map_err(|e| format!("plan: {e}"))

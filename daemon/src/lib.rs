@@ -5,6 +5,7 @@ pub mod adaptive;
 pub mod calibrate;
 pub mod client;
 pub mod config;
+pub mod emulation;
 pub mod frame;
 pub mod link;
 pub mod metrics;

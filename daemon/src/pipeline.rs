@@ -18,6 +18,7 @@ use ndarray::ArrayD;
 use tracing::warn;
 
 use crate::client::CloudClient;
+use crate::emulation::EdgeSpeed;
 use crate::plan_spec::{InputSpec, PlanSpec};
 use crate::stats::FrameRecord;
 
@@ -71,8 +72,8 @@ pub struct EdgePipeline {
     encoder: Encoder,
     jpeg: JpegEncoder,
     buffers: Arc<BufferPool>,
-    /// Emulates a slower edge device: head compute is stretched to this multiple of its real time.
-    slowdown: f64,
+    /// Emulated edge speed: every piece of edge compute is stretched to `factor ×` its real time.
+    speed: EdgeSpeed,
 }
 
 /// Encode buffers handed out per frame and returned when the request is done (no allocation per frame
@@ -113,7 +114,7 @@ pub struct PendingFrame {
     runner: SharedRunner,
     buffers: Arc<BufferPool>,
     timeout: Duration,
-    slowdown: f64,
+    speed: EdgeSpeed,
 }
 
 impl EdgePipeline {
@@ -137,24 +138,21 @@ impl EdgePipeline {
             encoder: Encoder::new(),
             jpeg: JpegEncoder::new(),
             buffers: Arc::new(BufferPool::default()),
-            slowdown: 1.0,
+            speed: EdgeSpeed::default(),
         }
     }
 
-    /// Stretches edge compute to `factor` × its real time (≥ 1), to emulate a slower device on a
-    /// fast machine. The extra time is really spent (slept), so every measurement sees it.
-    pub fn with_slowdown(mut self, factor: f64) -> Self {
-        self.set_slowdown(factor);
+    /// Stretches all edge compute (head, encoding, fallback tail) to `speed.factor()` × its real
+    /// time, to emulate a slower device on a fast machine (`crate::emulation`). The extra time is
+    /// really spent (spinning), so every measurement sees it.
+    pub fn with_speed(mut self, speed: EdgeSpeed) -> Self {
+        self.speed = speed;
         self
     }
 
-    /// Changes the emulated slowdown (live reload).
-    pub fn set_slowdown(&mut self, factor: f64) {
-        self.slowdown = if factor.is_finite() {
-            factor.max(1.0)
-        } else {
-            1.0
-        };
+    /// Changes the emulated edge speed (live reload).
+    pub fn set_speed(&mut self, speed: EdgeSpeed) {
+        self.speed = speed;
     }
 
     /// Changes the per-frame cloud deadline (live reload).
@@ -162,9 +160,9 @@ impl EdgePipeline {
         self.timeout = timeout;
     }
 
-    /// The emulated slowdown factor.
-    pub fn slowdown(&self) -> f64 {
-        self.slowdown
+    /// The emulated edge speed.
+    pub fn speed(&self) -> EdgeSpeed {
+        self.speed
     }
 
     /// The package this pipeline runs.
@@ -244,16 +242,18 @@ impl EdgePipeline {
         let runner = self.runner(&plan.variant)?;
 
         let edge_start = Instant::now();
+        let speed = self.speed;
         let split_tensor = if edge_layers > 0 {
             let (out, timings) = tokio::task::block_in_place(|| {
                 let mut runner = runner
                     .lock()
                     .map_err(|_| PipelineError::Model("runner lock poisoned".into()))?;
-                runner
+                let out = runner
                     .run_range_timed(0..edge_layers, input.view())
-                    .map_err(|e| PipelineError::Model(e.to_string()))
+                    .map_err(|e| PipelineError::Model(e.to_string()));
+                speed.stretch_from(edge_start);
+                out
             })?;
-            stretch(edge_start.elapsed(), self.slowdown).await;
             observation.head_timings = timings;
             out
         } else {
@@ -277,7 +277,7 @@ impl EdgePipeline {
             runner,
             buffers: self.buffers.clone(),
             timeout: self.timeout,
-            slowdown: self.slowdown,
+            speed: self.speed,
         })
     }
 
@@ -291,6 +291,7 @@ impl EdgePipeline {
         record: &mut FrameRecord,
     ) -> Option<InferRequest> {
         let encode_start = Instant::now();
+        let speed = self.speed;
         let (payload_kind, payload) = if edge_layers == 0 {
             match plan.input {
                 InputSpec::Raw => (PayloadKind::Image, frame.pixels.clone()),
@@ -303,10 +304,13 @@ impl EdgePipeline {
                 InputSpec::Jpeg(quality) | InputSpec::JpegForward(quality) => {
                     let shape = image_shape(&self.package).ok()?;
                     let mut buf = self.buffers.take();
-                    if let Err(e) = self
-                        .jpeg
-                        .encode_into(&frame.pixels, shape, quality, &mut buf)
-                    {
+                    let jpeg = &mut self.jpeg;
+                    let encoded = tokio::task::block_in_place(|| {
+                        let r = jpeg.encode_into(&frame.pixels, shape, quality, &mut buf);
+                        speed.stretch_from(encode_start);
+                        r
+                    });
+                    if let Err(e) = encoded {
                         warn!(frame = frame.id, error = %e, "cannot encode JPEG; finishing on edge");
                         self.buffers.give(buf);
                         return None;
@@ -318,10 +322,13 @@ impl EdgePipeline {
             let shape = &split_tensor.shape()[1..];
             let data = split_tensor.as_slice()?;
             let mut buf = self.buffers.take();
-            if let Err(e) = self
-                .encoder
-                .encode_into(data, shape, &plan.codec_params(), &mut buf)
-            {
+            let encoder = &mut self.encoder;
+            let encoded = tokio::task::block_in_place(|| {
+                let r = encoder.encode_into(data, shape, &plan.codec_params(), &mut buf);
+                speed.stretch_from(encode_start);
+                r
+            });
+            if let Err(e) = encoded {
                 warn!(frame = frame.id, error = %e, "cannot encode split tensor; finishing on edge");
                 self.buffers.give(buf);
                 return None;
@@ -350,8 +357,8 @@ impl PendingFrame {
     }
 
     /// Stamps the latency the optimizer predicted for this frame's plan.
-    pub fn set_predicted(&mut self, predicted_us: Option<u64>) {
-        self.record.predicted_us = predicted_us;
+    pub fn set_predicted(&mut self, prediction: Option<&crate::adaptive::Prediction>) {
+        self.record.set_prediction(prediction);
     }
 
     /// True when finishing needs the cloud (a request was built).
@@ -439,24 +446,19 @@ impl PendingFrame {
     async fn finish_on_edge(&mut self) -> Result<Vec<f32>, PipelineError> {
         let range = self.edge_layers..self.total_layers;
         let started = Instant::now();
+        let speed = self.speed;
         let out = tokio::task::block_in_place(|| {
             let mut runner = self
                 .runner
                 .lock()
                 .map_err(|_| PipelineError::Model("runner lock poisoned".into()))?;
-            runner
+            let out = runner
                 .run_range(range, self.split_tensor.view())
-                .map_err(|e| PipelineError::Model(e.to_string()))
+                .map_err(|e| PipelineError::Model(e.to_string()));
+            speed.stretch_from(started);
+            out
         })?;
-        stretch(started.elapsed(), self.slowdown).await;
         Ok(out.iter().copied().collect())
-    }
-}
-
-/// Sleeps so that work that took `spent` appears to take `spent × factor`.
-async fn stretch(spent: Duration, factor: f64) {
-    if factor > 1.0 {
-        tokio::time::sleep(spent.mul_f64(factor - 1.0)).await;
     }
 }
 

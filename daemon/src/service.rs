@@ -207,7 +207,13 @@ pub async fn run_service(cfg: EdgeConfig, opts: ServiceOptions) -> Result<RunRep
         timeout,
         cfg.runtime.intra_op_threads,
     )
-    .with_slowdown(cfg.adaptive.edge_slowdown);
+    .with_speed(cfg.emulation.speed());
+    if cfg.emulation.speed().is_emulated() {
+        warn!(
+            edge = %cfg.emulation.speed(),
+            "EMULATED edge: all edge compute is stretched to emulate a slower device ([emulation]); timings are emulated"
+        );
+    }
     let planning = if cfg.adaptive.enabled {
         Planning::Adaptive(Box::new(
             AdaptiveSession::start(
@@ -262,6 +268,7 @@ pub async fn run_service(cfg: EdgeConfig, opts: ServiceOptions) -> Result<RunRep
         service.started.elapsed(),
     );
     service.totals.apply(&mut summary);
+    summary.edge_speed = service.planning.pipeline_mut().speed().to_string();
     Ok(RunReport { summary, ending })
 }
 
@@ -315,7 +322,7 @@ impl Service {
             .pipeline_mut()
             .start(&frame, &plan, client.is_some())
             .await?;
-        pending.set_predicted(predicted);
+        pending.set_predicted(predicted.as_ref());
         let client = if pending.wants_cloud() { client } else { None };
         self.in_flight.push_back(tokio::spawn(async move {
             let result = pending.finish(client.as_deref()).await;
@@ -497,6 +504,9 @@ impl Service {
         {
             warn!("[model] and [runtime] changes take effect at the next restart");
         }
+        if new.emulation != self.cfg.emulation {
+            warn!("[emulation] changes take effect at the next restart");
+        }
         if new.adaptive.enabled != self.cfg.adaptive.enabled
             || new.adaptive.calibration != self.cfg.adaptive.calibration
             || new.adaptive.profile_runs != self.cfg.adaptive.profile_runs
@@ -520,7 +530,6 @@ impl Service {
                     info!(from = %plan, to = %new.plan, "plan changed");
                     *plan = new.plan.clone();
                 }
-                pipeline.set_slowdown(new.adaptive.edge_slowdown);
             }
             Planning::Adaptive(session) => session.reconfigure(&new.adaptive),
         }

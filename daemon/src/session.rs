@@ -9,7 +9,7 @@ use jmdc_core::optimizer::{Conditions, Decision};
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::adaptive::{plan_spec, AdaptiveConfig, Planner};
+use crate::adaptive::{plan_spec, AdaptiveConfig, Planner, Prediction};
 use crate::client::CloudClient;
 use crate::monitor::cpu::{CpuChange, CpuMonitor, CpuMonitorConfig};
 use crate::monitor::network::{NetworkChange, NetworkMonitor, NetworkMonitorConfig};
@@ -39,13 +39,10 @@ impl Planning {
     }
 
     /// The plan for the next frame and the latency predicted for it.
-    pub fn plan_for(&mut self, frame_id: u64) -> Result<(PlanSpec, Option<u64>)> {
+    pub fn plan_for(&mut self, frame_id: u64) -> Result<(PlanSpec, Option<Prediction>)> {
         match self {
             Planning::Fixed { plan, .. } => Ok((plan.clone(), None)),
-            Planning::Adaptive(s) => {
-                let plan = s.plan_for(frame_id)?;
-                Ok((plan, s.predicted_us()))
-            }
+            Planning::Adaptive(s) => s.plan_for(frame_id),
         }
     }
 
@@ -105,8 +102,50 @@ pub struct AdaptiveSession {
     replan_now: Option<&'static str>,
     plan: PlanSpec,
     decision: Option<Decision>,
+    /// Exploration settings: every this many frames (0 = never), for this many frames.
+    explore_every: u64,
+    explore_frames: u64,
+    /// Frames planned since the last exploration started.
+    since_explore: u64,
+    /// The plan being explored, its prediction and the frames left.
+    exploring: Option<(PlanSpec, Prediction, u64)>,
+    /// Measured ÷ predicted latency of the plan in force since the last decision.
+    agreement: Agreement,
     /// Plan changes so far: (frame id, new plan, reason).
     pub changes: Vec<(u64, PlanSpec, String)>,
+    /// Frames run to explore a plan.
+    pub explored_frames: u64,
+}
+
+/// Whether the plan in force performs as predicted: the mean of measured ÷ predicted latency
+/// over the frames since the last decision.
+#[derive(Debug, Default, Clone, Copy)]
+struct Agreement {
+    frames: u64,
+    ratio_sum: f64,
+}
+
+impl Agreement {
+    /// Frames before a disagreement counts.
+    const MIN_FRAMES: u64 = 4;
+    /// Measured ÷ predicted outside this range re-plans.
+    const RANGE: (f64, f64) = (0.85, 1.18);
+
+    fn add(&mut self, measured_s: f64, predicted_s: f64) {
+        if predicted_s > 0.0 && measured_s.is_finite() {
+            self.frames += 1;
+            self.ratio_sum += measured_s / predicted_s;
+        }
+    }
+
+    /// The mean ratio when it has enough frames and is out of range.
+    fn disagrees(&self) -> Option<f64> {
+        if self.frames < Self::MIN_FRAMES {
+            return None;
+        }
+        let mean = self.ratio_sum / self.frames as f64;
+        (mean < Self::RANGE.0 || mean > Self::RANGE.1).then_some(mean)
+    }
 }
 
 impl AdaptiveSession {
@@ -122,8 +161,10 @@ impl AdaptiveSession {
         for variant in package.variant_names() {
             pipeline.prepare(variant)?;
         }
-        let planner =
-            tokio::task::block_in_place(|| Planner::new(package.clone(), settings, threads))?;
+        let speed = pipeline.speed().factor();
+        let planner = tokio::task::block_in_place(|| {
+            Planner::new(package.clone(), settings, threads, speed)
+        })?;
         let net = Arc::new(NetworkMonitor::new(NetworkMonitorConfig {
             probe_bytes: settings.probe_bytes,
             min_probe_interval: Duration::from_millis(settings.probe_interval_ms),
@@ -160,7 +201,13 @@ impl AdaptiveSession {
                 input: Default::default(),
             },
             decision: None,
+            explore_every: settings.explore_every_frames,
+            explore_frames: settings.explore_frames,
+            since_explore: 0,
+            exploring: None,
+            agreement: Agreement::default(),
             changes: Vec::new(),
+            explored_frames: 0,
         };
         if let Some(client) = &cloud {
             if let Err(e) = session.net.probe(client).await {
@@ -204,11 +251,12 @@ impl AdaptiveSession {
         });
     }
 
-    /// Applies changed settings (live reload): objective, hysteresis, re-plan interval, slowdown.
+    /// Applies changed settings (live reload): objective, hysteresis, re-plan interval.
     pub fn reconfigure(&mut self, settings: &AdaptiveConfig) {
         self.planner.reconfigure(settings);
         self.interval = Duration::from_millis(settings.replan_interval_ms);
-        self.pipeline.set_slowdown(settings.edge_slowdown);
+        self.explore_every = settings.explore_every_frames;
+        self.explore_frames = settings.explore_frames;
         self.replan_now = Some("configuration reloaded");
     }
 
@@ -220,7 +268,9 @@ impl AdaptiveSession {
         let estimate = self.net.estimate();
         Conditions {
             bandwidth_bps: estimate.bandwidth_bps,
-            rtt_s: estimate.rtt_s,
+            // Propagation only: serialisation is the transfer term, and quinn's smoothed RTT
+            // also holds the queueing our own requests and probes caused.
+            rtt_s: estimate.base_rtt_s,
             edge_load_factor: self.planner.effective_load_factor(),
             cloud_available: self.cloud.is_some(),
         }
@@ -236,13 +286,6 @@ impl AdaptiveSession {
         self.decision.as_ref()
     }
 
-    /// The latency predicted for the plan in force, µs.
-    pub fn predicted_us(&self) -> Option<u64> {
-        self.decision
-            .as_ref()
-            .map(|d| (d.predicted_latency_s * 1e6) as u64)
-    }
-
     /// The pipeline (for callers that run frames themselves).
     pub fn pipeline_mut(&mut self) -> &mut EdgePipeline {
         &mut self.pipeline
@@ -252,6 +295,7 @@ impl AdaptiveSession {
         let conditions = self.conditions();
         let decision = self.planner.decide(&conditions)?;
         self.last_replan = Instant::now();
+        self.agreement = Agreement::default();
         let plan = plan_spec(&decision.plan);
         tracing::debug!(
             frame = frame_id,
@@ -301,32 +345,77 @@ impl AdaptiveSession {
         (self.last_replan.elapsed() >= self.interval).then_some("timer")
     }
 
-    /// Re-plans if due; the plan for frame `frame_id`.
-    pub fn plan_for(&mut self, frame_id: u64) -> Result<PlanSpec> {
+    /// Re-plans if due; the plan for frame `frame_id` and its prediction. Now and then the plan
+    /// is one being explored (see [`Planner::exploration`]).
+    pub fn plan_for(&mut self, frame_id: u64) -> Result<(PlanSpec, Option<Prediction>)> {
+        if let Some((plan, prediction, left)) = self.exploring.take() {
+            self.explored_frames += 1;
+            if left > 1 {
+                self.exploring = Some((plan.clone(), prediction, left - 1));
+            } else {
+                // What was learned goes into the next decision at once.
+                self.replan_now = Some("exploration done");
+            }
+            return Ok((plan, Some(prediction)));
+        }
         if let Some(trigger) = self.replan_due() {
             self.replan(frame_id, trigger)?;
         }
-        Ok(self.plan.clone())
+        self.since_explore += 1;
+        if self.explore_every > 0 && self.since_explore >= self.explore_every {
+            self.since_explore = 0;
+            let conditions = self.conditions();
+            if let Some((plan, prediction)) = self.planner.exploration(&conditions) {
+                let spec = plan_spec(&plan);
+                tracing::debug!(frame = frame_id, plan = %spec, predicted_ms = prediction.latency_s * 1e3, "exploring");
+                self.explored_frames += 1;
+                if self.explore_frames > 1 {
+                    self.exploring = Some((spec.clone(), prediction, self.explore_frames - 1));
+                } else {
+                    self.replan_now = Some("exploration done");
+                }
+                return Ok((spec, Some(prediction)));
+            }
+        }
+        let conditions = self.conditions();
+        let prediction = self.planner.predict(&self.plan, &conditions);
+        Ok((self.plan.clone(), prediction))
     }
 
-    /// Learns from a finished frame: transfer sample for the bandwidth estimate, profiles.
+    /// Learns from a finished frame: transfer sample for the bandwidth estimate, profiles, the
+    /// plan's measured latency; re-plans soon when the plan in force keeps missing its prediction.
     pub fn learn(&mut self, plan: &PlanSpec, record: &FrameRecord, observation: &FrameObservation) {
         if let (Some(round_trip), Some(server)) = (observation.round_trip, observation.server_time)
         {
             self.net.record_transfer(record.bytes, round_trip, server);
         }
-        self.planner.observe(plan, observation);
+        let measured = (!record.fallback).then(|| Duration::from_micros(record.total_us));
+        let conditions = self.conditions();
+        self.planner
+            .observe(plan, observation, measured, &conditions);
+        if *plan == self.plan && !record.fallback {
+            if let Some(predicted) = record.predicted_us {
+                self.agreement
+                    .add(record.total_us as f64 * 1e-6, predicted as f64 * 1e-6);
+                if let Some(ratio) = self.agreement.disagrees() {
+                    tracing::debug!(plan = %plan, ratio, "measured latency disagrees with the prediction");
+                    self.agreement = Agreement::default();
+                    self.replan_now
+                        .get_or_insert("measured latency differs from prediction");
+                }
+            }
+        }
     }
 
     /// Re-plans if due, processes the frame with the plan in force, learns from it.
     pub async fn process(&mut self, frame: &Frame) -> Result<FrameRecord> {
-        let plan = self.plan_for(frame.id)?;
+        let (plan, prediction) = self.plan_for(frame.id)?;
         let (mut record, observation) = self
             .pipeline
             .process(frame, &plan, self.cloud.as_deref())
             .await?;
+        record.set_prediction(prediction.as_ref());
         self.learn(&plan, &record, &observation);
-        record.predicted_us = self.predicted_us();
         Ok(record)
     }
 

@@ -34,11 +34,45 @@ pub struct FrameRecord {
     pub fallback: bool,
     /// The plan used for this frame.
     pub plan: String,
-    /// Latency the optimizer predicted for this plan (adaptive runs).
+    /// Latency the optimizer predicted for this plan (adaptive runs), measured corrections included.
     pub predicted_us: Option<u64>,
+    /// The model's parts of that prediction (adaptive runs), to compare with the measured parts.
+    pub predicted_parts: Option<PredictedParts>,
+}
+
+/// The latency model's prediction for one frame, per part, in microseconds; each part is compared
+/// with the measured field of the same name in [`FrameRecord`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct PredictedParts {
+    /// Head layers on the (emulated) edge × load factor.
+    pub edge_us: u64,
+    /// Feature encoding on the edge.
+    pub encode_us: u64,
+    /// Transfer (bytes ÷ bandwidth) + propagation round trip.
+    pub network_us: u64,
+    /// Worker decode + tail layers.
+    pub cloud_us: u64,
+    /// What the loop learned from measuring this plan (measured − modelled), may be negative.
+    pub correction_us: i64,
 }
 
 impl FrameRecord {
+    /// Stamps the loop's prediction for this frame's plan.
+    pub fn set_prediction(&mut self, prediction: Option<&crate::adaptive::Prediction>) {
+        let us = |s: f64| (s.max(0.0) * 1e6).round() as u64;
+        self.predicted_us = prediction.map(|p| us(p.latency_s));
+        self.predicted_parts = prediction.map(|p| {
+            let b = &p.breakdown;
+            PredictedParts {
+                edge_us: us(b.edge_s),
+                encode_us: us(b.encode_s),
+                network_us: us(b.transfer_s + b.rtt_s),
+                cloud_us: us(b.cloud_s + b.decode_s),
+                correction_us: (b.measured_correction_s * 1e6).round() as i64,
+            }
+        });
+    }
+
     pub fn correct(&self) -> Option<bool> {
         self.label.map(|l| usize::from(l) == self.predicted)
     }
@@ -90,6 +124,11 @@ pub struct Summary {
     pub wall_s: f64,
     /// Mean |measured − predicted| / measured over frames with a prediction (adaptive runs).
     pub prediction_error: Option<f64>,
+    /// Per part, (mean measured − mean modelled) ÷ mean measured latency of the frames with a
+    /// prediction (cloud frames only for the networked parts): where the model is off.
+    pub prediction_bias: Option<PartBias>,
+    /// The edge speed the run was made at (`native`, or `emulated pi4 (×…)`: figures are emulated).
+    pub edge_speed: String,
     /// Distinct plans used, in order of first use.
     pub plans_used: Vec<String>,
 }
@@ -122,6 +161,8 @@ impl Summary {
             },
             wall_s: wall.as_secs_f64(),
             prediction_error: prediction_error(records),
+            prediction_bias: PartBias::of(records),
+            edge_speed: "native".into(),
             plans_used: records.iter().fold(Vec::new(), |mut seen, r| {
                 if !seen.contains(&r.plan) {
                     seen.push(r.plan.clone());
@@ -129,6 +170,54 @@ impl Summary {
                 seen
             }),
         }
+    }
+}
+
+/// Model bias per latency part, as a fraction of the mean measured total.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct PartBias {
+    pub edge: f64,
+    pub encode: f64,
+    pub network: f64,
+    pub cloud: f64,
+    /// The measured corrections the loop applied.
+    pub correction: f64,
+}
+
+impl PartBias {
+    fn of(records: &[FrameRecord]) -> Option<Self> {
+        let with: Vec<(&FrameRecord, &PredictedParts)> = records
+            .iter()
+            .filter(|r| !r.fallback)
+            .filter_map(|r| r.predicted_parts.as_ref().map(|p| (r, p)))
+            .collect();
+        if with.is_empty() {
+            return None;
+        }
+        let n = with.len() as f64;
+        let total = with.iter().map(|(r, _)| r.total_us as f64).sum::<f64>() / n;
+        if total <= 0.0 {
+            return None;
+        }
+        let bias = |m: fn(&FrameRecord) -> u64, p: fn(&PredictedParts) -> u64| {
+            with.iter()
+                .map(|(r, q)| m(r) as f64 - p(q) as f64)
+                .sum::<f64>()
+                / n
+                / total
+        };
+        Some(PartBias {
+            edge: bias(|r| r.edge_us, |p| p.edge_us),
+            encode: bias(|r| r.encode_us, |p| p.encode_us),
+            network: bias(|r| r.network_us, |p| p.network_us),
+            cloud: bias(|r| r.cloud_us, |p| p.cloud_us),
+            correction: with
+                .iter()
+                .map(|(_, q)| q.correction_us as f64)
+                .sum::<f64>()
+                / n
+                / total,
+        })
     }
 }
 
@@ -151,6 +240,9 @@ fn ms(us: f64) -> f64 {
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "plan: {}", self.plan)?;
+        if self.edge_speed != "native" {
+            writeln!(f, "edge: {} — edge timings are EMULATED", self.edge_speed)?;
+        }
         match self.top1 {
             Some(t) => writeln!(
                 f,
@@ -186,6 +278,17 @@ impl fmt::Display for Summary {
                 "\nplans used: {}\nlatency prediction error (mean |measured − predicted| / measured): {:.1} %",
                 self.plans_used.join(" → "),
                 e * 100.0
+            )?;
+        }
+        if let Some(b) = self.prediction_bias {
+            write!(
+                f,
+                "\nmodel bias (measured − modelled, % of mean total): edge {:+.1}, encode {:+.1}, network {:+.1}, cloud {:+.1}; learned correction {:+.1}",
+                b.edge * 100.0,
+                b.encode * 100.0,
+                b.network * 100.0,
+                b.cloud * 100.0,
+                b.correction * 100.0
             )?;
         }
         Ok(())

@@ -4,8 +4,8 @@
 //! the accuracy floor.
 //!
 //! The development machine's CPU runs AlexNet in well under a millisecond, where sending anything
-//! never pays; `edge_slowdown = 60` stretches edge compute (really, by sleeping) to Raspberry-Pi-like
-//! times so that offloading is worth it on a fast link.
+//! never pays; an emulated edge speed of ×60 stretches edge compute (really, by spinning) to
+//! slow-Raspberry-Pi-like times so that offloading is worth it on a fast link.
 
 mod common;
 
@@ -19,6 +19,7 @@ use jmdc_core::cifar::CifarFile;
 use jmdc_core::package::ModelPackage;
 use jmdc_edge::adaptive::{AdaptiveConfig, ObjectiveKind};
 use jmdc_edge::client::{client_config, CloudClient};
+use jmdc_edge::emulation::EdgeSpeed;
 use jmdc_edge::pipeline::{EdgePipeline, Frame};
 use jmdc_edge::session::AdaptiveSession;
 
@@ -69,13 +70,12 @@ async fn plan_follows_bandwidth_steps_50_1_20_mbit() {
         accuracy_floor_pct: FLOOR_PCT,
         replan_interval_ms: 250,
         profile_runs: 10,
-        edge_slowdown: 60.0,
         probe_bytes: 8 * 1024,
         probe_interval_ms: 150,
         ..AdaptiveConfig::default()
     };
     let pipeline = EdgePipeline::new(package.clone(), "test".into(), Duration::from_secs(3), None)
-        .with_slowdown(settings.edge_slowdown);
+        .with_speed(EdgeSpeed::custom(60.0));
     let mut session = AdaptiveSession::start(pipeline, &settings, Some(client.clone()), None)
         .await
         .expect("adaptive session");

@@ -82,6 +82,10 @@ pub struct LatencyBreakdown {
     pub cloud_s: f64,
     /// Decoding on the cloud.
     pub decode_s: f64,
+    /// What the caller learned from measuring this plan (measured − modelled latency, set with
+    /// [`Optimizer::correct_latency`]); 0 when none.
+    #[serde(default)]
+    pub measured_correction_s: f64,
 }
 
 /// Predictions for one candidate under some conditions.
@@ -136,6 +140,8 @@ struct Pre {
     accuracy: f32,
     /// Needs the cloud (every plan but edge-only).
     networked: bool,
+    /// Additive latency correction from measurements (seconds, default 0).
+    correction_s: f64,
 }
 
 /// What a scan compares.
@@ -152,7 +158,7 @@ impl Pre {
         let edge = self.edge_s * c.edge_load_factor;
         if !self.networked {
             return Metrics {
-                latency: edge,
+                latency: edge + self.correction_s,
                 throughput: 1.0 / edge,
                 accuracy: self.accuracy,
             };
@@ -161,7 +167,7 @@ impl Pre {
         let transfer = self.bits / c.bandwidth_bps;
         let cloud_stage = self.cloud_s + self.decode_s;
         Metrics {
-            latency: edge_stage + transfer + c.rtt_s + cloud_stage,
+            latency: edge_stage + transfer + c.rtt_s + cloud_stage + self.correction_s,
             throughput: 1.0 / edge_stage.max(transfer).max(cloud_stage),
             accuracy: self.accuracy,
         }
@@ -478,6 +484,7 @@ impl Optimizer {
                 decode_s: decode_us * 1e-6,
                 accuracy: c.accuracy,
                 networked,
+                correction_s: 0.0,
             });
         }
         let has_edge_only = pre.iter().any(|p| !p.networked);
@@ -592,10 +599,12 @@ impl Optimizer {
                 rtt_s: c.rtt_s,
                 cloud_s: p.cloud_s,
                 decode_s: p.decode_s,
+                measured_correction_s: p.correction_s,
             }
         } else {
             LatencyBreakdown {
-                edge_s: m.latency,
+                edge_s: m.latency - p.correction_s,
+                measured_correction_s: p.correction_s,
                 ..LatencyBreakdown::default()
             }
         };
@@ -605,6 +614,43 @@ impl Optimizer {
             accuracy: m.accuracy,
             breakdown,
         })
+    }
+
+    /// Adds `seconds` (measured − modelled latency, may be negative) to every latency prediction
+    /// of candidate `index`: the caller's memory of how this plan really performed. The predicted
+    /// latency never drops below zero; throughput is unchanged. Returns false for an unknown index
+    /// or a non-finite value (nothing changes).
+    pub fn correct_latency(&mut self, index: usize, seconds: f64) -> bool {
+        match self.pre.get_mut(index) {
+            Some(p) if seconds.is_finite() => {
+                let c = Conditions {
+                    bandwidth_bps: f64::INFINITY,
+                    rtt_s: 0.0,
+                    edge_load_factor: 1.0,
+                    cloud_available: true,
+                };
+                // Never below zero even under the most favourable conditions.
+                p.correction_s = 0.0;
+                let floor = -p.metrics(&c).latency;
+                p.correction_s = seconds.max(floor);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The index of the (first) candidate with this variant, split and codec. Cloud-only raw and
+    /// JPEG-input candidates share these fields: use [`index_of`](Self::index_of) for a plan.
+    pub fn find(&self, variant: usize, split: usize, codec: Option<CodecParams>) -> Option<usize> {
+        self.candidates
+            .iter()
+            .position(|c| c.variant == variant && c.split == split && c.codec == codec)
+    }
+
+    /// The index of the candidate `plan` refers to (by index when its fields match, else by
+    /// variant, split, codec and input codec), as `decide` matches a current plan.
+    pub fn index_of(&self, plan: &Plan) -> Option<usize> {
+        self.resolve(plan)
     }
 
     /// Finds the candidate a plan refers to: by index when its fields match, else by fields.

@@ -53,6 +53,11 @@ pub struct NetworkEstimate {
     pub rtt_s: f64,
     /// quinn's minimum RTT of the path, seconds (0 when unknown).
     pub min_rtt_s: f64,
+    /// Propagation round trip without our own serialisation and queueing, seconds: quinn's path
+    /// minimum, unless the smoothed RTT stayed well above it for the whole last
+    /// `base_rtt_window` (the path itself got longer). This is what the optimizer adds to a
+    /// request's transfer time; the smoothed `rtt_s` would count our own queueing twice.
+    pub base_rtt_s: f64,
     /// When the last goodput sample was taken.
     pub last_update: Option<Instant>,
     /// Source of the last sample that set `bandwidth_bps`.
@@ -78,6 +83,7 @@ impl Default for NetworkEstimate {
             last_sample_bps: 0.0,
             rtt_s: 0.0,
             min_rtt_s: 0.0,
+            base_rtt_s: 0.0,
             last_update: None,
             source: EstimateSource::None,
             samples: 0,
@@ -135,6 +141,8 @@ pub struct NetworkMonitorConfig {
     pub stale_after: Duration,
     /// A probe that takes longer fails.
     pub probe_timeout: Duration,
+    /// Window of the smoothed-RTT minimum that can raise `base_rtt_s` above the path minimum.
+    pub base_rtt_window: Duration,
 }
 
 impl Default for NetworkMonitorConfig {
@@ -161,6 +169,7 @@ impl Default for NetworkMonitorConfig {
             min_probe_interval: Duration::from_secs(10),
             stale_after: Duration::from_secs(5),
             probe_timeout: Duration::from_secs(5),
+            base_rtt_window: Duration::from_secs(10),
         }
     }
 }
@@ -203,6 +212,8 @@ struct State {
     rtt: ChangeDetector,
     estimate: NetworkEstimate,
     last_probe: Option<Instant>,
+    /// Smoothed RTT observations of the last `base_rtt_window`, oldest first.
+    rtt_window: std::collections::VecDeque<(Instant, f64)>,
 }
 
 /// Network conditions to the cloud worker, from passive samples, probes and QUIC path stats.
@@ -226,6 +237,7 @@ impl NetworkMonitor {
                 rtt: ChangeDetector::new(config.rtt),
                 estimate: NetworkEstimate::default(),
                 last_probe: None,
+                rtt_window: std::collections::VecDeque::new(),
             }),
             estimates: watch::channel(NetworkEstimate::default()).0,
             changes: watch::channel(None).0,
@@ -270,6 +282,13 @@ impl NetworkMonitor {
             e.lost_packets = lost_packets;
             let step = st.rtt.update(rtt.as_secs_f64());
             e.rtt_s = st.rtt.value().unwrap_or(0.0);
+            e.base_rtt_s = base_rtt(
+                &mut st.rtt_window,
+                now,
+                st.config.base_rtt_window,
+                rtt.as_secs_f64(),
+                min_rtt.as_secs_f64(),
+            );
             if matches!(e.source, EstimateSource::None | EstimateSource::QuinnPath)
                 && rtt > Duration::ZERO
                 && cwnd_bytes > 0
@@ -493,5 +512,88 @@ impl NetworkMonitor {
     /// The configuration.
     pub fn config(&self) -> NetworkMonitorConfig {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).config
+    }
+}
+
+/// The propagation round trip: the path minimum `min_rtt`, or — when every smoothed RTT of the last
+/// `window` (which must be mostly covered by observations) was above `2 × min_rtt + 5 ms` — the
+/// smallest of them (the route got longer; quinn's minimum never rises). Queueing caused by our
+/// own requests and probes is short-lived, so it does not hold the minimum up for a whole window.
+fn base_rtt(
+    history: &mut std::collections::VecDeque<(Instant, f64)>,
+    now: Instant,
+    window: Duration,
+    rtt_s: f64,
+    min_rtt_s: f64,
+) -> f64 {
+    if rtt_s > 0.0 {
+        history.push_back((now, rtt_s));
+    }
+    while history
+        .front()
+        .is_some_and(|&(t, _)| now.saturating_duration_since(t) > window)
+    {
+        history.pop_front();
+    }
+    let covered = history
+        .front()
+        .is_some_and(|&(t, _)| now.saturating_duration_since(t) >= window.mul_f64(0.8));
+    let window_min = history
+        .iter()
+        .map(|&(_, r)| r)
+        .fold(f64::INFINITY, f64::min);
+    if covered && window_min.is_finite() && window_min > 2.0 * min_rtt_s + 0.005 {
+        window_min
+    } else {
+        min_rtt_s
+    }
+}
+
+#[cfg(test)]
+mod base_rtt_tests {
+    use super::*;
+
+    #[test]
+    fn base_rtt_is_the_path_minimum_despite_own_queueing() {
+        let mut h = std::collections::VecDeque::new();
+        let t0 = Instant::now();
+        let w = Duration::from_secs(10);
+        // Probes inflate the smoothed RTT to 50–120 ms now and then; the path minimum is 0.2 ms.
+        for i in 0..200u64 {
+            let rtt = if i % 10 < 3 { 0.12 } else { 0.0004 };
+            let b = base_rtt(&mut h, t0 + Duration::from_millis(100 * i), w, rtt, 0.0002);
+            assert_eq!(b, 0.0002, "at {i}");
+        }
+    }
+
+    #[test]
+    fn base_rtt_follows_a_longer_route_after_a_window() {
+        let mut h = std::collections::VecDeque::new();
+        let t0 = Instant::now();
+        let w = Duration::from_secs(10);
+        for i in 0..50u64 {
+            base_rtt(
+                &mut h,
+                t0 + Duration::from_millis(100 * i),
+                w,
+                0.001,
+                0.0008,
+            );
+        }
+        // The route now takes 40 ms; quinn's minimum stays 0.8 ms.
+        let mut last = 0.0;
+        for i in 50..200u64 {
+            last = base_rtt(
+                &mut h,
+                t0 + Duration::from_millis(100 * i),
+                w,
+                0.040,
+                0.0008,
+            );
+            if i < 130 {
+                assert_eq!(last, 0.0008, "too early at {i}");
+            }
+        }
+        assert_eq!(last, 0.040);
     }
 }
