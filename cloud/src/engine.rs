@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use jmdc_core::codec::{self, DecodeLimits};
+use jmdc_core::jpeg;
 use jmdc_core::package::ModelPackage;
 use jmdc_core::preprocess;
 use jmdc_core::protocol::{ErrorKind, ErrorReply, InferRequest, InferResult, PayloadKind};
@@ -176,6 +177,20 @@ impl TailEngine {
                     .try_into()
                     .map_err(|_| "model input is not an image [C, H, W]".to_string())?;
                 preprocess::normalize_chw_u8(&req.payload, shape, package.normalization())
+                    .map(|a| a.into_dyn())
+                    .map_err(|e| e.to_string())
+            }
+            PayloadKind::Jpeg => {
+                if split != 0 {
+                    return Err(format!("a JPEG payload needs split 0, not {split}"));
+                }
+                let shape: [usize; 3] = package
+                    .input_shape()
+                    .try_into()
+                    .map_err(|_| "model input is not an image [C, H, W]".to_string())?;
+                // Refuses a JPEG whose header is not exactly H×W before decoding any pixel.
+                let pixels = jpeg::decode_chw(&req.payload, shape).map_err(|e| e.to_string())?;
+                preprocess::normalize_chw_u8(&pixels, shape, package.normalization())
                     .map(|a| a.into_dyn())
                     .map_err(|e| e.to_string())
             }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{encoded_len, CodecParams, QuantMode};
+use crate::jpeg;
 use crate::optimizer::{candidate_grid, Candidate, Profile};
 use crate::package::{sha256_hex, ModelPackage};
 
@@ -27,6 +28,8 @@ pub const CALIBRATION_FILE: &str = "calibration.json";
 pub const CODEC_IMAGE: &str = "u8-image";
 /// Codec name of edge-only entries (split L): nothing is sent.
 pub const CODEC_NONE: &str = "none";
+/// Default JPEG qualities of cloud-only JPEG entries (codec names `jpeg90`, `jpeg75`, `jpeg50`).
+pub const DEFAULT_JPEG_QUALITIES: [u8; 3] = [90, 75, 50];
 /// z for a two-sided 95 % normal interval.
 const Z95: f64 = 1.959_963_984_540_054;
 
@@ -109,11 +112,12 @@ pub struct CalibrationEntry {
     pub split: usize,
     /// Region keep ratio ρ (`1.0` for cloud-only and edge-only entries).
     pub keep_ratio: f32,
-    /// `"f32"`, `"f16"`, `"int2"` … `"int8"`, or [`CODEC_IMAGE`] (split 0) / [`CODEC_NONE`]
-    /// (split L).
+    /// `"f32"`, `"f16"`, `"int2"` … `"int8"`, or [`CODEC_IMAGE`] / `"jpegQ"` (split 0: raw
+    /// 8-bit image / JPEG at quality Q) / [`CODEC_NONE`] (split L).
     pub codec: String,
     /// Payload bytes per frame on the wire: the codec's [`encoded_len`] for inner splits, the
-    /// image's pixel count for cloud-only, 0 for edge-only (protocol header not included).
+    /// image's pixel count for raw cloud-only, the **mean** JPEG size over the N images (rounded
+    /// to the nearest byte) for JPEG cloud-only, 0 for edge-only (protocol header not included).
     pub bytes: usize,
     /// Images classified correctly (top-1).
     pub correct: u64,
@@ -125,6 +129,11 @@ pub struct CalibrationEntry {
 }
 
 impl CalibrationEntry {
+    /// The JPEG quality of a cloud-only JPEG entry (codec `jpegQ`).
+    pub fn jpeg_quality(&self) -> Option<u8> {
+        jpeg::parse_codec_name(&self.codec)
+    }
+
     /// The codec parameters of an inner-split entry; `None` for cloud-only / edge-only entries
     /// or an unknown codec name.
     pub fn codec_params(&self) -> Option<CodecParams> {
@@ -154,7 +163,8 @@ pub struct CalibrationTable {
     pub runtime: String,
     /// The ρ grid measured.
     pub keep_ratios: Vec<f32>,
-    /// The codec grid measured (codec names, see [`codec_name`]).
+    /// The codec grid measured (codec names, see [`codec_name`]); also lists the cloud-only
+    /// JPEG qualities measured (`jpeg90`, …), which [`modes`](Self::modes) skips.
     pub codecs: Vec<String>,
     /// Whether dominated entries were dropped ([`CalibrationTable::pareto_prune`]).
     #[serde(default)]
@@ -189,6 +199,40 @@ pub fn parse_codec_list(list: &str) -> Result<Vec<QuantMode>, String> {
         .filter(|s| !s.trim().is_empty())
         .map(parse_codec)
         .collect()
+}
+
+/// Parses a comma-separated list of JPEG qualities (`"90,75,50"`), each in `1..=100`; `""` or
+/// `"none"` is the empty list.
+pub fn parse_jpeg_list(list: &str) -> Result<Vec<u8>, String> {
+    if list.trim().eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<u8> = Vec::new();
+    for s in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let q = s
+            .strip_prefix(jpeg::CODEC_PREFIX)
+            .unwrap_or(s)
+            .parse::<u8>()
+            .ok()
+            .filter(|q| jpeg::validate_quality(*q).is_ok())
+            .ok_or_else(|| format!("JPEG quality {s:?} is not a number in 1..=100"))?;
+        if !out.contains(&q) {
+            out.push(q);
+        }
+    }
+    Ok(out)
+}
+
+/// What [`CalibrationTable::merge_jpeg`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MergeReport {
+    /// JPEG entries added.
+    pub inserted: usize,
+    /// JPEG entries that replaced an entry of the same variant and quality.
+    pub replaced: usize,
+    /// Variants whose raw cloud-only count differs between the two tables (same package and
+    /// images, so this should not happen; the merge still proceeds).
+    pub raw_mismatches: Vec<String>,
 }
 
 /// Parses a comma-separated keep-ratio list (`"1,0.75,0.5"`); each must be in `(0, 1]`.
@@ -389,14 +433,28 @@ impl CalibrationTable {
             if !(e.keep_ratio > 0.0 && e.keep_ratio <= 1.0) {
                 return Err(invalid(format!("{}: keep_ratio not in (0, 1]", what())));
             }
-            if e.codec != CODEC_IMAGE && e.codec != CODEC_NONE && parse_codec(&e.codec).is_err() {
+            let jpeg = e.jpeg_quality().is_some();
+            if e.codec != CODEC_IMAGE
+                && e.codec != CODEC_NONE
+                && !jpeg
+                && parse_codec(&e.codec).is_err()
+            {
                 return Err(invalid(format!("{}: unknown codec", what())));
             }
-            if e.codec == CODEC_IMAGE && e.split != 0 {
-                return Err(invalid(format!("{}: {CODEC_IMAGE} needs split 0", what())));
+            if (e.codec == CODEC_IMAGE || jpeg) && e.split != 0 {
+                return Err(invalid(format!("{}: {} needs split 0", what(), e.codec)));
             }
-            if e.split == 0 && e.codec != CODEC_IMAGE {
-                return Err(invalid(format!("{}: split 0 needs {CODEC_IMAGE}", what())));
+            if e.split == 0 && e.codec != CODEC_IMAGE && !jpeg {
+                return Err(invalid(format!(
+                    "{}: split 0 needs {CODEC_IMAGE} or jpegQ",
+                    what()
+                )));
+            }
+            if jpeg && (e.bytes == 0 || u32::try_from(e.bytes).is_err()) {
+                return Err(invalid(format!(
+                    "{}: a JPEG entry needs its mean bytes (1 … 2³² − 1)",
+                    what()
+                )));
             }
             if e.correct > n {
                 return Err(invalid(format!(
@@ -457,6 +515,28 @@ impl CalibrationTable {
             .map(|e| e.top1 as f32)
     }
 
+    /// The cloud-only JPEG entry of `variant` at `quality`, if measured.
+    pub fn jpeg_entry(&self, variant: &str, quality: u8) -> Option<&CalibrationEntry> {
+        self.find(|e| e.variant == variant && e.split == 0 && e.jpeg_quality() == Some(quality))
+    }
+
+    /// Top-1 of `variant` cloud-only with a JPEG input at `quality`, if measured.
+    pub fn lookup_cloud_only_jpeg(&self, variant: &str, quality: u8) -> Option<f32> {
+        self.jpeg_entry(variant, quality).map(|e| e.top1 as f32)
+    }
+
+    /// The JPEG qualities that have at least one entry, highest first.
+    pub fn jpeg_qualities(&self) -> Vec<u8> {
+        let mut q: Vec<u8> = self
+            .entries
+            .iter()
+            .filter_map(CalibrationEntry::jpeg_quality)
+            .collect();
+        q.sort_unstable_by(|a, b| b.cmp(a));
+        q.dedup();
+        q
+    }
+
     /// Top-1 of `variant` edge-only (all layers on the edge), if measured.
     pub fn lookup_edge_only(&self, variant: &str) -> Option<f32> {
         self.find(|e| e.variant == variant && e.codec == CODEC_NONE)
@@ -484,18 +564,106 @@ impl CalibrationTable {
     }
 
     /// The optimizer's candidates for `profile` (variants matched by name) over this table's
-    /// own ρ and codec grids; plans the table has no figure for are left out.
+    /// own ρ and codec grids; plans the table has no figure for are left out. Then, per variant,
+    /// one cloud-only JPEG candidate per `jpegQ` entry, with the entry's mean bytes (a table
+    /// without JPEG entries offers none).
     pub fn candidates(&self, profile: &Profile) -> Vec<Candidate> {
         let modes = self.modes();
-        candidate_grid(profile, &self.keep_ratios, &modes, |v, s, codec| {
+        let mut out = candidate_grid(profile, &self.keep_ratios, &modes, |v, s, codec| {
             let name = &profile.variants.get(v)?.name;
             self.accuracy(name, s, codec)
-        })
+        });
+        for (v, variant) in profile.variants.iter().enumerate() {
+            for e in self
+                .entries
+                .iter()
+                .filter(|e| e.variant == variant.name && e.split == 0)
+            {
+                let (Some(quality), Ok(mean_bytes)) = (e.jpeg_quality(), u32::try_from(e.bytes))
+                else {
+                    continue;
+                };
+                out.push(Candidate::cloud_only_jpeg(
+                    v,
+                    quality,
+                    mean_bytes,
+                    e.top1 as f32,
+                ));
+            }
+        }
+        out
     }
 
-    /// Drops every entry dominated within its own (variant, split): another entry with no more
-    /// bytes and no fewer correct images, strictly better in one of the two (of exact duplicates
-    /// in both, the first in table order is kept). Same rule as
+    /// Merges the cloud-only JPEG entries (`jpegQ`) of `other` into this table: an entry of the
+    /// same variant and quality is replaced, a new one goes after the variant's other split-0
+    /// entries; the JPEG codec names are added to [`codecs`](Self::codecs). Refused unless both
+    /// tables are for the same package stamp and the same images (SHA-256 and N), so that every
+    /// entry stays comparable. Used by `jmdc-edge calibrate --only-jpeg`.
+    pub fn merge_jpeg(&mut self, other: &CalibrationTable) -> Result<MergeReport, String> {
+        if other.package != self.package || other.package_stamp != self.package_stamp {
+            return Err(format!(
+                "the tables are for different packages ({} {} vs {} {})",
+                self.package, self.package_stamp, other.package, other.package_stamp
+            ));
+        }
+        if other.dataset.sha256 != self.dataset.sha256
+            || other.dataset.images != self.dataset.images
+        {
+            return Err(format!(
+                "the tables were measured on different images ({} images, sha256 {} vs {} \
+                 images, sha256 {}); use the same file and -n",
+                self.dataset.images,
+                self.dataset.sha256,
+                other.dataset.images,
+                other.dataset.sha256
+            ));
+        }
+        let mut report = MergeReport::default();
+        for o in other.entries.iter().filter(|e| e.codec == CODEC_IMAGE) {
+            if let Some(mine) = self
+                .entries
+                .iter()
+                .find(|e| e.variant == o.variant && e.codec == CODEC_IMAGE)
+            {
+                if mine.correct != o.correct {
+                    report.raw_mismatches.push(format!(
+                        "{} cloud-only (raw image): {} correct in the table, {} now",
+                        o.variant, mine.correct, o.correct
+                    ));
+                }
+            }
+        }
+        for o in other.entries.iter().filter(|e| e.jpeg_quality().is_some()) {
+            if let Some(slot) = self
+                .entries
+                .iter_mut()
+                .find(|e| e.variant == o.variant && e.split == 0 && e.codec == o.codec)
+            {
+                *slot = o.clone();
+                report.replaced += 1;
+            } else {
+                let at = self
+                    .entries
+                    .iter()
+                    .rposition(|e| e.variant == o.variant && e.split == 0)
+                    .map_or(self.entries.len(), |i| i + 1);
+                self.entries.insert(at, o.clone());
+                report.inserted += 1;
+            }
+            if !self.codecs.contains(&o.codec) {
+                self.codecs.push(o.codec.clone());
+            }
+        }
+        self.validate(Path::new("<merged>"))
+            .map_err(|e| e.to_string())?;
+        Ok(report)
+    }
+
+    /// Drops every entry dominated within its own (variant, split, input kind): another entry
+    /// with no more bytes and no fewer correct images, strictly better in one of the two (of
+    /// exact duplicates in both, the first in table order is kept). Raw and JPEG cloud-only
+    /// entries are separate groups (a JPEG costs encode/decode time a raw image does not). Same
+    /// rule as
     /// [`Optimizer::prune_dominated`](crate::optimizer::Optimizer::prune_dominated). Returns the
     /// number of entries dropped and marks the table `pareto_pruned`.
     pub fn pareto_prune(&mut self) -> usize {
@@ -504,18 +672,29 @@ impl CalibrationTable {
         let es = &self.entries;
         order.sort_by(|&a, &b| {
             let (x, y) = (&es[a], &es[b]);
-            (x.variant.as_str(), x.split, x.bytes)
-                .cmp(&(y.variant.as_str(), y.split, y.bytes))
+            (
+                x.variant.as_str(),
+                x.split,
+                x.jpeg_quality().is_some(),
+                x.bytes,
+            )
+                .cmp(&(
+                    y.variant.as_str(),
+                    y.split,
+                    y.jpeg_quality().is_some(),
+                    y.bytes,
+                ))
                 .then(y.correct.cmp(&x.correct))
                 .then(a.cmp(&b))
         });
         let mut keep = vec![false; n];
-        let mut group: Option<(&str, usize)> = None;
+        let mut group: Option<(&str, usize, bool)> = None;
         let mut best: Option<u64> = None;
         for &i in &order {
             let e = &es[i];
-            if group != Some((e.variant.as_str(), e.split)) {
-                group = Some((e.variant.as_str(), e.split));
+            let key = (e.variant.as_str(), e.split, e.jpeg_quality().is_some());
+            if group != Some(key) {
+                group = Some(key);
                 best = None;
             }
             // Sorted by bytes ascending, then correct descending: an entry survives only if it

@@ -6,6 +6,8 @@
 //! * [`measure_codec_costs`]: times the real [`crate::codec`] on tensors of the split shapes and
 //!   fits [`CodecCost`] (`fixed + per_element·elements + per_byte·bytes`, non-negative least
 //!   squares) for encode and decode, with the fit residual.
+//! * [`measure_input_codec_costs`]: the cloud-only input paths — raw image (copy, normalise)
+//!   and JPEG (encode on the edge; decode and normalise on the cloud) at the table's qualities.
 //! * [`build_optimizer_profile`]: assembles an [`Profile`] from per-variant layer times,
 //!   the codec costs and the package's boundary shapes.
 //! * [`OnlineProfile`]: per variant, per layer EWMA of the edge times seen on real frames, and a
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use crate::codec::{self, CodecError, CodecParams, DecodeLimits, QuantMode};
+use crate::jpeg::{self, JpegError};
 use crate::optimizer::{CodecCost, Profile, VariantProfile};
 use crate::package::{ModelPackage, PackageError};
 use crate::preprocess::{self, PreprocessError};
@@ -45,6 +48,9 @@ pub enum ProfilingError {
     /// Building the profiling input failed.
     #[error(transparent)]
     Preprocess(#[from] PreprocessError),
+    /// The JPEG encoder or decoder failed on the profiling image.
+    #[error(transparent)]
+    Jpeg(#[from] JpegError),
     /// An argument is unusable (no runs, no shapes, wrong number of layer times, …).
     #[error("{0}")]
     InvalidArgument(String),
@@ -745,6 +751,25 @@ pub struct CodecCosts {
     pub encode_samples: Vec<CodecSample>,
     /// See [`encode_samples`](Self::encode_samples).
     pub decode_samples: Vec<CodecSample>,
+    /// Costs of the cloud-only input paths, when measured ([`measure_input_codec_costs`]);
+    /// [`build_optimizer_profile`] copies them into the profile (else they stay zero).
+    pub input: Option<InputCosts>,
+}
+
+/// Costs of sending the model input on cloud-only plans: raw 8-bit image or JPEG.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputCosts {
+    /// Raw image, edge side ([`Profile::input_encode`]).
+    pub raw_encode: CodecCost,
+    /// Raw image, cloud side: normalisation ([`Profile::input_decode`]).
+    pub raw_decode: CodecCost,
+    /// JPEG encode on the edge (CHW → interleaved → JPEG), fitted over qualities and images
+    /// ([`Profile::jpeg_encode`]; elements = input pixels, bytes = JPEG bytes).
+    pub jpeg_encode: CodecFit,
+    /// JPEG decode + normalisation on the cloud ([`Profile::jpeg_decode`]).
+    pub jpeg_decode: CodecFit,
+    /// The raw JPEG samples (quality, encode, decode), for reports.
+    pub jpeg_samples: Vec<(u8, CodecSample, CodecSample)>,
 }
 
 /// Fits `us ≈ fixed + per_element·elements + per_byte·bytes` with all coefficients ≥ 0
@@ -939,6 +964,7 @@ pub fn measure_codec_costs(
         decode: fit_codec_cost(&dec_samples),
         encode_samples: enc_samples,
         decode_samples: dec_samples,
+        input: None,
     })
 }
 
@@ -979,6 +1005,97 @@ pub fn measure_input_costs(
     Ok((per(&mut enc), per(&mut dec)))
 }
 
+/// A deterministic photo-like 8-bit CHW image (smooth shading, an edge, texture noise of
+/// amplitude `noise`), so that JPEG does realistic work: at 32×32 and quality 90 it compresses
+/// to about the size of a CIFAR-10 image.
+pub fn synthetic_image(shape: [usize; 3], seed: u64, noise: u8) -> Vec<u8> {
+    let [c, h, w] = shape;
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(c * h * w);
+    let phase = (seed % 7) as f64;
+    for ch in 0..c {
+        for y in 0..h {
+            for x in 0..w {
+                state ^= state >> 12;
+                state ^= state << 25;
+                state ^= state >> 27;
+                let r = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
+                let u = (r >> 40) as f64 / (1u64 << 24) as f64 - 0.5; // [-0.5, 0.5)
+                let (fx, fy) = (x as f64 / w.max(1) as f64, y as f64 / h.max(1) as f64);
+                let shade = 60.0 * (6.0 * fx + phase + ch as f64).sin() * (4.0 * fy).cos();
+                let edge = if fx + 0.5 * fy > 0.6 { 40.0 } else { -20.0 };
+                let v = 120.0 + 15.0 * ch as f64 + shade + edge + u * 2.0 * f64::from(noise);
+                out.push(v.clamp(0.0, 255.0) as u8);
+            }
+        }
+    }
+    out
+}
+
+/// Costs of the cloud-only input paths of `pkg`: the raw image ([`measure_input_costs`]) and,
+/// for each quality in `jpeg_qualities`, the real JPEG path on a few [`synthetic_image`]s at the
+/// model input size — edge: [`jpeg::JpegEncoder::encode_into`]; cloud: [`jpeg::decode_chw`] +
+/// [`preprocess::normalize_chw_u8`], exactly what the worker times as its decode — median of
+/// `runs` calls each, fitted as [`CodecCost`]s (`elements` = pixels, `bytes` = JPEG bytes).
+/// With no quality, or an input that is not an image, the JPEG costs are zero.
+pub fn measure_input_codec_costs(
+    pkg: &ModelPackage,
+    jpeg_qualities: &[u8],
+    runs: usize,
+) -> Result<InputCosts, ProfilingError> {
+    let (raw_encode, raw_decode) = measure_input_costs(pkg, runs)?;
+    let mut jpeg_samples = Vec::new();
+    if let [c, h, w] = *pkg.input_shape() {
+        let shape = [c, h, w];
+        let elements = c * h * w;
+        let mut encoder = jpeg::JpegEncoder::new();
+        let mut out = Vec::new();
+        let mut enc = Vec::with_capacity(runs);
+        let mut dec = Vec::with_capacity(runs);
+        for (i, noise) in [8u8, 24, 48].into_iter().enumerate() {
+            let pixels = synthetic_image(shape, i as u64 + 1, noise);
+            for &quality in jpeg_qualities {
+                encoder.encode_into(&pixels, shape, quality, &mut out)?;
+                enc.clear();
+                dec.clear();
+                for _ in 0..runs {
+                    let t0 = Instant::now();
+                    encoder.encode_into(&pixels, shape, quality, &mut out)?;
+                    enc.push(us(t0.elapsed()));
+                    let t0 = Instant::now();
+                    let back = jpeg::decode_chw(&out, shape)?;
+                    let a = preprocess::normalize_chw_u8(&back, shape, pkg.normalization())?;
+                    dec.push(us(t0.elapsed()));
+                    drop(std::hint::black_box(a));
+                }
+                let bytes = out.len();
+                jpeg_samples.push((
+                    quality,
+                    CodecSample {
+                        elements,
+                        bytes,
+                        us: median(&mut enc),
+                    },
+                    CodecSample {
+                        elements,
+                        bytes,
+                        us: median(&mut dec),
+                    },
+                ));
+            }
+        }
+    }
+    let encode: Vec<CodecSample> = jpeg_samples.iter().map(|s| s.1).collect();
+    let decode: Vec<CodecSample> = jpeg_samples.iter().map(|s| s.2).collect();
+    Ok(InputCosts {
+        raw_encode,
+        raw_decode,
+        jpeg_encode: fit_codec_cost(&encode),
+        jpeg_decode: fit_codec_cost(&decode),
+        jpeg_samples,
+    })
+}
+
 /// The shapes crossing the inner splits `1..L` of `variant` (what the codec encodes).
 pub fn split_shapes(pkg: &ModelPackage, variant: &str) -> Result<Vec<Vec<usize>>, ProfilingError> {
     let l = pkg.variant(variant)?.num_layers();
@@ -994,8 +1111,8 @@ pub fn split_shapes(pkg: &ModelPackage, variant: &str) -> Result<Vec<Vec<usize>>
 /// Builds the optimizer's [`Profile`]: one [`VariantProfile`] per variant of `edge`, in the
 /// package's variant order (so candidate variant indices follow the package), with the boundary
 /// shapes from the package ([`ModelPackage::split_tensor_shape`] for splits `0..=L`), and the codec
-/// costs (`input_encode`/`input_decode` stay zero unless set on the result, e.g. from
-/// [`measure_input_costs`]).
+/// costs (`input_encode`/`input_decode`/`jpeg_encode`/`jpeg_decode` come from
+/// [`CodecCosts::input`] when it was measured, else they stay zero).
 ///
 /// Errors when a variant of `edge` is unknown to the package, has no cloud times, or a time list
 /// does not have `L` entries.
@@ -1039,5 +1156,11 @@ pub fn build_optimizer_profile(
     let mut profile = Profile::new(variants);
     profile.encode = codec.encode.cost;
     profile.decode = codec.decode.cost;
+    if let Some(input) = &codec.input {
+        profile.input_encode = input.raw_encode;
+        profile.input_decode = input.raw_decode;
+        profile.jpeg_encode = input.jpeg_encode.cost;
+        profile.jpeg_decode = input.jpeg_decode.cost;
+    }
     Ok(profile)
 }

@@ -8,7 +8,7 @@ use jmdc_core::calibration::{
     CODEC_IMAGE, CODEC_NONE,
 };
 use jmdc_core::codec::{encoded_len, CodecParams, QuantMode};
-use jmdc_core::optimizer::{Profile, VariantProfile};
+use jmdc_core::optimizer::{InputCodec, Profile, VariantProfile};
 use jmdc_core::package::{LoadOptions, ModelPackage, VerifyMode};
 
 fn package_dir() -> PathBuf {
@@ -324,6 +324,125 @@ fn plan_bytes_follow_the_codec() {
     assert!(plan_bytes(&pkg, "keep100", 6, None).is_err());
 }
 
+/// `table` plus cloud-only JPEG entries for keep100 at q90/q75/q50 (mean bytes, made-up counts).
+fn table_with_jpeg(stamp: &str) -> CalibrationTable {
+    let mut t = table(stamp);
+    t.entries
+        .insert(1, entry("keep100", 0, 1.0, "jpeg90", 1126, 798));
+    t.entries
+        .insert(2, entry("keep100", 0, 1.0, "jpeg75", 965, 801));
+    t.entries
+        .insert(3, entry("keep100", 0, 1.0, "jpeg50", 880, 770));
+    t.codecs
+        .extend(["jpeg90".into(), "jpeg75".into(), "jpeg50".into()]);
+    t
+}
+
+#[test]
+fn jpeg_entries_round_trip_lookup_and_become_candidates() {
+    let t = table_with_jpeg(&"a".repeat(64));
+    let back = CalibrationTable::from_json(&t.to_json(), Path::new("mem.json")).expect("parses");
+    assert_eq!(back, t);
+    assert_eq!(t.jpeg_qualities(), vec![90, 75, 50]);
+    assert_eq!(t.lookup_cloud_only_jpeg("keep100", 90), Some(0.798));
+    assert_eq!(t.jpeg_entry("keep100", 75).map(|e| e.bytes), Some(965));
+    assert_eq!(t.lookup_cloud_only_jpeg("keep100", 60), None);
+    assert_eq!(t.lookup_cloud_only_jpeg("keep050", 90), None);
+    // The raw image entry is still what cloud-only means; JPEG names are not quantization modes.
+    assert_eq!(t.lookup_cloud_only("keep100"), Some(0.8));
+    assert_eq!(
+        t.modes(),
+        vec![QuantMode::F32, QuantMode::F16, QuantMode::Bits(4)]
+    );
+    let mut shapes = vec![vec![3, 32, 32]];
+    shapes.extend((0..13).map(|_| vec![128, 5, 5]));
+    let profile = Profile::new(vec![VariantProfile {
+        name: "keep100".into(),
+        edge_layer_us: vec![1.0; 13],
+        cloud_layer_us: vec![1.0; 13],
+        boundary_shapes: shapes,
+    }]);
+    let c = t.candidates(&profile);
+    assert_eq!(
+        c.len(),
+        8 + 3,
+        "the grid, then one JPEG candidate per quality"
+    );
+    assert_eq!(c[0].input, InputCodec::Raw);
+    let jpeg: Vec<(InputCodec, f32)> = c[8..].iter().map(|c| (c.input, c.accuracy)).collect();
+    assert_eq!(
+        jpeg,
+        vec![
+            (
+                InputCodec::Jpeg {
+                    quality: 90,
+                    mean_bytes: 1126
+                },
+                0.798
+            ),
+            (
+                InputCodec::Jpeg {
+                    quality: 75,
+                    mean_bytes: 965
+                },
+                0.801
+            ),
+            (
+                InputCodec::Jpeg {
+                    quality: 50,
+                    mean_bytes: 880
+                },
+                0.77
+            ),
+        ]
+    );
+    assert!(c[8..].iter().all(|c| c.split == 0 && c.codec.is_none()));
+    // A table without JPEG entries offers no JPEG candidate.
+    assert!(table(&"a".repeat(64))
+        .candidates(&profile)
+        .iter()
+        .all(|c| c.input == InputCodec::Raw));
+    assert!(table(&"a".repeat(64)).jpeg_qualities().is_empty());
+}
+
+#[test]
+fn malformed_jpeg_entries_are_refused() {
+    let good = table_with_jpeg(&"a".repeat(64));
+    let p = Path::new("t.json");
+    for (i, bad) in [
+        (1, entry("keep100", 6, 1.0, "jpeg90", 1126, 798)), // not at split 0
+        (1, entry("keep100", 0, 1.0, "jpeg0", 1126, 798)),  // quality out of range
+        (1, entry("keep100", 0, 1.0, "jpeg101", 1126, 798)),
+        (1, entry("keep100", 0, 1.0, "jpeg90", 0, 798)), // no size
+        (2, entry("keep100", 0, 1.0, "jpeg90", 1126, 798)), // duplicate
+    ] {
+        let mut t = good.clone();
+        t.entries[i] = bad.clone();
+        let e = CalibrationTable::from_json(&t.to_json(), p).expect_err(&bad.codec);
+        assert!(matches!(e, CalibrationError::Invalid { .. }), "{e}");
+    }
+}
+
+#[test]
+fn pareto_pruning_keeps_raw_and_jpeg_apart() {
+    let mut t = table_with_jpeg(&"a".repeat(64));
+    // jpeg75 (965 B, 801) dominates raw (3,072 B, 800) in bytes and accuracy, and jpeg90; but
+    // the raw image costs no codec time, so only jpeg90 goes.
+    let dropped_before: Vec<String> = t.entries.iter().map(|e| e.codec.clone()).collect();
+    t.pareto_prune();
+    let left: Vec<&str> = t
+        .entries
+        .iter()
+        .filter(|e| e.split == 0)
+        .map(|e| e.codec.as_str())
+        .collect();
+    assert_eq!(
+        left,
+        vec![CODEC_IMAGE, "jpeg75", "jpeg50"],
+        "{dropped_before:?}"
+    );
+}
+
 /// The table committed beside the bundled package must belong to it: a rebuilt package needs a
 /// new table (`jmdc-edge calibrate`, see docs/calibration.md).
 #[test]
@@ -347,6 +466,27 @@ fn committed_table_matches_the_bundled_package() {
                 );
             }
         }
+        // JPEG entries (when the table has them) sit at split 0 with a plausible mean size and
+        // stay within a few points of the raw image (q90 and q75 of a JPEG-q75 source).
+        for q in t.jpeg_qualities() {
+            let e = t
+                .jpeg_entry(&v.name, q)
+                .expect("every variant has every JPEG quality");
+            assert!(
+                e.bytes > 300 && e.bytes < 3072,
+                "{} jpeg{q}: {} B",
+                v.name,
+                e.bytes
+            );
+            if q >= 75 {
+                assert!(
+                    (e.top1 - f64::from(unsplit)).abs() < 0.02,
+                    "{} jpeg{q}: {} vs raw {unsplit}",
+                    v.name,
+                    e.top1
+                );
+            }
+        }
         // Measured on the same test file as the manifest's figure: they agree.
         if let Some(m) = v.accuracy.as_ref().filter(|m| m.images == t.dataset.images) {
             assert!(
@@ -356,5 +496,57 @@ fn committed_table_matches_the_bundled_package() {
                 m.top1
             );
         }
+    }
+}
+
+#[test]
+fn merge_jpeg_inserts_replaces_and_refuses_other_images() {
+    use jmdc_core::calibration::{parse_jpeg_list, MergeReport};
+    let mut base = table(&"a".repeat(64));
+    let measured = table_with_jpeg(&"a".repeat(64));
+    let report = base.merge_jpeg(&measured).expect("merges");
+    assert_eq!(
+        report,
+        MergeReport {
+            inserted: 3,
+            replaced: 0,
+            raw_mismatches: vec![]
+        }
+    );
+    assert_eq!(
+        base.entries, measured.entries,
+        "JPEG entries right after the raw one"
+    );
+    assert_eq!(base.codecs, measured.codecs);
+    // Merging again replaces; a different raw count is reported, not fatal.
+    let mut remeasured = measured.clone();
+    remeasured.entries[0] = entry("keep100", 0, 1.0, CODEC_IMAGE, 3072, 799);
+    remeasured.entries[1] = entry("keep100", 0, 1.0, "jpeg90", 1120, 790);
+    let report = base.merge_jpeg(&remeasured).expect("merges");
+    assert_eq!((report.inserted, report.replaced), (0, 3));
+    assert_eq!(report.raw_mismatches.len(), 1, "{report:?}");
+    assert_eq!(base.jpeg_entry("keep100", 90).map(|e| e.correct), Some(790));
+    assert_eq!(
+        base.lookup_cloud_only("keep100"),
+        Some(0.8),
+        "raw entry kept"
+    );
+    // Other images, other package: refused.
+    let mut other = measured.clone();
+    other.dataset.images = 2000;
+    assert!(base.clone().merge_jpeg(&other).is_err());
+    let mut other = measured.clone();
+    other.dataset.sha256 = "1".repeat(64);
+    assert!(base.clone().merge_jpeg(&other).is_err());
+    let mut other = measured;
+    other.package_stamp = "b".repeat(64);
+    assert!(base.merge_jpeg(&other).is_err());
+
+    assert_eq!(parse_jpeg_list("90,75,50"), Ok(vec![90, 75, 50]));
+    assert_eq!(parse_jpeg_list("jpeg90, 90 ,1"), Ok(vec![90, 1]));
+    assert_eq!(parse_jpeg_list("none"), Ok(vec![]));
+    assert_eq!(parse_jpeg_list(""), Ok(vec![]));
+    for bad in ["0", "101", "x", "-5", "90;75"] {
+        assert!(parse_jpeg_list(bad).is_err(), "{bad}");
     }
 }

@@ -11,8 +11,8 @@
 
 use jmdc_core::codec::{CodecParams, QuantMode};
 use jmdc_core::optimizer::{
-    candidate_grid, CodecCost, Conditions, Evaluation, Objective, Optimizer, OptimizerConfig,
-    Profile, VariantProfile,
+    candidate_grid, Candidate, CodecCost, Conditions, Evaluation, Objective, Optimizer,
+    OptimizerConfig, Profile, VariantProfile,
 };
 use proptest::prelude::*;
 
@@ -57,14 +57,18 @@ fn profile() -> impl Strategy<Value = Profile> {
         cost(),
         cost(),
         cost(),
+        cost(),
+        cost(),
         0usize..128,
     )
-        .prop_map(|(variants, e, d, ie, id, overhead)| {
+        .prop_map(|(variants, e, d, ie, id, je, jd, overhead)| {
             let mut p = Profile::new(variants);
             p.encode = e;
             p.decode = d;
             p.input_encode = ie;
             p.input_decode = id;
+            p.jpeg_encode = je;
+            p.jpeg_decode = jd;
             p.header_overhead_bytes = overhead;
             p
         })
@@ -107,7 +111,8 @@ fn config() -> impl Strategy<Value = OptimizerConfig> {
 }
 
 /// Builds an optimizer from a profile, with accuracies drawn from `accs` (cycled) and some
-/// candidates (edge-only ones included) left out.
+/// candidates (edge-only ones included) left out; every variant also gets cloud-only JPEG
+/// candidates (q90, q75, q50) with sizes and accuracies drawn the same way.
 fn build(
     profile: Profile,
     accs: &[f32],
@@ -125,6 +130,22 @@ fn build(
         k += 1;
         Some(accs[k % accs.len()])
     });
+    let mut cands = cands;
+    for v in 0..profile.variants.len() {
+        for q in [90u8, 75, 50] {
+            k += 1;
+            if k.is_multiple_of(5) {
+                continue;
+            }
+            let bytes = 100 + (k as u32 * 977) % 4000;
+            cands.push(Candidate::cloud_only_jpeg(
+                v,
+                q,
+                bytes,
+                accs[k % accs.len()],
+            ));
+        }
+    }
     if cands.is_empty() {
         return None;
     }

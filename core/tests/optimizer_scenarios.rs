@@ -19,8 +19,8 @@
 
 use jmdc_core::codec::{encoded_len, CodecParams, QuantMode};
 use jmdc_core::optimizer::{
-    candidate_grid, Candidate, CodecCost, Conditions, Objective, Optimizer, OptimizerConfig,
-    OptimizerError, Profile, VariantProfile, DEFAULT_HEADER_OVERHEAD_BYTES,
+    candidate_grid, Candidate, CodecCost, Conditions, InputCodec, Objective, Optimizer,
+    OptimizerConfig, OptimizerError, Profile, VariantProfile, DEFAULT_HEADER_OVERHEAD_BYTES,
 };
 
 const MODES: [QuantMode; 5] = [
@@ -642,6 +642,7 @@ fn construction_errors() {
             variant: 0,
             split: 2,
             codec: None,
+            input: InputCodec::Raw,
             accuracy: 0.9
         }]),
         OptimizerError::CodecPlacement { .. }
@@ -651,6 +652,7 @@ fn construction_errors() {
             variant: 0,
             split: 0,
             codec: Some(codec),
+            input: InputCodec::Raw,
             accuracy: 0.9
         }]),
         OptimizerError::CodecPlacement { .. }
@@ -761,4 +763,263 @@ fn infeasible_fallback_has_hysteresis_too() {
         "{}",
         d.reason
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cloud-only with a JPEG input
+// ---------------------------------------------------------------------------------------------
+//
+// The same 4-layer profile plus two cloud-only JPEG candidates, as a calibration table gives
+// them: q90 with a mean of 1,100 B at 91.5 % and q50 with 880 B at 90.0 % (the raw image is
+// 3,072 B at 92.0 %). JPEG costs: encode 50 µs on the edge, decode 25 µs on the cloud (fixed);
+// the raw image path is free. Header overhead 0.
+//
+// Cloud-only latency = encode + 8·bytes / B + RTT + 2,150 µs (all cloud layers) + decode, so
+// jpeg90 beats raw when 8·(3,072 − 1,100) / B > 75 µs, i.e. below B* = 15,776 / 75e-6 bit/s
+// = 210.35 Mbit/s, and raw wins above.
+
+const JPEG90_BYTES: u32 = 1_100;
+const JPEG50_BYTES: u32 = 880;
+
+fn jpeg_profile() -> Profile {
+    let mut p = profile();
+    p.jpeg_encode = CodecCost {
+        fixed_us: 50.0,
+        ..CodecCost::ZERO
+    };
+    p.jpeg_decode = CodecCost {
+        fixed_us: 25.0,
+        ..CodecCost::ZERO
+    };
+    p
+}
+
+fn jpeg_optimizer(config: OptimizerConfig) -> Optimizer {
+    let profile = jpeg_profile();
+    let mut cands = candidate_grid(&profile, &RHOS, &MODES, |_, _, c| Some(accuracy(c)));
+    cands.push(Candidate::cloud_only_jpeg(0, 90, JPEG90_BYTES, 0.915));
+    cands.push(Candidate::cloud_only_jpeg(0, 50, JPEG50_BYTES, 0.900));
+    Optimizer::new(profile, cands, config).unwrap()
+}
+
+fn jpeg_index(opt: &Optimizer, quality: u8) -> usize {
+    opt.candidates()
+        .iter()
+        .position(|c| c.input.jpeg_quality() == Some(quality))
+        .unwrap()
+}
+
+#[test]
+fn jpeg_candidate_bytes_costs_and_latency() {
+    let mut p = jpeg_profile();
+    p.header_overhead_bytes = 40;
+    let mut cands = vec![Candidate::cloud_only(0, 0.92)];
+    cands.push(Candidate::cloud_only_jpeg(0, 90, JPEG90_BYTES, 0.915));
+    let opt = Optimizer::new(p, cands, OptimizerConfig::default()).unwrap();
+    assert_eq!(opt.bytes(0), Some(3072 + 40));
+    assert_eq!(opt.bytes(1), Some(1100 + 40));
+    let c = cond(10e6, 0.004, 3.0);
+    let e = opt.evaluate(1, &c).unwrap();
+    assert!(approx(e.breakdown.encode_s, 50e-6));
+    assert!(approx(e.breakdown.decode_s, 25e-6));
+    assert!(approx(e.breakdown.transfer_s, 1140.0 * 8.0 / 10e6));
+    assert_eq!(
+        e.breakdown.edge_s, 0.0,
+        "no edge layers, load does not matter"
+    );
+    assert!(approx(
+        e.latency_s,
+        50e-6 + 1140.0 * 8.0 / 10e6 + 0.004 + 2150e-6 + 25e-6
+    ));
+    // Pipelined: edge stage = encode, net = transfer, cloud = layers + decode.
+    assert!(approx(
+        e.throughput_fps,
+        1.0 / (1140.0 * 8.0 / 10e6_f64).max(2175e-6)
+    ));
+    let plan = opt.plan(1).unwrap();
+    assert!(plan.is_cloud_only());
+    assert_eq!(
+        plan.input,
+        InputCodec::Jpeg {
+            quality: 90,
+            mean_bytes: 1100
+        }
+    );
+    assert_eq!(plan.to_string(), "#1 'full' cloud-only (jpeg q90, 1140 B)");
+    assert_eq!(opt.plan(0).unwrap().input, InputCodec::Raw);
+}
+
+#[test]
+fn low_bandwidth_fast_cloud_picks_jpeg_cloud_only() {
+    // 2 Mbit/s, 10 ms RTT, a busy edge (load 10): every split pays ≥ 5 ms of edge layers.
+    let opt = jpeg_optimizer(OptimizerConfig::NO_HYSTERESIS);
+    let c = cond(2e6, 0.010, 10.0);
+    let d = opt.decide(&c, &min_latency(0.91), None);
+    assert!(d.feasible, "{}", d.reason);
+    assert_eq!(d.plan.candidate, jpeg_index(&opt, 90), "{}", d.reason);
+    assert_eq!(d.plan.input.jpeg_quality(), Some(90));
+    // By hand: 50 µs + 1,100·8 / 2e6 + 10 ms + 2,150 µs + 25 µs = 16.625 ms.
+    assert!(
+        approx(d.predicted_latency_s, 16.625e-3),
+        "{}",
+        d.predicted_latency_s
+    );
+    // Raw cloud-only would take 12.288 ms to send alone.
+    let raw = opt.evaluate(0, &c).unwrap();
+    assert!(approx(raw.latency_s, 3072.0 * 8.0 / 2e6 + 0.010 + 2150e-6));
+    assert!(
+        d.reason.contains("cloud-only (jpeg q90, 1100 B)"),
+        "{}",
+        d.reason
+    );
+    // A lower floor admits jpeg50 (880 B), which is then faster still.
+    let d = opt.decide(&c, &min_latency(0.895), None);
+    assert_eq!(d.plan.input.jpeg_quality(), Some(50), "{}", d.reason);
+}
+
+#[test]
+fn high_bandwidth_picks_raw_cloud_only_and_crossover_is_where_predicted() {
+    let opt = jpeg_optimizer(OptimizerConfig::NO_HYSTERESIS);
+    let crossover = 8.0 * (3072.0 - f64::from(JPEG90_BYTES)) / 75e-6; // 210.35 Mbit/s
+    for (bw, raw_expected) in [
+        (1e9, true),
+        (crossover * 1.05, true),
+        (crossover * 0.95, false),
+        (50e6, false),
+    ] {
+        let d = opt.decide(&cond(bw, 0.001, 10.0), &min_latency(0.91), None);
+        assert!(d.feasible);
+        assert!(d.plan.is_cloud_only(), "{bw}: {}", d.reason);
+        assert_eq!(
+            d.plan.input == InputCodec::Raw,
+            raw_expected,
+            "{bw} bit/s: {}",
+            d.reason
+        );
+    }
+    // With a fast, idle edge and plenty of bandwidth, cloud-only (raw) beats every JPEG and
+    // split as in `high_bandwidth_slow_edge_picks_cloud_only`.
+    let d = opt.decide(&cond(1e9, 0.001, 1.0), &min_latency(0.85), None);
+    assert_eq!(d.plan.input, InputCodec::Raw, "{}", d.reason);
+}
+
+#[test]
+fn max_accuracy_prefers_raw_over_a_less_accurate_jpeg() {
+    let opt = jpeg_optimizer(OptimizerConfig::NO_HYSTERESIS);
+    // 2 Mbit/s: raw takes 12.3 + 10 + 2.15 = 24.4 ms, jpeg90 16.6 ms.
+    let budget = |ms: f64| Objective::MaxAccuracy {
+        latency_budget_s: ms * 1e-3,
+    };
+    let c = cond(2e6, 0.010, 10.0);
+    let d = opt.decide(&c, &budget(30.0), None);
+    assert_eq!(d.plan.input, InputCodec::Raw, "{}", d.reason);
+    assert!(d.plan.is_cloud_only());
+    let d = opt.decide(&c, &budget(20.0), None);
+    assert_eq!(d.plan.input.jpeg_quality(), Some(90), "{}", d.reason);
+}
+
+#[test]
+fn jpeg_plans_resolve_by_quality_and_switch_with_hysteresis() {
+    let opt = jpeg_optimizer(OptimizerConfig::default());
+    let slow = cond(2e6, 0.010, 10.0);
+    let first = opt.decide(&slow, &min_latency(0.91), None);
+    assert_eq!(first.plan.input.jpeg_quality(), Some(90));
+    // Same conditions: kept.
+    let again = opt.decide(&slow, &min_latency(0.91), Some(&first.plan));
+    assert!(!again.switched, "{}", again.reason);
+    // A stale index still finds the plan by (variant, split, codec, input quality).
+    let mut stale = first.plan.clone();
+    stale.candidate = 0;
+    let kept = opt.decide(&slow, &min_latency(0.91), Some(&stale));
+    assert!(!kept.switched, "{}", kept.reason);
+    assert_eq!(kept.plan.candidate, first.plan.candidate);
+    // Raw cloud-only is not the same plan as jpeg90.
+    let mut raw = first.plan.clone();
+    raw.candidate = 1_000;
+    raw.input = InputCodec::Raw;
+    let d = opt.decide(&slow, &min_latency(0.91), Some(&raw));
+    assert!(d.switched, "{}", d.reason);
+    assert!(d.reason.contains("improves latency"), "{}", d.reason);
+    // 1 Gbit/s: raw is better, but only by (75 − 15.8) µs of 2.2 ms ≈ 2.6 %: kept (10 % margin).
+    let fast = cond(1e9, 0.0, 10.0);
+    let d = opt.decide(&fast, &min_latency(0.91), Some(&first.plan));
+    assert!(!d.switched, "{}", d.reason);
+    assert!(d.reason.contains("only"), "{}", d.reason);
+    // Serde round trip keeps the input codec.
+    let json = serde_json::to_string(&first).unwrap();
+    let back: jmdc_core::optimizer::Decision = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.plan.input, first.plan.input);
+}
+
+#[test]
+fn pruning_keeps_raw_and_jpeg_apart() {
+    let profile = jpeg_profile();
+    // q75 of a JPEG-q75 source: fewer bytes *and* more accurate than raw (it happens on our
+    // CIFAR copy); it dominates jpeg90 but must not remove the raw image, which needs no codec.
+    let cands = vec![
+        Candidate::cloud_only(0, 0.92),
+        Candidate::cloud_only_jpeg(0, 90, 1100, 0.921),
+        Candidate::cloud_only_jpeg(0, 75, 960, 0.925),
+        Candidate::edge_only(0, 4, 0.92),
+    ];
+    let mut opt = Optimizer::new(profile, cands, OptimizerConfig::NO_HYSTERESIS).unwrap();
+    let fast = cond(1e9, 0.001, 10.0);
+    let before = opt.decide(&fast, &min_latency(0.9), None);
+    assert_eq!(opt.prune_dominated(), 1);
+    let kept: Vec<InputCodec> = opt.candidates().iter().map(|c| c.input).collect();
+    assert_eq!(
+        kept,
+        vec![
+            InputCodec::Raw,
+            InputCodec::Jpeg {
+                quality: 75,
+                mean_bytes: 960
+            },
+            InputCodec::Raw
+        ]
+    );
+    let after = opt.decide(&fast, &min_latency(0.9), None);
+    assert_eq!(after.plan.input, InputCodec::Raw, "{}", after.reason);
+    assert!(approx(
+        before.predicted_latency_s,
+        after.predicted_latency_s
+    ));
+}
+
+#[test]
+fn jpeg_construction_errors() {
+    let cfg = OptimizerConfig::default();
+    let err = |c: Candidate| Optimizer::new(jpeg_profile(), vec![c], cfg).unwrap_err();
+    let jpeg_at_split = Candidate {
+        split: 2,
+        ..Candidate::cloud_only_jpeg(0, 90, 1100, 0.9)
+    };
+    assert!(matches!(
+        err(jpeg_at_split),
+        OptimizerError::CodecPlacement { .. }
+    ));
+    let jpeg_edge_only = Candidate {
+        split: 4,
+        ..Candidate::cloud_only_jpeg(0, 90, 1100, 0.9)
+    };
+    assert!(matches!(
+        err(jpeg_edge_only),
+        OptimizerError::CodecPlacement { .. }
+    ));
+    for (q, bytes) in [(0u8, 1100u32), (101, 1100), (90, 0)] {
+        assert!(matches!(
+            err(Candidate::cloud_only_jpeg(0, q, bytes, 0.9)),
+            OptimizerError::CodecPlacement { .. }
+        ));
+    }
+    let mut p = jpeg_profile();
+    p.jpeg_decode.per_byte_us = -1.0;
+    assert_eq!(
+        Optimizer::new(p, vec![Candidate::cloud_only(0, 0.9)], cfg).unwrap_err(),
+        OptimizerError::InvalidCost("jpeg_decode")
+    );
+    // A candidate serialized before the input field existed reads as raw.
+    let old = r#"{"variant":0,"split":0,"codec":null,"accuracy":0.9}"#;
+    let c: Candidate = serde_json::from_str(old).unwrap();
+    assert_eq!(c.input, InputCodec::Raw);
 }

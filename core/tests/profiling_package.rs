@@ -92,6 +92,44 @@ fn edge_profile_codec_costs_and_optimizer_profile() {
     Optimizer::new(profile.clone(), grid, OptimizerConfig::default())
         .expect("the optimizer accepts the measured profile");
 
+    // The cloud-only input paths: raw image and JPEG at the calibration qualities, copied into
+    // the profile by build_optimizer_profile.
+    let input = measure_input_codec_costs(&pkg, &[90, 75, 50], 5).expect("input codec costs");
+    assert_eq!(
+        input.jpeg_samples.len(),
+        3 * 3,
+        "3 synthetic images × 3 qualities"
+    );
+    for (q, e, d) in &input.jpeg_samples {
+        assert_eq!(e.elements, 3 * 32 * 32);
+        assert!(e.bytes > 300 && e.bytes < 3000, "q{q}: {} B", e.bytes);
+        assert!(e.us > 0.0 && d.us > 0.0);
+    }
+    println!(
+        "jpeg encode {:?} (rms {:.1} µs), decode {:?} (rms {:.1} µs)",
+        input.jpeg_encode.cost,
+        input.jpeg_encode.rms_residual_us,
+        input.jpeg_decode.cost,
+        input.jpeg_decode.rms_residual_us
+    );
+    let with_input = CodecCosts {
+        input: Some(input.clone()),
+        ..costs.clone()
+    };
+    let p = build_optimizer_profile(&pkg, &edge, &cloud, &with_input).expect("profile");
+    assert_eq!(p.jpeg_encode, input.jpeg_encode.cost);
+    assert_eq!(p.jpeg_decode, input.jpeg_decode.cost);
+    assert_eq!(p.input_decode, input.raw_decode);
+    // A 1,120-byte q90 JPEG costs more to encode + decode than shipping the raw image.
+    let jpeg_us = p.jpeg_encode.cost_us(3072, 1120) + p.jpeg_decode.cost_us(3072, 1120);
+    let raw_us = p.input_encode.cost_us(3072, 3072) + p.input_decode.cost_us(3072, 3072);
+    assert!(jpeg_us > raw_us, "jpeg {jpeg_us} µs vs raw {raw_us} µs");
+    // No quality: zero JPEG costs.
+    let none = measure_input_codec_costs(&pkg, &[], 2).expect("no jpeg");
+    assert!(none.jpeg_samples.is_empty());
+    assert_eq!(none.jpeg_encode.cost, jmdc_core::optimizer::CodecCost::ZERO);
+    assert!(measure_input_codec_costs(&pkg, &[90], 0).is_err());
+
     // Missing cloud times for a variant and wrong lengths are errors.
     let mut short = cloud.clone();
     short.remove(&first);

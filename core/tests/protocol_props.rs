@@ -20,7 +20,11 @@ fn request_strategy() -> impl Strategy<Value = InferRequest> {
         name(),
         name(),
         any::<u16>(),
-        prop_oneof![Just(PayloadKind::Image), Just(PayloadKind::Feature)],
+        prop_oneof![
+            Just(PayloadKind::Image),
+            Just(PayloadKind::Feature),
+            Just(PayloadKind::Jpeg)
+        ],
         prop::collection::vec(any::<u8>(), 0..2048),
     )
         .prop_map(

@@ -37,6 +37,37 @@ fn constants() {
 }
 
 #[test]
+fn golden_jpeg_request() {
+    let jpeg = InferRequest {
+        split: 0,
+        payload_kind: PayloadKind::Jpeg,
+        payload: vec![0xFF, 0xD8, 0xFF, 0xD9],
+        ..request()
+    };
+    let bytes = encode_request(&jpeg).unwrap();
+    let mut expected = b"JMDC".to_vec();
+    expected.extend_from_slice(&[1, 0x01]);
+    expected.extend_from_slice(&[8, 7, 6, 5, 4, 3, 2, 1]);
+    expected.extend_from_slice(&[0, 0]);
+    expected.push(3); // PayloadKind::Jpeg
+    expected.extend_from_slice(&[4, 0]);
+    expected.extend_from_slice(b"pi-1");
+    expected.extend_from_slice(&[7, 0]);
+    expected.extend_from_slice(b"alexnet");
+    expected.extend_from_slice(&[7, 0]);
+    expected.extend_from_slice(b"keep050");
+    expected.extend_from_slice(&[4, 0, 0, 0, 0xFF, 0xD8, 0xFF, 0xD9]);
+    assert_eq!(bytes, expected);
+    assert_eq!(bytes.len(), request_encoded_len(&jpeg));
+    assert_eq!(decode_request(&bytes).unwrap(), jpeg);
+    assert_eq!(
+        decode_client_message(&bytes).unwrap(),
+        ClientMessage::Infer(jpeg)
+    );
+    assert_eq!(PayloadKind::Jpeg as u8, 3);
+}
+
+#[test]
 fn golden_infer_request() {
     let bytes = encode_request(&request()).unwrap();
     let mut expected = b"JMDC".to_vec();
@@ -480,15 +511,25 @@ fn body_errors() {
     assert_eq!(reply.frame_id, Some(request().frame_id));
     assert_eq!(reply.kind, ErrorKind::Malformed);
 
-    let mut b = good.clone();
-    b[16] = 3; // payload kind
-    assert_eq!(
-        decode_request(&b),
-        Err(ProtocolError::InvalidValue {
-            field: "payload_kind",
-            value: 3
-        })
-    );
+    // Unknown payload kinds (an old worker sees Jpeg = 3 the same way) are Malformed, with
+    // the frame id still addressable.
+    for kind in [0u8, 4, 0x80, 0xff] {
+        let mut b = good.clone();
+        b[16] = kind; // payload kind
+        let err = decode_request(&b).unwrap_err();
+        assert_eq!(
+            err,
+            ProtocolError::InvalidValue {
+                field: "payload_kind",
+                value: u64::from(kind)
+            }
+        );
+        assert_eq!(err.error_kind(), ErrorKind::Malformed);
+        assert_eq!(
+            ErrorReply::for_decode_error(&b, &err).frame_id,
+            Some(request().frame_id)
+        );
+    }
 
     let mut b = good.clone();
     b[17..19].copy_from_slice(&300u16.to_le_bytes()); // device_id length

@@ -10,18 +10,19 @@ use std::time::{Duration, Instant};
 use jmdc_core::calibration::CalibrationTable;
 use jmdc_core::codec::QuantMode;
 use jmdc_core::optimizer::{
-    Candidate, Conditions, Decision, Evaluation, Objective, Optimizer, OptimizerConfig, Plan,
+    Candidate, Conditions, Decision, Evaluation, InputCodec, Objective, Optimizer, OptimizerConfig,
+    Plan,
 };
 use jmdc_core::package::ModelPackage;
 use jmdc_core::profiling::{
-    build_optimizer_profile, measure_codec_costs, measure_edge_profile, split_shapes,
-    CloudProfileEstimator, CodecCosts, Ewma, OnlineProfile, OnlineProfileConfig,
+    build_optimizer_profile, measure_codec_costs, measure_edge_profile, measure_input_codec_costs,
+    split_shapes, CloudProfileEstimator, CodecCosts, Ewma, OnlineProfile, OnlineProfileConfig,
 };
 use jmdc_core::runner::RunnerOptions;
 use serde::Deserialize;
 
 use crate::pipeline::FrameObservation;
-use crate::plan_spec::{CodecSpec, PlanSpec, SplitSpec};
+use crate::plan_spec::{CodecSpec, InputSpec, PlanSpec, SplitSpec};
 
 /// What the optimizer optimises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -307,10 +308,20 @@ impl Planner {
         }
         let modes: Vec<QuantMode> = table.modes();
         let mut codec = measure_codec_costs(&shapes, &table.keep_ratios, &modes, 3)?;
+        // Cloud-only input paths: raw image and the table's JPEG qualities (none: zero cost).
+        let mut input =
+            measure_input_codec_costs(&package, &table.jpeg_qualities(), settings.profile_runs)?;
         // Encoding runs on the (emulated) edge; decoding on the worker.
-        codec.encode.cost.fixed_us *= factor;
-        codec.encode.cost.per_element_us *= factor;
-        codec.encode.cost.per_byte_us *= factor;
+        for cost in [
+            &mut codec.encode.cost,
+            &mut input.raw_encode,
+            &mut input.jpeg_encode.cost,
+        ] {
+            cost.fixed_us *= factor;
+            cost.per_element_us *= factor;
+            cost.per_byte_us *= factor;
+        }
+        codec.input = Some(input);
         let cloud = CloudProfileEstimator::new(
             edge_us.iter().map(|(k, v)| (k.clone(), v.clone())),
             0.25 / factor,
@@ -526,7 +537,7 @@ impl Planner {
     pub fn exploration(&self, conditions: &Conditions) -> Option<(Plan, Prediction)> {
         let (opt, _) = self.last.as_ref()?;
         let current = self.current.as_ref()?;
-        let cur_index = opt.find(current.variant, current.split, current.codec)?;
+        let cur_index = opt.index_of(current)?;
         let cur = opt.evaluate(cur_index, conditions)?;
         let now = Instant::now();
         let floor = match self.objective {
@@ -623,10 +634,15 @@ pub fn plan_spec(plan: &Plan) -> PlanSpec {
         Some(c) => (c.keep_ratio, CodecSpec(c.mode)),
         None => (1.0, CodecSpec(QuantMode::F32)),
     };
+    let input = match plan.input {
+        InputCodec::Jpeg { quality, .. } if plan.split == 0 => InputSpec::Jpeg(quality),
+        _ => InputSpec::Raw,
+    };
     PlanSpec {
         variant: plan.variant_name.clone(),
         split,
         keep_ratio,
         codec,
+        input,
     }
 }

@@ -16,6 +16,14 @@
 //!   ρ of a rank-1 split share one run per mode;
 //! * batches are spread over `threads` workers, each with its own single-threaded sessions.
 //!
+//! Cloud-only JPEG entries (`jpegQ`, default q ∈ {90, 75, 50}) go through the real JPEG path: each
+//! image is encoded with the edge's encoder ([`jmdc_core::jpeg::JpegEncoder`], as
+//! `pipeline::build_request` does), decoded with the worker's decoder ([`jmdc_core::jpeg::decode_chw`],
+//! as the cloud's `decode_payload` does), normalised and run through the whole model; the entry's
+//! `bytes` is the mean JPEG size. The encoding does not depend on the variant, so it is done once
+//! per batch and quality. `--only-jpeg` measures just these entries and merges them into an existing
+//! table ([`CalibrationTable::merge_jpeg`]) instead of re-running the whole grid.
+//!
 //! Correct counts are sums over images, so the table does not depend on the number of threads.
 
 use std::collections::HashMap;
@@ -27,12 +35,13 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use jmdc_core::calibration::{
-    codec_name, default_path, package_stamp, parse_codec_list, parse_keep_list, plan_bytes,
-    top1_and_ci95, utc_now_rfc3339, CalibrationEntry, CalibrationTable, DatasetInfo,
-    CALIBRATION_FORMAT, CODEC_IMAGE, CODEC_NONE,
+    codec_name, default_path, package_stamp, parse_codec_list, parse_jpeg_list, parse_keep_list,
+    plan_bytes, top1_and_ci95, utc_now_rfc3339, CalibrationEntry, CalibrationTable, DatasetInfo,
+    CALIBRATION_FORMAT, CODEC_IMAGE, CODEC_NONE, DEFAULT_JPEG_QUALITIES,
 };
 use jmdc_core::cifar::{CifarFile, IMAGE_SHAPE, RECORD_BYTES};
 use jmdc_core::codec::{decode, kept_positions, CodecParams, DecodeLimits, Encoder, QuantMode};
+use jmdc_core::jpeg::{self, JpegEncoder};
 use jmdc_core::package::{sha256_hex, ModelPackage};
 use jmdc_core::preprocess::normalize_batch_chw_u8;
 use jmdc_core::runner::{LayerRunner, RunnerOptions};
@@ -71,6 +80,11 @@ pub struct CalibrateOptions {
     pub variants: Vec<String>,
     /// Inner splits to measure (empty: all, `1..L`). Cloud-only and edge-only are always measured.
     pub splits: Vec<usize>,
+    /// Qualities of the cloud-only JPEG entries (empty: none).
+    pub jpeg_qualities: Vec<u8>,
+    /// Measure only cloud-only (raw and JPEG) and edge-only, no inner split (for
+    /// [`CalibrationTable::merge_jpeg`] into an existing table).
+    pub only_jpeg: bool,
     /// Worker threads (0: one per available core).
     pub threads: usize,
     /// Images per batch (0: [`DEFAULT_BATCH`]).
@@ -96,6 +110,8 @@ impl CalibrateOptions {
             modes: parse_codec_list(DEFAULT_CODECS).unwrap_or_default(),
             variants: Vec::new(),
             splits: Vec::new(),
+            jpeg_qualities: DEFAULT_JPEG_QUALITIES.to_vec(),
+            only_jpeg: false,
             threads: 0,
             batch_size: DEFAULT_BATCH,
             progress: true,
@@ -132,6 +148,13 @@ pub struct CalibrateArgs {
     /// Only these inner splits, comma-separated (default: all).
     #[arg(long)]
     pub splits: Option<String>,
+    /// Cloud-only JPEG qualities (1–100), comma-separated; "none" for no JPEG entries.
+    #[arg(long, default_value = "90,75,50")]
+    pub jpeg: String,
+    /// Measure only the cloud-only JPEG entries and merge them into the existing table (--out or
+    /// <package>/calibration.json), which must be for the same package and the same images.
+    #[arg(long)]
+    pub only_jpeg: bool,
     /// Output file (default: <package>/calibration.json).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -177,6 +200,14 @@ impl CalibrateArgs {
                 })
                 .collect::<Result<_>>()?;
         }
+        o.jpeg_qualities = parse_jpeg_list(&self.jpeg).map_err(|e| anyhow!("--jpeg: {e}"))?;
+        o.only_jpeg = self.only_jpeg;
+        if o.only_jpeg && o.jpeg_qualities.is_empty() {
+            bail!("--only-jpeg needs at least one --jpeg quality");
+        }
+        if o.only_jpeg && (self.splits.is_some() || self.pareto_prune) {
+            bail!("--only-jpeg measures no inner split: --splits and --pareto-prune do not apply");
+        }
         o.threads = self.threads;
         o.batch_size = self.batch;
         o.pareto_prune = self.pareto_prune;
@@ -190,9 +221,6 @@ impl CalibrateArgs {
 /// prints a summary to stderr. Returns the path written.
 pub fn calibrate_command(args: &CalibrateArgs) -> Result<PathBuf> {
     let opts = args.to_options()?;
-    let t0 = Instant::now();
-    let table = run_calibration(&opts)?;
-    let elapsed = t0.elapsed();
     let out = match &args.out {
         Some(p) => p.clone(),
         None => {
@@ -200,6 +228,38 @@ pub fn calibrate_command(args: &CalibrateArgs) -> Result<PathBuf> {
                 .with_context(|| format!("loading package {}", opts.package.display()))?;
             default_path(&pkg)
         }
+    };
+    // With --only-jpeg the existing table is read (and checked) before the measurement starts.
+    let existing = if opts.only_jpeg {
+        let pkg = ModelPackage::load(&opts.package)
+            .with_context(|| format!("loading package {}", opts.package.display()))?;
+        Some(
+            CalibrationTable::load_for(&out, &pkg)
+                .with_context(|| format!("--only-jpeg merges into {}", out.display()))?,
+        )
+    } else {
+        None
+    };
+    let t0 = Instant::now();
+    let measured = run_calibration(&opts)?;
+    let elapsed = t0.elapsed();
+    let table = match existing {
+        Some(mut table) => {
+            let report = table
+                .merge_jpeg(&measured)
+                .map_err(|e| anyhow!("cannot merge into {}: {e}", out.display()))?;
+            for line in &report.raw_mismatches {
+                eprintln!("warning: {line}");
+            }
+            eprintln!(
+                "merged {} JPEG entries ({} replaced) into {}",
+                report.inserted + report.replaced,
+                report.replaced,
+                out.display()
+            );
+            table
+        }
+        None => measured,
     };
     table
         .save(&out)
@@ -234,9 +294,9 @@ pub fn summary(table: &CalibrationTable) -> String {
         let unsplit = of_v
             .iter()
             .find(|e| e.codec == CODEC_IMAGE || e.codec == CODEC_NONE);
-        let inner = of_v
-            .iter()
-            .filter(|e| e.codec != CODEC_IMAGE && e.codec != CODEC_NONE);
+        let inner = of_v.iter().filter(|e| {
+            e.codec != CODEC_IMAGE && e.codec != CODEC_NONE && e.jpeg_quality().is_none()
+        });
         let worst = inner.clone().min_by_key(|e| e.correct);
         let best = inner.max_by_key(|e| e.correct);
         out.push_str(&format!("\n  {v}:"));
@@ -245,6 +305,14 @@ pub fn summary(table: &CalibrationTable) -> String {
                 " unsplit {:.2} % ± {:.2}",
                 u.top1 * 100.0,
                 u.ci95 * 100.0
+            ));
+        }
+        for e in of_v.iter().filter(|e| e.jpeg_quality().is_some()) {
+            out.push_str(&format!(
+                "; {} {:.2} % ({} B)",
+                e.codec,
+                e.top1 * 100.0,
+                e.bytes
             ));
         }
         if let (Some(b), Some(w)) = (best, worst) {
@@ -288,16 +356,21 @@ struct SplitPlan {
     candidates: Vec<(f32, QuantMode, usize)>,
 }
 
-/// Correct counts: `[variant] → (unsplit, [split] → [group])`.
+/// Correct counts: `[variant] → (unsplit, [split] → [group], [JPEG quality])`, and the JPEG
+/// bytes per quality summed over images (the same for every variant).
 #[derive(Debug, Clone)]
 struct Counts {
     unsplit: Vec<u64>,
     groups: Vec<Vec<Vec<u64>>>,
+    jpeg: Vec<Vec<u64>>,
+    jpeg_bytes: Vec<u64>,
 }
 
 impl Counts {
-    fn zero(plans: &[VariantPlan]) -> Counts {
+    fn zero(plans: &[VariantPlan], jpeg_qualities: usize) -> Counts {
         Counts {
+            jpeg: vec![vec![0; jpeg_qualities]; plans.len()],
+            jpeg_bytes: vec![0; jpeg_qualities],
             unsplit: vec![0; plans.len()],
             groups: plans
                 .iter()
@@ -308,6 +381,14 @@ impl Counts {
 
     fn add(&mut self, other: &Counts) {
         for (a, b) in self.unsplit.iter_mut().zip(&other.unsplit) {
+            *a += b;
+        }
+        for (va, vb) in self.jpeg.iter_mut().zip(&other.jpeg) {
+            for (a, b) in va.iter_mut().zip(vb) {
+                *a += b;
+            }
+        }
+        for (a, b) in self.jpeg_bytes.iter_mut().zip(&other.jpeg_bytes) {
             *a += b;
         }
         for (va, vb) in self.groups.iter_mut().zip(&other.groups) {
@@ -335,6 +416,9 @@ fn plan_variants(pkg: &ModelPackage, opts: &CalibrateOptions) -> Result<Vec<Vari
     for &m in &opts.modes {
         m.validate().map_err(|e| anyhow!("codec {m}: {e}"))?;
     }
+    for &q in &opts.jpeg_qualities {
+        jpeg::validate_quality(q)?;
+    }
     let names: Vec<String> = if opts.variants.is_empty() {
         pkg.variant_names().map(String::from).collect()
     } else {
@@ -346,7 +430,9 @@ fn plan_variants(pkg: &ModelPackage, opts: &CalibrateOptions) -> Result<Vec<Vari
     let mut plans = Vec::new();
     for name in names {
         let layers = pkg.variant(&name)?.num_layers();
-        let inner: Vec<usize> = if opts.splits.is_empty() {
+        let inner: Vec<usize> = if opts.only_jpeg {
+            Vec::new()
+        } else if opts.splits.is_empty() {
             (1..layers).collect()
         } else {
             for &s in &opts.splits {
@@ -404,6 +490,7 @@ fn plan_variants(pkg: &ModelPackage, opts: &CalibrateOptions) -> Result<Vec<Vari
 struct Worker {
     runners: Vec<LayerRunner>,
     encoder: Encoder,
+    jpeg: JpegEncoder,
     bytes: Vec<u8>,
     times: StageTimes,
 }
@@ -413,9 +500,9 @@ struct Worker {
 pub struct StageTimes {
     /// Preprocessing and head layers (once per batch and variant).
     pub head: Duration,
-    /// Codec encode + decode round trips.
+    /// Codec encode + decode round trips (feature codec and JPEG).
     pub codec: Duration,
-    /// Tail layers on decoded tensors.
+    /// Tail layers on decoded tensors (and whole-model runs on decoded JPEGs).
     pub tail: Duration,
 }
 
@@ -440,6 +527,7 @@ impl Worker {
         Ok(Worker {
             runners,
             encoder: Encoder::new(),
+            jpeg: JpegEncoder::new(),
             bytes: Vec::new(),
             times: StageTimes::default(),
         })
@@ -450,6 +538,7 @@ impl Worker {
         &mut self,
         pkg: &ModelPackage,
         plans: &[VariantPlan],
+        jpeg_qualities: &[u8],
         pixels: &[&[u8]],
         labels: &[u8],
         counts: &mut Counts,
@@ -459,6 +548,27 @@ impl Worker {
         let n = labels.len();
         let limits = DecodeLimits::default();
         self.times.head += t_head.elapsed();
+        // Cloud-only JPEG: the edge's encoder, the worker's decoder, then normalisation — once
+        // per quality, shared by every variant.
+        let t_jpeg = Instant::now();
+        let mut jpeg_inputs = Vec::with_capacity(jpeg_qualities.len());
+        for (qi, &q) in jpeg_qualities.iter().enumerate() {
+            let mut decoded = Vec::with_capacity(pixels.len());
+            for px in pixels {
+                self.jpeg
+                    .encode_into(px, IMAGE_SHAPE, q, &mut self.bytes)
+                    .with_context(|| format!("JPEG-encoding at quality {q}"))?;
+                counts.jpeg_bytes[qi] += self.bytes.len() as u64;
+                decoded.push(
+                    jpeg::decode_chw(&self.bytes, IMAGE_SHAPE)
+                        .with_context(|| format!("decoding a quality-{q} JPEG"))?,
+                );
+            }
+            let refs: Vec<&[u8]> = decoded.iter().map(Vec::as_slice).collect();
+            jpeg_inputs
+                .push(normalize_batch_chw_u8(&refs, IMAGE_SHAPE, pkg.normalization())?.into_dyn());
+        }
+        self.times.codec += t_jpeg.elapsed();
         for (vi, plan) in plans.iter().enumerate() {
             let t_head = Instant::now();
             let runner = &mut self.runners[vi];
@@ -471,6 +581,12 @@ impl Worker {
             }
             counts.unsplit[vi] += count_correct(&boundary[plan.layers], labels)?;
             self.times.head += t_head.elapsed();
+            let t_tail = Instant::now();
+            for (qi, x) in jpeg_inputs.iter().enumerate() {
+                let logits = runner.run_range(0..plan.layers, x.view())?;
+                counts.jpeg[vi][qi] += count_correct(&logits, labels)?;
+            }
+            self.times.tail += t_tail.elapsed();
             for (si, sp) in plan.splits.iter().enumerate() {
                 let x = boundary[sp.split].as_standard_layout();
                 let per_image: usize = sp.shape.iter().product();
@@ -576,7 +692,7 @@ pub fn run_calibration(opts: &CalibrateOptions) -> Result<CalibrationTable> {
         images = n,
         threads,
         batch,
-        candidates = entries_split + 2 * plans.len(),
+        candidates = entries_split + (2 + opts.jpeg_qualities.len()) * plans.len(),
         distinct_tails = tail_runs,
         onnxruntime = %lib.display(),
         "calibrating"
@@ -598,14 +714,15 @@ pub fn run_calibration(opts: &CalibrateOptions) -> Result<CalibrationTable> {
 
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let total = Mutex::new((Counts::zero(&plans), StageTimes::default()));
+    let nq = opts.jpeg_qualities.len();
+    let total = Mutex::new((Counts::zero(&plans, nq), StageTimes::default()));
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
                 let result = (|| -> Result<()> {
                     let mut worker = Worker::new(&pkg, &plans)?;
-                    let mut counts = Counts::zero(&plans);
+                    let mut counts = Counts::zero(&plans, nq);
                     loop {
                         if failed.load(Ordering::Relaxed) {
                             return Ok(());
@@ -624,7 +741,14 @@ pub fn run_calibration(opts: &CalibrateOptions) -> Result<CalibrationTable> {
                             pixels.push(&px[..]);
                             labels.push(label);
                         }
-                        worker.batch(&pkg, &plans, &pixels, &labels, &mut counts)?;
+                        worker.batch(
+                            &pkg,
+                            &plans,
+                            &opts.jpeg_qualities,
+                            &pixels,
+                            &labels,
+                            &mut counts,
+                        )?;
                         bar.inc(range.len() as u64);
                     }
                     let mut t = total.lock().unwrap_or_else(|p| p.into_inner());
@@ -671,7 +795,14 @@ pub fn run_calibration(opts: &CalibrateOptions) -> Result<CalibrationTable> {
         tool: format!("jmdc-edge {}", env!("CARGO_PKG_VERSION")),
         runtime: format!("onnxruntime {}", jmdc_core::runtime::ORT_VERSION),
         keep_ratios: opts.keep_ratios.clone(),
-        codecs: opts.modes.iter().map(|&m| codec_name(m)).collect(),
+        codecs: if opts.only_jpeg {
+            Vec::new()
+        } else {
+            opts.modes.iter().map(|&m| codec_name(m)).collect()
+        }
+        .into_iter()
+        .chain(opts.jpeg_qualities.iter().map(|&q| jpeg::codec_name(q)))
+        .collect(),
         pareto_pruned: false,
         entries: Vec::new(),
     };
@@ -701,6 +832,18 @@ pub fn run_calibration(opts: &CalibrateOptions) -> Result<CalibrationTable> {
             image_bytes,
             unsplit,
         ));
+        for (qi, &q) in opts.jpeg_qualities.iter().enumerate() {
+            // Mean JPEG size over the N images, to the nearest byte.
+            let mean = (counts.jpeg_bytes[qi] + n64 / 2) / n64;
+            table.entries.push(entry(
+                &plan.name,
+                0,
+                1.0,
+                jpeg::codec_name(q),
+                usize::try_from(mean).unwrap_or(usize::MAX),
+                counts.jpeg[vi][qi],
+            ));
+        }
         for (si, sp) in plan.splits.iter().enumerate() {
             for &(keep_ratio, mode, g) in &sp.candidates {
                 let params = CodecParams { keep_ratio, mode };

@@ -1,5 +1,6 @@
 //! A frame as a source delivers it: 8-bit CHW pixels already at the model's input size.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 /// One input frame.
@@ -15,6 +16,9 @@ pub struct Frame {
     pub origin: Option<String>,
     /// When the source captured or read the frame (latency is measured from here).
     pub captured: Instant,
+    /// The JPEG the source delivered, when it was already exactly at the model input size (so
+    /// `pixels` are these bytes decoded): a cloud-only plan with `forward_jpeg` sends it as is.
+    pub jpeg: Option<Arc<[u8]>>,
 }
 
 impl Frame {
@@ -26,6 +30,13 @@ impl Frame {
             pixels,
             origin: None,
             captured: Instant::now(),
+            jpeg: None,
         }
+    }
+
+    /// Attaches the source's JPEG bytes (see [`Frame::jpeg`]).
+    pub fn with_jpeg(mut self, jpeg: impl Into<Arc<[u8]>>) -> Self {
+        self.jpeg = Some(jpeg.into());
+        self
     }
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jmdc_core::codec::Encoder;
+use jmdc_core::jpeg::JpegEncoder;
 use jmdc_core::package::ModelPackage;
 use jmdc_core::preprocess;
 use jmdc_core::protocol::{self, InferRequest, PayloadKind, Response};
@@ -18,7 +19,7 @@ use tracing::warn;
 
 use crate::client::CloudClient;
 use crate::emulation::EdgeSpeed;
-use crate::plan_spec::PlanSpec;
+use crate::plan_spec::{InputSpec, PlanSpec};
 use crate::stats::FrameRecord;
 
 /// Errors that stop the pipeline (not per-frame cloud failures, which fall back to the edge).
@@ -71,6 +72,7 @@ pub struct EdgePipeline {
     device_id: String,
     timeout: Duration,
     encoder: Encoder,
+    jpeg: JpegEncoder,
     buffers: Arc<BufferPool>,
     /// Emulated edge speed: every piece of edge compute is stretched to `factor ×` its real time.
     speed: EdgeSpeed,
@@ -136,6 +138,7 @@ impl EdgePipeline {
             device_id,
             timeout,
             encoder: Encoder::new(),
+            jpeg: JpegEncoder::new(),
             buffers: Arc::new(BufferPool::default()),
             speed: EdgeSpeed::default(),
         }
@@ -293,7 +296,31 @@ impl EdgePipeline {
         let encode_start = Instant::now();
         let speed = self.speed;
         let (payload_kind, payload) = if edge_layers == 0 {
-            (PayloadKind::Image, frame.pixels.clone())
+            match plan.input {
+                InputSpec::Raw => (PayloadKind::Image, frame.pixels.clone()),
+                InputSpec::JpegForward(_) if frame.jpeg.is_some() => {
+                    // The source's own JPEG, already at the model input size: sent unchanged.
+                    let mut buf = self.buffers.take();
+                    buf.extend_from_slice(frame.jpeg.as_deref().unwrap_or_default());
+                    (PayloadKind::Jpeg, buf)
+                }
+                InputSpec::Jpeg(quality) | InputSpec::JpegForward(quality) => {
+                    let shape = image_shape(&self.package).ok()?;
+                    let mut buf = self.buffers.take();
+                    let jpeg = &mut self.jpeg;
+                    let encoded = tokio::task::block_in_place(|| {
+                        let r = jpeg.encode_into(&frame.pixels, shape, quality, &mut buf);
+                        speed.stretch_from(encode_start);
+                        r
+                    });
+                    if let Err(e) = encoded {
+                        warn!(frame = frame.id, error = %e, "cannot encode JPEG; finishing on edge");
+                        self.buffers.give(buf);
+                        return None;
+                    }
+                    (PayloadKind::Jpeg, buf)
+                }
+            }
         } else {
             let shape = &split_tensor.shape()[1..];
             let data = split_tensor.as_slice()?;
@@ -380,7 +407,10 @@ impl PendingFrame {
     }
 
     fn give_back(&self, request: InferRequest) {
-        if request.payload_kind == PayloadKind::Feature {
+        if matches!(
+            request.payload_kind,
+            PayloadKind::Feature | PayloadKind::Jpeg
+        ) {
             self.buffers.give(request.payload);
         }
     }

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use jmdc_core::codec::{CodecParams, QuantMode};
+use jmdc_core::jpeg;
 use serde::Deserialize;
 
 /// Where the model is cut.
@@ -92,18 +93,112 @@ impl fmt::Display for CodecSpec {
     }
 }
 
+/// How a cloud-only plan sends the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InputSpec {
+    /// The raw 8-bit CHW image (also the value of every plan that is not cloud-only).
+    #[default]
+    Raw,
+    /// A JPEG of the 8-bit image at this quality (1–100), encoded on the edge
+    /// (`codec = "jpeg90"` with `split = "cloud-only"`).
+    Jpeg(u8),
+    /// Like `Jpeg`, but a frame whose source delivered a JPEG at exactly the model input size
+    /// ([`crate::frame::Frame::jpeg`]) sends those bytes unchanged (no re-encoding; its quality is
+    /// whatever the source used); other frames are encoded at this quality
+    /// (`codec = "jpeg90"`, `forward_jpeg = true`).
+    JpegForward(u8),
+}
+
+impl InputSpec {
+    /// The JPEG quality of a JPEG input.
+    pub fn jpeg_quality(self) -> Option<u8> {
+        match self {
+            InputSpec::Raw => None,
+            InputSpec::Jpeg(q) | InputSpec::JpegForward(q) => Some(q),
+        }
+    }
+
+    /// Turns source-JPEG forwarding on or off; `Err` for a raw input.
+    fn with_forward(self, forward: bool) -> Result<InputSpec, String> {
+        match (self.jpeg_quality(), forward) {
+            (Some(q), true) => Ok(InputSpec::JpegForward(q)),
+            (Some(q), false) => Ok(InputSpec::Jpeg(q)),
+            (None, false) => Ok(InputSpec::Raw),
+            (None, true) => Err("forward_jpeg needs a JPEG codec (codec = jpegQ)".into()),
+        }
+    }
+}
+
+/// A codec as written in a plan: a feature codec or, for cloud-only plans, `jpegQ`.
+fn parse_any_codec(s: &str) -> Result<(CodecSpec, InputSpec), String> {
+    if let Some(quality) = jpeg::parse_codec_name(s) {
+        return Ok((default_codec(), InputSpec::Jpeg(quality)));
+    }
+    if s.trim()
+        .to_ascii_lowercase()
+        .starts_with(jpeg::CODEC_PREFIX)
+    {
+        return Err(format!(
+            "codec `{s}`: a JPEG codec is jpegQ with a quality Q from 1 to 100, e.g. jpeg90"
+        ));
+    }
+    s.parse::<CodecSpec>()
+        .map(|c| (c, InputSpec::Raw))
+        .map_err(|e| format!("{e}, or jpeg1…jpeg100 (cloud-only)"))
+}
+
 /// A plan as configured: variant, split, region keep ratio and codec.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "PlanToml")]
 pub struct PlanSpec {
     /// Variant directory name, e.g. `keep100`, `keep050`.
     pub variant: String,
     pub split: SplitSpec,
     /// Fraction of spatial positions sent, in (0, 1].
-    #[serde(default = "one")]
     pub keep_ratio: f32,
-    #[serde(default = "default_codec")]
+    /// Feature codec of a split plan.
     pub codec: CodecSpec,
+    /// How a cloud-only plan sends the image (`codec = "jpeg90"` → `Jpeg(90)`).
+    pub input: InputSpec,
+}
+
+/// `[plan]` as written: `codec` may name a feature codec or a JPEG quality.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanToml {
+    variant: String,
+    split: SplitSpec,
+    #[serde(default = "one")]
+    keep_ratio: f32,
+    #[serde(default)]
+    codec: Option<AnyCodec>,
+    #[serde(default)]
+    forward_jpeg: bool,
+}
+
+/// A `codec` value: feature codec or `jpegQ` (errors name the `codec` key).
+struct AnyCodec(CodecSpec, InputSpec);
+
+impl<'de> Deserialize<'de> for AnyCodec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (codec, input) =
+            parse_any_codec(&String::deserialize(d)?).map_err(serde::de::Error::custom)?;
+        Ok(AnyCodec(codec, input))
+    }
+}
+
+impl TryFrom<PlanToml> for PlanSpec {
+    type Error = String;
+    fn try_from(t: PlanToml) -> Result<Self, String> {
+        let AnyCodec(codec, input) = t.codec.unwrap_or(AnyCodec(default_codec(), InputSpec::Raw));
+        Ok(PlanSpec {
+            variant: t.variant,
+            split: t.split,
+            keep_ratio: t.keep_ratio,
+            codec,
+            input: input.with_forward(t.forward_jpeg)?,
+        })
+    }
 }
 
 fn one() -> f32 {
@@ -116,6 +211,14 @@ fn default_codec() -> CodecSpec {
 impl PlanSpec {
     /// Checks the values that do not depend on the model.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(q) = self.input.jpeg_quality() {
+            jpeg::validate_quality(q).map_err(|e| e.to_string())?;
+            if self.split != SplitSpec::CloudOnly {
+                return Err(format!(
+                    "codec jpeg{q} sends the image as a JPEG: it needs split = cloud-only"
+                ));
+            }
+        }
         self.codec_params().validate().map_err(|e| e.to_string())
     }
 
@@ -137,10 +240,13 @@ impl PlanSpec {
         }
     }
 
-    /// Parses the command-line form: `variant=keep050,split=6,keep=0.5,codec=int8`; keys may be
-    /// omitted and then come from `base`.
+    /// Parses the command-line form: `variant=keep050,split=6,keep=0.5,codec=int8` (or
+    /// `split=cloud-only,codec=jpeg90`, optionally `forward_jpeg=true`); keys may be omitted and
+    /// then come from `base`. A `codec` key sets both the feature codec and the input (`jpegQ` →
+    /// JPEG, anything else → raw; source-JPEG forwarding only with `forward_jpeg=true`).
     pub fn parse_override(text: &str, base: &PlanSpec) -> Result<PlanSpec, String> {
         let mut plan = base.clone();
+        let mut forward = None;
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (key, value) = part
                 .split_once('=')
@@ -153,13 +259,22 @@ impl PlanSpec {
                         .parse()
                         .map_err(|_| format!("plan `{text}`: keep `{value}` is not a number"))?
                 }
-                "codec" => plan.codec = value.parse()?,
+                "codec" => (plan.codec, plan.input) = parse_any_codec(value)?,
+                "forward_jpeg" => {
+                    forward = Some(value.parse::<bool>().map_err(|_| {
+                        format!("plan `{text}`: forward_jpeg `{value}` is not true or false")
+                    })?)
+                }
                 other => {
                     return Err(format!(
-                    "plan `{text}`: unknown key `{other}` (expected variant, split, keep, codec)"
-                ))
+                        "plan `{text}`: unknown key `{other}` (expected variant, split, keep, \
+                         codec, forward_jpeg)"
+                    ))
                 }
             }
+        }
+        if let Some(forward) = forward {
+            plan.input = plan.input.with_forward(forward)?;
         }
         plan.validate()?;
         Ok(plan)
@@ -170,7 +285,15 @@ impl fmt::Display for PlanSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.split {
             SplitSpec::EdgeOnly => write!(f, "{} edge-only", self.variant),
-            SplitSpec::CloudOnly => write!(f, "{} cloud-only (u8 image)", self.variant),
+            SplitSpec::CloudOnly => match self.input {
+                InputSpec::Raw => write!(f, "{} cloud-only (u8 image)", self.variant),
+                InputSpec::Jpeg(q) => write!(f, "{} cloud-only jpeg q{q}", self.variant),
+                InputSpec::JpegForward(q) => write!(
+                    f,
+                    "{} cloud-only jpeg q{q} (source JPEGs forwarded)",
+                    self.variant
+                ),
+            },
             SplitSpec::After(n) => write!(
                 f,
                 "{} split@{n} keep={:.2} {}",
@@ -190,6 +313,7 @@ mod tests {
             split: SplitSpec::After(3),
             keep_ratio: 1.0,
             codec: CodecSpec(QuantMode::F32),
+            input: InputSpec::Raw,
         }
     }
 
@@ -207,6 +331,101 @@ mod tests {
         assert!(PlanSpec::parse_override("codec=int7", &base()).is_err());
         assert!(PlanSpec::parse_override("color=red", &base()).is_err());
         assert!(PlanSpec::parse_override("keep=0", &base()).is_err());
+    }
+
+    #[test]
+    fn jpeg_cloud_only_plans() {
+        let p = PlanSpec::parse_override("split=cloud-only,codec=jpeg90", &base()).expect("valid");
+        assert_eq!(p.split, SplitSpec::CloudOnly);
+        assert_eq!(p.input, InputSpec::Jpeg(90));
+        assert_eq!(p.to_string(), "keep100 cloud-only jpeg q90");
+        // Key order does not matter; any quality 1..=100.
+        for q in [1u8, 50, 75, 100] {
+            let p = PlanSpec::parse_override(&format!("codec=jpeg{q},split=cloud"), &base())
+                .expect("valid");
+            assert_eq!(p.input, InputSpec::Jpeg(q));
+            assert_eq!(p.edge_layers(13), Ok(0));
+        }
+        // Back to a feature codec: the input is raw again.
+        let p2 = PlanSpec::parse_override("split=6,codec=int4", &p).expect("valid");
+        assert_eq!(p2.input, InputSpec::Raw);
+        assert_eq!(p2.codec, CodecSpec(QuantMode::Bits(4)));
+        // Raw cloud-only still prints as before.
+        let raw = PlanSpec::parse_override("split=cloud-only", &base()).expect("valid");
+        assert_eq!(raw.to_string(), "keep100 cloud-only (u8 image)");
+    }
+
+    #[test]
+    fn bad_jpeg_plans_are_rejected_with_reason() {
+        for (text, needle) in [
+            ("split=cloud-only,codec=jpeg0", "jpegQ"),
+            ("split=cloud-only,codec=jpeg101", "jpegQ"),
+            ("split=cloud-only,codec=jpeg", "jpegQ"),
+            ("split=cloud-only,codec=jpegx", "jpegQ"),
+            ("split=6,codec=jpeg90", "cloud-only"),
+            ("split=edge-only,codec=jpeg90", "cloud-only"),
+            ("codec=jpeg90", "cloud-only"), // base split is 3
+        ] {
+            let err = PlanSpec::parse_override(text, &base()).expect_err(text);
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        // A later split key that is not cloud-only invalidates a JPEG plan.
+        let p = PlanSpec::parse_override("split=cloud-only,codec=jpeg75", &base()).expect("ok");
+        assert!(PlanSpec::parse_override("split=4", &p).is_err());
+    }
+
+    #[test]
+    fn forward_jpeg_option() {
+        let p =
+            PlanSpec::parse_override("forward_jpeg=true,split=cloud-only,codec=jpeg90", &base())
+                .expect("valid in any key order");
+        assert_eq!(p.input, InputSpec::JpegForward(90));
+        assert_eq!(
+            p.to_string(),
+            "keep100 cloud-only jpeg q90 (source JPEGs forwarded)"
+        );
+        let off = PlanSpec::parse_override("forward_jpeg=false", &p).expect("valid");
+        assert_eq!(off.input, InputSpec::Jpeg(90));
+        // A new codec drops forwarding unless asked again.
+        let q75 = PlanSpec::parse_override("codec=jpeg75", &p).expect("valid");
+        assert_eq!(q75.input, InputSpec::Jpeg(75));
+        for bad in [
+            "forward_jpeg=true",
+            "forward_jpeg=yes,codec=jpeg90,split=cloud-only",
+        ] {
+            assert!(PlanSpec::parse_override(bad, &base()).is_err(), "{bad}");
+        }
+        let t: PlanSpec = toml::from_str(
+            "variant = \"k\"\nsplit = \"cloud-only\"\ncodec = \"jpeg60\"\nforward_jpeg = true\n",
+        )
+        .expect("toml");
+        assert_eq!(t.input, InputSpec::JpegForward(60));
+        assert!(toml::from_str::<PlanSpec>(
+            "variant = \"k\"\nsplit = \"cloud-only\"\nforward_jpeg = true\n"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn plan_toml_accepts_jpeg_codec() {
+        let p: PlanSpec =
+            toml::from_str("variant = \"keep050\"\nsplit = \"cloud-only\"\ncodec = \"jpeg75\"\n")
+                .expect("parses");
+        assert_eq!(p.input, InputSpec::Jpeg(75));
+        assert!(p.validate().is_ok());
+        let p: PlanSpec =
+            toml::from_str("variant = \"keep050\"\nsplit = 6\ncodec = \"int4\"\n").expect("parses");
+        assert_eq!(
+            (p.codec, p.input),
+            (CodecSpec(QuantMode::Bits(4)), InputSpec::Raw)
+        );
+        assert_eq!(p.keep_ratio, 1.0);
+        let p: PlanSpec = toml::from_str("variant = \"keep050\"\nsplit = 6\n").expect("parses");
+        assert_eq!(p.codec, CodecSpec(QuantMode::Bits(8)));
+        assert!(
+            toml::from_str::<PlanSpec>("variant = \"k\"\nsplit = 6\ncodec = \"jpeg0\"\n").is_err()
+        );
+        assert!(toml::from_str::<PlanSpec>("variant = \"k\"\nsplit = 6\ncolour = 1\n").is_err());
     }
 
     #[test]

@@ -198,6 +198,7 @@ impl AdaptiveSession {
                 split: SplitSpec::EdgeOnly,
                 keep_ratio: 1.0,
                 codec: CodecSpec(jmdc_core::codec::QuantMode::F32),
+                input: Default::default(),
             },
             decision: None,
             explore_every: settings.explore_every_frames,

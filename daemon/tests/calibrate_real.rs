@@ -55,8 +55,12 @@ fn small_grid_on_bundled_samples() {
     let n = 256u64;
     assert_eq!(table.dataset.images, n);
     assert_eq!(table.package, pkg.name());
-    assert_eq!(table.codecs, vec!["f32", "int2"]);
-    // Every variant: cloud-only + 12 inner splits × 4 + edge-only.
+    assert_eq!(
+        table.codecs,
+        vec!["f32", "int2", "jpeg90", "jpeg75", "jpeg50"]
+    );
+    assert_eq!(table.jpeg_qualities(), vec![90, 75, 50]);
+    // Every variant: cloud-only (raw + 3 JPEG) + 12 inner splits × 4 + edge-only.
     for v in pkg.variants() {
         let l = v.num_layers();
         let of_v: Vec<_> = table
@@ -64,7 +68,7 @@ fn small_grid_on_bundled_samples() {
             .iter()
             .filter(|e| e.variant == v.name)
             .collect();
-        assert_eq!(of_v.len(), 2 + (l - 1) * 4, "{}", v.name);
+        assert_eq!(of_v.len(), 2 + 3 + (l - 1) * 4, "{}", v.name);
         let cloud = of_v
             .iter()
             .find(|e| e.split == 0)
@@ -76,6 +80,27 @@ fn small_grid_on_bundled_samples() {
         assert_eq!(edge.bytes, 0);
         assert_eq!(cloud.correct, edge.correct);
         let unsplit = cloud.correct;
+        // Cloud-only JPEG (the real encoder and decoder): right after the raw entry, a mean
+        // size well below the raw image, and q90/q75 within a few images of raw on 256.
+        let jpeg: Vec<_> = of_v.iter().skip(1).take(3).collect();
+        let mut last_bytes = usize::MAX;
+        for (e, q) in jpeg.iter().zip([90u8, 75, 50]) {
+            assert_eq!((e.split, e.jpeg_quality()), (0, Some(q)), "{e:?}");
+            assert!(e.bytes > 500 && e.bytes < 1500, "{e:?}");
+            assert!(e.bytes < last_bytes, "size falls with quality: {e:?}");
+            last_bytes = e.bytes;
+            if q >= 75 {
+                assert!(
+                    e.correct.abs_diff(unsplit) <= 8,
+                    "{} {e:?} vs raw {unsplit}",
+                    v.name
+                );
+            }
+            println!(
+                "{} jpeg{q}: {} B mean, {}/256 correct (raw {unsplit}/256)",
+                v.name, e.bytes, e.correct
+            );
+        }
         for s in 1..l {
             // Lossless round trip: exactly the unsplit accuracy (same correct count).
             let lossless = table
@@ -144,7 +169,7 @@ fn thread_count_does_not_change_the_table() {
             .collect()
     };
     assert_eq!(counts(&one), counts(&three));
-    assert_eq!(one.entries.len(), 2 + 4 * 4);
+    assert_eq!(one.entries.len(), 2 + 3 + 4 * 4);
 }
 
 #[test]
@@ -163,6 +188,9 @@ fn bad_options_are_refused() {
     assert!(e.to_string().contains("does-not-exist.bin"), "{e}");
     let mut o = small_grid();
     o.limit = Some(0);
+    assert!(run_calibration(&o).is_err());
+    let mut o = small_grid();
+    o.jpeg_qualities = vec![0];
     assert!(run_calibration(&o).is_err());
 }
 

@@ -16,7 +16,7 @@ use jmdc_core::codec::QuantMode;
 use jmdc_core::package::ModelPackage;
 use jmdc_edge::link::{CloudLink, LinkSettings};
 use jmdc_edge::pipeline::{EdgePipeline, Frame};
-use jmdc_edge::plan_spec::{CodecSpec, PlanSpec, SplitSpec};
+use jmdc_edge::plan_spec::{CodecSpec, InputSpec, PlanSpec, SplitSpec};
 use jmdc_edge::stats::FrameRecord;
 
 /// The per-request cloud timeout of the pipeline.
@@ -30,6 +30,7 @@ fn plan() -> PlanSpec {
         split: SplitSpec::After(6),
         keep_ratio: 1.0,
         codec: CodecSpec(QuantMode::Bits(8)),
+        input: InputSpec::Raw,
     }
 }
 

@@ -13,7 +13,7 @@ use jmdc_core::preprocess::normalize_batch_chw_u8;
 use jmdc_core::protocol::{self, ErrorKind, InferRequest, PayloadKind, Response, ServerMessage};
 use jmdc_core::runner::{FullModelRunner, LayerRunner, RunnerOptions};
 use jmdc_edge::pipeline::{EdgePipeline, Frame};
-use jmdc_edge::plan_spec::{CodecSpec, PlanSpec, SplitSpec};
+use jmdc_edge::plan_spec::{CodecSpec, InputSpec, PlanSpec, SplitSpec};
 use ndarray::{ArrayD, Axis};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -161,6 +161,7 @@ async fn int8_codec_costs_at_most_half_a_point_at_every_split() {
             split: SplitSpec::After(split),
             keep_ratio: 1.0,
             codec: CodecSpec(mode),
+            input: InputSpec::Raw,
         };
         let (exact, f1) = top1_over_samples(&pkg, &cloud, plan(QuantMode::F32), &frames).await;
         let (int8, f2) = top1_over_samples(&pkg, &cloud, plan(QuantMode::Bits(8)), &frames).await;
@@ -246,6 +247,7 @@ async fn unreachable_cloud_frames_finish_on_edge() {
         split: SplitSpec::After(6),
         keep_ratio: 1.0,
         codec: CodecSpec(QuantMode::Bits(8)),
+        input: InputSpec::Raw,
     };
     let mut pipeline = EdgePipeline::new(pkg.clone(), "test".into(), TIMEOUT, None);
     for (i, (label, pixels)) in samples(8).into_iter().enumerate() {

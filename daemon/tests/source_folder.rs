@@ -120,3 +120,41 @@ async fn missing_or_wrong_folder_is_named() {
     assert!(matches!(e, SourceError::NotAFolder { .. }), "{e}");
     assert!(e.to_string().contains("file.png"), "{e}");
 }
+
+/// A JPEG file already at the model input size is kept on the frame for forwarding (byte for
+/// byte, and it decodes to exactly the frame's pixels); other sizes and PNGs are not.
+#[tokio::test]
+async fn jpegs_at_model_size_are_kept_for_forwarding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jpeg = |w: u32, h: u32| {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 7) as u8, (y * 9) as u8, ((x + y) * 3) as u8])
+        });
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 70)
+            .encode_image(&img)
+            .expect("encode");
+        out
+    };
+    let exact = jpeg(32, 32);
+    std::fs::write(dir.path().join("a-exact.jpg"), &exact).expect("write");
+    std::fs::write(dir.path().join("b-large.jpg"), jpeg(64, 48)).expect("write");
+    let mut png = Vec::new();
+    image::RgbImage::from_pixel(32, 32, image::Rgb([1, 2, 3]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .expect("png");
+    std::fs::write(dir.path().join("c-exact.png"), &png).expect("write");
+    let mut feed = spawn(&section(dir.path(), false), [3, 32, 32]).expect("spawn");
+    let a = next(&mut feed).await;
+    assert_eq!(a.origin.as_deref(), Some("a-exact.jpg"));
+    assert_eq!(a.jpeg.as_deref(), Some(&exact[..]));
+    assert_eq!(
+        jmdc_core::jpeg::decode_chw(&exact, [3, 32, 32]).expect("decodes"),
+        a.pixels
+    );
+    let b = next(&mut feed).await;
+    assert_eq!(b.origin.as_deref(), Some("b-large.jpg"));
+    assert!(b.jpeg.is_none(), "resized: nothing to forward");
+    let c = next(&mut feed).await;
+    assert!(c.jpeg.is_none(), "a PNG is not a JPEG");
+}

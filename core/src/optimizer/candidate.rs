@@ -6,17 +6,57 @@ use crate::codec::{CodecParams, QuantMode};
 
 use super::Profile;
 
+/// How a cloud-only plan (split 0) sends the model input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum InputCodec {
+    /// The raw 8-bit CHW image (as many bytes as the input has elements). Every plan that is not
+    /// cloud-only has this value (it sends no image).
+    #[default]
+    Raw,
+    /// A JPEG of the 8-bit image at `quality` (1–100); its size depends on the image, so the
+    /// candidate carries the **mean payload bytes** the calibration table measured.
+    Jpeg {
+        /// JPEG quality 1–100.
+        quality: u8,
+        /// Mean JPEG payload bytes per frame (calibration table), protocol header not included.
+        mean_bytes: u32,
+    },
+}
+
+impl InputCodec {
+    /// The JPEG quality, for a JPEG input.
+    pub fn jpeg_quality(&self) -> Option<u8> {
+        match *self {
+            InputCodec::Raw => None,
+            InputCodec::Jpeg { quality, .. } => Some(quality),
+        }
+    }
+
+    /// True for [`InputCodec::Jpeg`].
+    pub fn is_jpeg(&self) -> bool {
+        matches!(self, InputCodec::Jpeg { .. })
+    }
+
+    /// Same codec (kind and quality; the measured size is not compared).
+    pub fn same_codec(&self, other: &InputCodec) -> bool {
+        self.jpeg_quality() == other.jpeg_quality()
+    }
+}
+
 /// One configuration the optimizer may choose: which variant, where to split, how to compress,
 /// and the accuracy the calibration table measured for exactly this combination.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
     /// Index into [`Profile::variants`].
     pub variant: usize,
-    /// The edge runs layers `0..split`, the cloud `split..L`. `0` = cloud-only (the 8-bit image is
-    /// sent), `L` = edge-only (nothing is sent).
+    /// The edge runs layers `0..split`, the cloud `split..L`. `0` = cloud-only (the image is
+    /// sent, raw or as JPEG per [`input`](Self::input)), `L` = edge-only (nothing is sent).
     pub split: usize,
     /// Feature codec for `0 < split < L`; must be `None` for cloud-only and edge-only plans.
     pub codec: Option<CodecParams>,
+    /// How a cloud-only plan sends the image; must be [`InputCodec::Raw`] for every other split.
+    #[serde(default)]
+    pub input: InputCodec,
     /// Top-1 accuracy in `[0, 1]` from the calibration table.
     pub accuracy: f32,
 }
@@ -28,6 +68,7 @@ impl Candidate {
             variant,
             split,
             codec: Some(codec),
+            input: InputCodec::Raw,
             accuracy,
         }
     }
@@ -38,6 +79,22 @@ impl Candidate {
             variant,
             split: 0,
             codec: None,
+            input: InputCodec::Raw,
+            accuracy,
+        }
+    }
+
+    /// Cloud-only with the image sent as a JPEG at `quality`, `mean_bytes` per frame on average
+    /// (both from the calibration table).
+    pub fn cloud_only_jpeg(variant: usize, quality: u8, mean_bytes: u32, accuracy: f32) -> Self {
+        Candidate {
+            variant,
+            split: 0,
+            codec: None,
+            input: InputCodec::Jpeg {
+                quality,
+                mean_bytes,
+            },
             accuracy,
         }
     }
@@ -48,6 +105,7 @@ impl Candidate {
             variant,
             split: layers,
             codec: None,
+            input: InputCodec::Raw,
             accuracy,
         }
     }
@@ -57,7 +115,10 @@ impl Candidate {
 /// `modes`, and edge-only.
 ///
 /// `accuracy(variant, split, codec)` looks the combination up in the calibration table (`codec` is
-/// `None` for cloud-only and edge-only); combinations it answers `None` for are left out.
+/// `None` for cloud-only and edge-only); combinations it answers `None` for are left out. The
+/// cloud-only candidates here send the raw image; JPEG-input candidates (whose size must be
+/// measured) are added from a calibration table by
+/// [`CalibrationTable::candidates`](crate::calibration::CalibrationTable::candidates).
 pub fn candidate_grid<F>(
     profile: &Profile,
     keep_ratios: &[f32],
@@ -77,6 +138,7 @@ where
                         variant: v,
                         split,
                         codec: None,
+                        input: InputCodec::Raw,
                         accuracy: acc,
                     });
                 }

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{encoded_len, CodecParams};
 
-use super::{Candidate, Conditions, Objective, OptimizerConfig, OptimizerError, Profile};
+use super::{
+    Candidate, Conditions, InputCodec, Objective, OptimizerConfig, OptimizerError, Profile,
+};
 
 /// The plan a decision selects: the candidate and everything the edge needs to run it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,6 +25,9 @@ pub struct Plan {
     pub layers: usize,
     /// Feature codec (`None` for cloud-only and edge-only).
     pub codec: Option<CodecParams>,
+    /// How a cloud-only plan sends the image (raw or JPEG); `Raw` for every other plan.
+    #[serde(default)]
+    pub input: InputCodec,
     /// Bytes sent per frame, protocol overhead included (0 for edge-only).
     pub bytes: usize,
     /// Calibrated accuracy of the candidate.
@@ -45,7 +50,12 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{} '{}' ", self.candidate, self.variant_name)?;
         match (self.split, self.codec) {
-            (0, _) => write!(f, "cloud-only (image, {} B)", self.bytes),
+            (0, _) => match self.input {
+                InputCodec::Raw => write!(f, "cloud-only (image, {} B)", self.bytes),
+                InputCodec::Jpeg { quality, .. } => {
+                    write!(f, "cloud-only (jpeg q{quality}, {} B)", self.bytes)
+                }
+            },
             (s, _) if s == self.layers => f.write_str("edge-only"),
             (s, Some(c)) => write!(
                 f,
@@ -402,15 +412,43 @@ impl Optimizer {
             let edge_s = edge_pre[c.split];
             let cloud_s = cloud_pre[l] - cloud_pre[c.split];
             let elements: usize = v.boundary_shapes[c.split].iter().product();
-            let (b, encode_us, decode_us, networked) = match (c.split, c.codec) {
-                (s, None) if s == l => (0, 0.0, 0.0, false),
-                (0, None) => (
+            let (b, encode_us, decode_us, networked) = match (c.split, c.codec, c.input) {
+                (s, None, InputCodec::Raw) if s == l => (0, 0.0, 0.0, false),
+                (
+                    0,
+                    None,
+                    InputCodec::Jpeg {
+                        quality,
+                        mean_bytes,
+                    },
+                ) => {
+                    if !(1..=100).contains(&quality) || mean_bytes == 0 {
+                        return Err(OptimizerError::CodecPlacement {
+                            candidate: i,
+                            reason: "a JPEG input needs a quality in 1..=100 and mean bytes > 0",
+                        });
+                    }
+                    let payload = mean_bytes as usize;
+                    (
+                        payload.saturating_add(overhead),
+                        profile.jpeg_encode.cost_us(elements, payload),
+                        profile.jpeg_decode.cost_us(elements, payload),
+                        true,
+                    )
+                }
+                (_, _, InputCodec::Jpeg { .. }) => {
+                    return Err(OptimizerError::CodecPlacement {
+                        candidate: i,
+                        reason: "only a cloud-only plan can send a JPEG input",
+                    })
+                }
+                (0, None, InputCodec::Raw) => (
                     elements.saturating_add(overhead),
                     profile.input_encode.cost_us(elements, elements),
                     profile.input_decode.cost_us(elements, elements),
                     true,
                 ),
-                (s, Some(codec)) if s != 0 && s != l => {
+                (s, Some(codec), _) if s != 0 && s != l => {
                     let payload = encoded_len(&v.boundary_shapes[s], &codec).map_err(|source| {
                         OptimizerError::Codec {
                             candidate: i,
@@ -424,13 +462,13 @@ impl Optimizer {
                         true,
                     )
                 }
-                (_, Some(_)) => {
+                (_, Some(_), _) => {
                     return Err(OptimizerError::CodecPlacement {
                         candidate: i,
                         reason: "cloud-only and edge-only plans take no codec",
                     })
                 }
-                (_, None) => {
+                (_, None, _) => {
                     return Err(OptimizerError::CodecPlacement {
                         candidate: i,
                         reason: "an inner split needs a codec",
@@ -460,28 +498,29 @@ impl Optimizer {
         })
     }
 
-    /// Drops every candidate dominated within its own (variant, split): another one with no more
-    /// bytes and no less accuracy, better in at least one (of exact duplicates the first is kept).
-    /// Such a candidate can never be chosen: within a (variant, split) the layer times are equal
-    /// and codec costs do not decrease with bytes. Candidate indices are renumbered (order is
-    /// kept). Returns how many were dropped.
+    /// Drops every candidate dominated within its own (variant, split, input kind): another one
+    /// with no more bytes and no less accuracy, better in at least one (of exact duplicates the
+    /// first is kept). Such a candidate can never be chosen: within a group the layer times are
+    /// equal and codec costs do not decrease with bytes. Raw and JPEG cloud-only inputs are
+    /// separate groups (a JPEG has fewer bytes but costs more to encode and decode). Candidate
+    /// indices are renumbered (order is kept). Returns how many were dropped.
     pub fn prune_dominated(&mut self) -> usize {
         let n = self.candidates.len();
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by(|&a, &b| {
             let (ca, cb) = (&self.candidates[a], &self.candidates[b]);
-            (ca.variant, ca.split, self.bytes[a])
-                .cmp(&(cb.variant, cb.split, self.bytes[b]))
+            (ca.variant, ca.split, ca.input.is_jpeg(), self.bytes[a])
+                .cmp(&(cb.variant, cb.split, cb.input.is_jpeg(), self.bytes[b]))
                 .then(cb.accuracy.total_cmp(&ca.accuracy))
                 .then(a.cmp(&b))
         });
         let mut keep = vec![false; n];
-        let mut group: Option<(usize, usize)> = None;
+        let mut group: Option<(usize, usize, bool)> = None;
         let mut best_acc = f32::NEG_INFINITY;
         for &i in &order {
             let c = &self.candidates[i];
-            if group != Some((c.variant, c.split)) {
-                group = Some((c.variant, c.split));
+            if group != Some((c.variant, c.split, c.input.is_jpeg())) {
+                group = Some((c.variant, c.split, c.input.is_jpeg()));
                 best_acc = f32::NEG_INFINITY;
             }
             // Sorted by bytes ascending: a candidate survives only if it is strictly more
@@ -541,6 +580,7 @@ impl Optimizer {
             split: c.split,
             layers: v.layers(),
             codec: c.codec,
+            input: c.input,
             bytes: self.bytes[index],
             accuracy: c.accuracy,
         })
@@ -599,18 +639,28 @@ impl Optimizer {
         }
     }
 
-    /// The index of the candidate with this variant, split and codec.
+    /// The index of the (first) candidate with this variant, split and codec. Cloud-only raw and
+    /// JPEG-input candidates share these fields: use [`index_of`](Self::index_of) for a plan.
     pub fn find(&self, variant: usize, split: usize, codec: Option<CodecParams>) -> Option<usize> {
         self.candidates
             .iter()
             .position(|c| c.variant == variant && c.split == split && c.codec == codec)
     }
 
+    /// The index of the candidate `plan` refers to (by index when its fields match, else by
+    /// variant, split, codec and input codec), as `decide` matches a current plan.
+    pub fn index_of(&self, plan: &Plan) -> Option<usize> {
+        self.resolve(plan)
+    }
+
     /// Finds the candidate a plan refers to: by index when its fields match, else by fields.
     fn resolve(&self, plan: &Plan) -> Option<usize> {
         let matches = |i: usize| {
             let c = &self.candidates[i];
-            c.variant == plan.variant && c.split == plan.split && c.codec == plan.codec
+            c.variant == plan.variant
+                && c.split == plan.split
+                && c.codec == plan.codec
+                && c.input.same_codec(&plan.input)
         };
         if plan.candidate < self.candidates.len() && matches(plan.candidate) {
             Some(plan.candidate)
@@ -791,6 +841,7 @@ impl Optimizer {
                 split: 0,
                 layers: 0,
                 codec: None,
+                input: InputCodec::Raw,
                 bytes: 0,
                 accuracy: 0.0,
             },

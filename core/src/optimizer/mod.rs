@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::CodecError;
 
-pub use candidate::{candidate_grid, Candidate};
+pub use candidate::{candidate_grid, Candidate, InputCodec};
 pub use decide::{Decision, Evaluation, LatencyBreakdown, Optimizer, Plan};
 pub use profile::{CodecCost, Profile, VariantProfile, DEFAULT_HEADER_OVERHEAD_BYTES};
 

@@ -133,6 +133,13 @@ pub struct Profile {
     pub input_encode: CodecCost,
     /// Cloud-side cost of turning the raw 8-bit image into the model input (cloud-only plans).
     pub input_decode: CodecCost,
+    /// Edge-side cost of JPEG-encoding the 8-bit image (cloud-only JPEG plans); elements =
+    /// pixels of the input, bytes = the candidate's mean JPEG bytes.
+    #[serde(default)]
+    pub jpeg_encode: CodecCost,
+    /// Cloud-side cost of decoding the JPEG and normalising it into the model input.
+    #[serde(default)]
+    pub jpeg_decode: CodecCost,
     /// Bytes added to every request payload by the protocol (see [`DEFAULT_HEADER_OVERHEAD_BYTES`]).
     pub header_overhead_bytes: usize,
 }
@@ -146,6 +153,8 @@ impl Profile {
             decode: CodecCost::ZERO,
             input_encode: CodecCost::ZERO,
             input_decode: CodecCost::ZERO,
+            jpeg_encode: CodecCost::ZERO,
+            jpeg_decode: CodecCost::ZERO,
             header_overhead_bytes: DEFAULT_HEADER_OVERHEAD_BYTES,
         }
     }
@@ -161,6 +170,8 @@ impl Profile {
         self.decode.validate("decode")?;
         self.input_encode.validate("input_encode")?;
         self.input_decode.validate("input_decode")?;
+        self.jpeg_encode.validate("jpeg_encode")?;
+        self.jpeg_decode.validate("jpeg_decode")?;
         Ok(())
     }
 }

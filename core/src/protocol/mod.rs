@@ -97,6 +97,9 @@ pub enum PayloadKind {
     Image = 1,
     /// Bytes of [`crate::codec::encode`]: the output of layer `split - 1`.
     Feature = 2,
+    /// A baseline JPEG of the model input (split 0, cloud-only), exactly `H × W` pixels; the
+    /// cloud decodes it ([`crate::jpeg::decode_chw`]) and normalises it like [`PayloadKind::Image`].
+    Jpeg = 3,
 }
 
 impl PayloadKind {
@@ -104,6 +107,7 @@ impl PayloadKind {
         match code {
             1 => Ok(PayloadKind::Image),
             2 => Ok(PayloadKind::Feature),
+            3 => Ok(PayloadKind::Jpeg),
             v => Err(ProtocolError::InvalidValue {
                 field: "payload_kind",
                 value: u64::from(v),
@@ -127,7 +131,7 @@ pub struct InferRequest {
     pub split: u16,
     /// What `payload` holds.
     pub payload_kind: PayloadKind,
-    /// Image pixels or codec bytes.
+    /// Image pixels, JPEG bytes or codec bytes.
     pub payload: Vec<u8>,
 }
 

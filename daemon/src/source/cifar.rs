@@ -52,6 +52,7 @@ impl CifarCursor {
                 pixels,
                 origin: format!("{}#{index}", self.origin),
                 captured,
+                jpeg: None,
             });
         }
         None

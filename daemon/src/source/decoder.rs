@@ -7,6 +7,7 @@ use tokio::task::JoinHandle;
 
 use super::feed::{Captured, Counters};
 use super::imaging::{decode_jpeg, to_model_input, yuyv_to_rgb, ImageError, TargetSize};
+use super::mjpeg_dht::with_huffman_tables;
 use super::slot::LatestSlot;
 
 /// Pixels as they come from a live source.
@@ -33,20 +34,28 @@ pub(crate) struct RawFrame {
 }
 
 fn convert(raw: RawFrame, target: TargetSize) -> Result<Captured, ImageError> {
-    let img = match raw.image {
-        RawImage::Jpeg(bytes) => decode_jpeg(&bytes)?,
+    let (img, jpeg) = match raw.image {
+        RawImage::Jpeg(bytes) => {
+            let img = decode_jpeg(&bytes)?;
+            // A JPEG already at the model input size can be forwarded as it is (with the
+            // Huffman tables an MJPEG frame may lack, so that any decoder reads it).
+            let jpeg = (img.dimensions() == (target.width, target.height))
+                .then(|| Arc::<[u8]>::from(with_huffman_tables(&bytes).as_ref()));
+            (img, jpeg)
+        }
         RawImage::Yuyv {
             data,
             width,
             height,
             stride,
-        } => yuyv_to_rgb(&data, width, height, stride)?,
+        } => (yuyv_to_rgb(&data, width, height, stride)?, None),
     };
     Ok(Captured {
         label: None,
         pixels: to_model_input(&img, target)?,
         origin: raw.origin,
         captured: raw.captured,
+        jpeg,
     })
 }
 
@@ -147,5 +156,24 @@ mod tests {
         assert_eq!(f.pixels.len(), 24);
         assert!(f.pixels[8..16].iter().all(|&g| g > 180), "{:?}", f.pixels);
         assert_eq!(counters.decode_errors.load(Ordering::Relaxed), 1);
+        assert!(
+            f.jpeg.is_none(),
+            "16x8 is not the model size: nothing to forward"
+        );
+
+        // A JPEG already at the model size (4x2) is kept for forwarding, byte for byte.
+        let img = image::RgbImage::from_pixel(4, 2, image::Rgb([200, 20, 60]));
+        let mut jpg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpg, 80)
+            .encode_image(&img)
+            .expect("encode");
+        pending.put(raw(RawImage::Jpeg(jpg.clone())));
+        let f = dec.next(&counters).await.expect("frame");
+        assert_eq!(f.jpeg.as_deref(), Some(&jpg[..]));
+        assert_eq!(
+            jmdc_core::jpeg::decode_chw(&jpg, [3, 2, 4]).expect("decodes"),
+            f.pixels,
+            "the forwarded JPEG decodes to exactly the frame's pixels"
+        );
     }
 }

@@ -19,6 +19,8 @@ pub(crate) struct Captured {
     pub pixels: Vec<u8>,
     pub origin: String,
     pub captured: Instant,
+    /// The source's JPEG when it was exactly at the model input size ([`Frame::jpeg`]).
+    pub jpeg: Option<Arc<[u8]>>,
 }
 
 /// Counters shared between the feed and its background work.
@@ -174,6 +176,7 @@ impl FrameFeed {
             pixels: c.pixels,
             origin: Some(c.origin),
             captured: c.captured,
+            jpeg: c.jpeg,
         })
     }
 

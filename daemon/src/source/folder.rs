@@ -194,12 +194,18 @@ impl Reader {
             Err(e) => return Outcome::Unreadable(e),
         };
         let captured = Instant::now();
-        match decode(&bytes).and_then(|img| to_model_input(&img, self.target)) {
-            Ok(pixels) => Outcome::Frame(Captured {
+        let decoded = decode(&bytes).and_then(|img| {
+            // A JPEG file already at the model input size can be forwarded as it is.
+            let at_size = img.dimensions() == (self.target.width, self.target.height);
+            Ok((to_model_input(&img, self.target)?, at_size))
+        });
+        match decoded {
+            Ok((pixels, at_size)) => Outcome::Frame(Captured {
                 label: None,
                 pixels,
                 origin: name.to_string_lossy().into_owned(),
                 captured,
+                jpeg: (at_size && is_jpeg(&bytes)).then(|| Arc::from(bytes)),
             }),
             Err(e) => Outcome::Failed(e),
         }
@@ -219,4 +225,9 @@ impl Reader {
             }
         }
     }
+}
+
+/// True for bytes that start like a JPEG (SOI marker).
+fn is_jpeg(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0xFF, 0xD8, 0xFF])
 }
