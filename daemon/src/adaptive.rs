@@ -46,7 +46,7 @@ pub enum Strategy {
     Jmdc,
     /// Neurosurgeon (Kang et al., ASPLOS 2017) as a baseline: the unpruned model (the package's
     /// first variant), any single split, the split tensor sent as uncompressed `f32`; cloud-only
-    /// and edge-only included. Same monitors and latency model as JMDC.
+    /// (raw image, no JPEG) and edge-only included. Same monitors and latency model as JMDC.
     Neurosurgeon,
 }
 
@@ -57,6 +57,7 @@ impl Strategy {
             Strategy::Jmdc => true,
             Strategy::Neurosurgeon => {
                 candidate.variant == 0
+                    && candidate.input == jmdc_core::optimizer::InputCodec::Raw
                     && candidate
                         .codec
                         .is_none_or(|c| c.mode == QuantMode::F32 && c.keep_ratio >= 1.0)

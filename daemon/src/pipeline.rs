@@ -309,8 +309,9 @@ impl EdgePipeline {
                     let mut buf = self.buffers.take();
                     let jpeg = &mut self.jpeg;
                     let encoded = tokio::task::block_in_place(|| {
+                        let watch = speed.start();
                         let r = jpeg.encode_into(&frame.pixels, shape, quality, &mut buf);
-                        speed.stretch_from(encode_start);
+                        speed.finish(watch);
                         r
                     });
                     if let Err(e) = encoded {
