@@ -182,6 +182,9 @@ pub struct PartBias {
     pub cloud: f64,
     /// The measured corrections the loop applied.
     pub correction: f64,
+    /// Whole latency: (mean measured − mean predicted) ÷ mean measured — the error of the
+    /// prediction on average, without the frame-to-frame noise that `prediction_error` includes.
+    pub total: f64,
 }
 
 impl PartBias {
@@ -214,6 +217,12 @@ impl PartBias {
             correction: with
                 .iter()
                 .map(|(_, q)| q.correction_us as f64)
+                .sum::<f64>()
+                / n
+                / total,
+            total: with
+                .iter()
+                .map(|(r, _)| r.total_us as f64 - r.predicted_us.unwrap_or(0) as f64)
                 .sum::<f64>()
                 / n
                 / total,
@@ -283,7 +292,8 @@ impl fmt::Display for Summary {
         if let Some(b) = self.prediction_bias {
             write!(
                 f,
-                "\nmodel bias (measured − modelled, % of mean total): edge {:+.1}, encode {:+.1}, network {:+.1}, cloud {:+.1}; learned correction {:+.1}",
+                "\nmean prediction error (mean measured − mean predicted) / mean measured: {:+.1} %\nmodel bias (measured − modelled, % of mean total): edge {:+.1}, encode {:+.1}, network {:+.1}, cloud {:+.1}; learned correction {:+.1}",
+                b.total * 100.0,
                 b.edge * 100.0,
                 b.encode * 100.0,
                 b.network * 100.0,
