@@ -15,7 +15,7 @@ ncnn benchmark models (Tencent/ncnn benchmark/alexnet.param, vgg16.param, resnet
                conv5 256 group 2, pool, FC 9216-4096-4096-1000, softmax. LRN written from primitive
                ops with d^0.75 = sqrt(d)*sqrt(sqrt(d)), as models/jmdc_models/onnx_build.py does.
 - alexnet_lrnop  the same with ONNX's own LRN operator (for reference: ORT's LRN kernel is slow).
-- alexnet_features  the alexnet above without its FC layers (optional, --models): how much of
+- alexnet_features  the alexnet above without its FC layers: how much of
                AlexNet's time here is the 58.6 M-weight FC part.
 - alexnet_tv   torchvision AlexNet (3x224x224, no LRN, no groups; 64/192/384/256/256) for reference.
 - vgg16        13 conv 3x3 + 5 maxpool + FC 25088-4096-4096-1000, softmax, 3x224x224.
@@ -44,11 +44,12 @@ PI = {
     # Raspberry Pi 4 Model B BCM2711B0 Cortex-A72 1.5GHz x 4, "./benchncnn 8 1 0", num_threads = 1
     # (ncnn commit d9e45ec703100e06de6136d8035e78222bf74de7, replaced in cc37c10997e8)
     "pi4": {"alexnet": 213.76, "vgg16": 1307.79, "resnet18": 226.49},
-    # Raspberry Pi 4 Model B BCM2711B0 Cortex-A72 1.8GHz x 4, "./benchncnn 10 1 0 -1 1" (current table)
+    # Raspberry Pi 4 Model B BCM2711B0 Cortex-A72 1.8GHz x 4, "./benchncnn 10 1 0 -1 1"
+    # (the table today, commit a4d2ea1d4422c9e849f166fd7a4aefb52f942f6a)
     "pi4_1.8GHz": {"alexnet": 139.40, "vgg16": 1071.85, "resnet18": 191.10},
-    # Raspberry Pi 3 Model B+ BCM2837B0 Cortex-A53 1.4GHz x 4, "./benchncnn 4 1 0 -1 1"
+    # Raspberry Pi 3 Model B+ BCM2837B0 Cortex-A53 1.4GHz x 4, "./benchncnn 4 1 0 -1 1" (a4d2ea1d)
     "pi3": {"alexnet": 270.55, "vgg16": None, "resnet18": 379.57},
-    # Raspberry Pi Zero 2 W BCM2710A1 Cortex-A53 1.0GHz x 4, num_threads = 1
+    # Raspberry Pi Zero 2 W BCM2710A1 Cortex-A53 1.0GHz x 4, num_threads = 1 (a4d2ea1d)
     "pi_zero2w": {"alexnet": 689.15, "vgg16": None, "resnet18": 654.69},
 }
 
@@ -194,7 +195,7 @@ BUILDERS = {
     "alexnet": lambda: alexnet_bvlc(False),
     "alexnet_lrnop": lambda: alexnet_bvlc(True),
     "alexnet_tv": alexnet_tv,
-    "alexnet_features": lambda: alexnet_bvlc(False, True),   # not in the default list
+    "alexnet_features": lambda: alexnet_bvlc(False, True),
     "vgg16": vgg16,
     "resnet18": resnet18,
 }
@@ -236,7 +237,8 @@ def cpu_model():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", default="alexnet,vgg16,resnet18,alexnet_tv,alexnet_lrnop")
+    ap.add_argument("--models",
+                    default="alexnet,vgg16,resnet18,alexnet_tv,alexnet_lrnop,alexnet_features")
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
@@ -252,7 +254,8 @@ def main():
 
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "cpu": cpu_model(), "onnxruntime": ort.__version__, "onnx": onnx.__version__,
-              "numpy": np.__version__, "loadavg_start": os.getloadavg(), "runs": args.runs, "warmup": args.warmup, "rounds": []}
+              "numpy": np.__version__, "loadavg_start": os.getloadavg(), "runs": args.runs,
+              "warmup": args.warmup, "rounds": []}
     print(f"cpu: {result['cpu']}  onnxruntime {ort.__version__}  1 thread, ORT_ENABLE_ALL")
     for r in range(args.rounds):
         row = {}

@@ -28,14 +28,19 @@ pub enum EdgeProfile {
     Native,
     /// Raspberry Pi 4 Model B (Cortex-A72, 1.5 GHz), one core.
     Pi4,
-    /// Raspberry Pi 3 B / Zero 2 W class (Cortex-A53), one core.
+    /// Raspberry Pi 3 Model B+ (Cortex-A53, 1.4 GHz), one core.
     Pi3,
+    /// Raspberry Pi Zero 2 W (Cortex-A53, 1.0 GHz), one core.
+    PiZero2,
 }
 
-/// Factor of the `pi4` profile (`docs/edge-profiles.md`).
-pub const PI4_FACTOR: f64 = 8.0;
-/// Factor of the `pi3` profile (`docs/edge-profiles.md`).
-pub const PI3_FACTOR: f64 = 25.0;
+/// Factor of the `pi4` profile: ncnn's 1-thread AlexNet on a Pi 4 B at 1.5 GHz (213.76 ms) ÷ this
+/// machine's ONNX Runtime 1-thread time for the same network (28.07 ms) — `docs/edge-profiles.md`.
+pub const PI4_FACTOR: f64 = 7.6;
+/// Factor of the `pi3` profile: the same for a Pi 3 B+ (270.55 ms ÷ 28.07 ms).
+pub const PI3_FACTOR: f64 = 9.6;
+/// Factor of the `pi-zero2` profile: the same for a Pi Zero 2 W (689.15 ms ÷ 28.07 ms).
+pub const PI_ZERO2_FACTOR: f64 = 25.0;
 
 impl EdgeProfile {
     /// Edge compute time on the emulated device ÷ time on this machine.
@@ -44,6 +49,7 @@ impl EdgeProfile {
             EdgeProfile::Native => 1.0,
             EdgeProfile::Pi4 => PI4_FACTOR,
             EdgeProfile::Pi3 => PI3_FACTOR,
+            EdgeProfile::PiZero2 => PI_ZERO2_FACTOR,
         }
     }
 
@@ -53,6 +59,7 @@ impl EdgeProfile {
             EdgeProfile::Native => "native",
             EdgeProfile::Pi4 => "pi4",
             EdgeProfile::Pi3 => "pi3",
+            EdgeProfile::PiZero2 => "pi-zero2",
         }
     }
 }
@@ -61,7 +68,7 @@ impl EdgeProfile {
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmulationSection {
-    /// `native` (default), `pi4` or `pi3`.
+    /// `native` (default), `pi4`, `pi3` or `pi-zero2`.
     #[serde(default)]
     pub edge_profile: EdgeProfile,
     /// An explicit factor (≥ 1) instead of the profile's.
@@ -200,6 +207,8 @@ mod tests {
         let bad: EmulationSection = toml::from_str("edge_slowdown = 0.5").expect("parses");
         assert!(bad.validate().is_err());
         assert!(toml::from_str::<EmulationSection>("edge_profile = \"pi5\"").is_err());
+        let z: EmulationSection = toml::from_str("edge_profile = \"pi-zero2\"").expect("parses");
+        assert_eq!(z.speed().factor(), PI_ZERO2_FACTOR);
         assert!(toml::from_str::<EmulationSection>("slowdown = 2.0").is_err());
     }
 

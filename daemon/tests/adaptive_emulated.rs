@@ -4,7 +4,7 @@
 //! the accuracy floor.
 //!
 //! The development machine's CPU runs AlexNet in well under a millisecond, where sending anything
-//! never pays; an emulated edge speed of ×25 (about a Raspberry Pi 3) stretches edge compute (really, by spinning) to
+//! never pays; an emulated edge speed of ×25 (about a Raspberry Pi Zero 2 W, `docs/edge-profiles.md`) stretches edge compute (really, by spinning) to
 //! slow-Raspberry-Pi-like times so that offloading is worth it on a fast link.
 //!
 //! The slow phase is 0.5 Mbit/s, not 1: under `make test` the two cores are shared with other test
