@@ -199,7 +199,7 @@ pub fn latency_figure(
     tryp!(
         chart
             .configure_mesh()
-            .light_line_style(RGBColor(238, 238, 238))
+            .light_line_style(TRANSPARENT)
             .x_desc("link bandwidth (Mbit/s, both ways)")
             .y_desc("mean latency per frame (ms)")
             .x_label_formatter(&|x| num(*x))
@@ -460,8 +460,8 @@ pub fn dynamic_figure(
     );
     tryp!(
         top.configure_mesh()
+            .light_line_style(TRANSPARENT)
             .y_desc("latency (ms)")
-            .x_desc("time (s)")
             .y_label_formatter(&|y| format!("{y:.1}"))
             .draw(),
         err
@@ -537,6 +537,7 @@ pub fn dynamic_figure(
     tryp!(
         bottom
             .configure_mesh()
+            .light_line_style(TRANSPARENT)
             .y_desc("bytes sent per frame (plan in force)")
             .x_desc("time (s)")
             .draw(),
@@ -573,13 +574,17 @@ pub fn dynamic_figure(
     let small = ("sans-serif", 10).into_font();
     let mut i = 0;
     let mut last_label_t = f64::NEG_INFINITY;
+    let mut last_label: Option<String> = None;
     while i < frames.len() {
         let plan = &frames[i].plan;
         let mut j = i;
         while j + 1 < frames.len() && frames[j + 1].plan == *plan {
             j += 1;
         }
-        if frames[j].t_s - frames[i].t_s >= 1.0 && frames[i].t_s - last_label_t > 2.5 {
+        if frames[j].t_s - frames[i].t_s >= 1.0
+            && frames[i].t_s - last_label_t > 4.0
+            && last_label.as_deref() != Some(plan.as_str())
+        {
             let (x, y) = (frames[i].t_s, frames[i].bytes as f64);
             tryp!(
                 bottom.draw_series(std::iter::once(Text::new(
@@ -590,6 +595,7 @@ pub fn dynamic_figure(
                 err
             );
             last_label_t = frames[i].t_s;
+            last_label = Some(plan.clone());
         }
         i = j + 1;
     }
