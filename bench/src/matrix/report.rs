@@ -102,13 +102,23 @@ pub fn render(
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let link = |p: &Path| relative_link(report_dir, p);
+    let mut edge_speeds: Vec<String> = Vec::new();
+    for r in rows {
+        let entry = format!("{} → {}", r.cell.profile, r.edge_speed);
+        if r.cell.profile.emulated() && !r.edge_speed.is_empty() && !edge_speeds.contains(&entry) {
+            edge_speeds.push(entry);
+        }
+    }
     let text = markdown(
         meta,
         out,
-        &cells,
-        &latency_figs,
-        &maps,
-        dynamic.as_ref(),
+        &Figures {
+            cells: &cells,
+            latency: &latency_figs,
+            maps: &maps,
+            dynamic: dynamic.as_ref(),
+            edge_speeds: &edge_speeds,
+        },
         &link,
     );
     std::fs::write(report, text).map_err(|e| BenchError::io(report, e))?;
@@ -154,15 +164,19 @@ fn ratio_text(r: Option<f64>, limit: f64) -> String {
 
 type Fig = (super::cells::Group, PathBuf);
 
-fn markdown(
-    meta: &RunMeta,
-    out: &Path,
-    cells: &[CellResult],
-    latency_figs: &[Fig],
-    maps: &[PathBuf],
-    dynamic: Option<&(DynamicAnalysis, Option<PathBuf>)>,
-    link: &dyn Fn(&Path) -> String,
-) -> String {
+/// What the report shows besides `meta.json`.
+struct Figures<'a> {
+    cells: &'a [CellResult],
+    latency: &'a [Fig],
+    maps: &'a [PathBuf],
+    dynamic: Option<&'a (DynamicAnalysis, Option<PathBuf>)>,
+    /// `pi4 → emulated pi4 (×8)`, as the edge reported it.
+    edge_speeds: &'a [String],
+}
+
+fn markdown(meta: &RunMeta, out: &Path, f: &Figures<'_>, link: &dyn Fn(&Path) -> String) -> String {
+    let (cells, latency_figs, maps, dynamic, edge_speeds) =
+        (f.cells, f.latency, f.maps, f.dynamic, f.edge_speeds);
     let t = Targets::default();
     let mut s = String::new();
     let w = &mut s;
@@ -231,11 +245,13 @@ fn markdown(
     let _ = writeln!(
         w,
         "- **EMULATED**: every `pi4` and `pi3` cell ({} of {} cells here). The edge stretches all its compute \
-         by spinning (`[emulation] edge_profile`, ×8 for pi4, ×25 for pi3, `docs/edge-profiles.md`); the network, \
-         the worker and the accuracy are real. `native` cells run at this machine's speed. `busy` cells add one \
-         competing process that spins on a core for the whole cell.",
+         by spinning (`[emulation] edge_profile`, `daemon/src/emulation.rs`; the edge reported: {}); the \
+         network, the worker and the accuracy are real. `native` cells run at this machine's speed. `busy` \
+         cells add one competing process that spins on a core for the whole cell; on this 2-core machine it \
+         slows the worker and the relay as well as the edge.",
         emulated.len(),
-        cells.len()
+        cells.len(),
+        if edge_speeds.is_empty() { "–".to_string() } else { edge_speeds.join("; ") }
     );
     let _ = writeln!(
         w,
