@@ -9,7 +9,7 @@ VERIFY_VENV := .cache/verify-venv
 # Prefer the training venv when it exists (it has everything); otherwise a light one without PyTorch.
 MODELS_PY = $(if $(wildcard $(TRAIN_VENV)/bin/python),$(TRAIN_VENV)/bin/python,$(VERIFY_VENV)/bin/python)
 
-.PHONY: demo test ort build lint fmt models-venv models-verify verify-venv deploy-check cross-ci debs clean
+.PHONY: demo test bench bench-ci bench-bins ort build lint fmt models-venv models-verify verify-venv deploy-check cross-ci debs clean
 
 ## Run the bundled model on the bundled sample frames: cloud worker + edge on loopback, four plans compared.
 demo: ort
@@ -24,6 +24,19 @@ test: ort lint models-verify
 	target/debug/jmdc-edge check-config --config systemd/debian/edge.toml >/dev/null
 	target/debug/jmdc-cloud check-config --config systemd/debian/cloud.toml >/dev/null
 	JMDC_CLOUD_BIN=target/debug/jmdc-cloud cloud/deploy/check.sh
+
+## Benchmark matrix (about an hour on 2 cores): the adaptive loop vs every fixed plan, edge-only, cloud-only
+## and Neurosurgeon over emulated links (jmdc-linkemu) and emulated Pi-speed edges → docs/bench/, docs/benchmarks.md.
+bench: ort bench-bins
+	target/release/jmdc-bench run --cells full --out docs/bench --report docs/benchmarks.md
+
+## Quick benchmark check (3 cells, a few minutes): fails when adaptive ÷ oracle > 1.25 in any cell → target/bench-ci/.
+bench-ci: ort bench-bins
+	target/release/jmdc-bench run --cells ci --frames 64 --repeats 2 --no-dynamic --fail-above 1.25 \
+		--out target/bench-ci --report target/bench-ci/benchmarks.md
+
+bench-bins:
+	$(CARGO) build --release -p jmdc-edge -p jmdc-cloud -p jmdc-bench
 
 ## Debian packages (amd64 + arm64) → target/debian/, checked; amd64 also installed in a throw-away overlay (root).
 debs:

@@ -3,5 +3,9 @@
 //! [`linkemu`] is a userspace UDP link emulator: a relay between a client and one upstream server
 //! that shapes each direction to a rate, a one-way delay, a random loss probability and a drop-tail
 //! queue, without root and without kernel `netem` (which this project's kernels lack).
+//!
+//! [`matrix`] is the benchmark runner of `jmdc-bench`: the real binaries over a matrix of link
+//! and device conditions, the adaptive loop against fixed plans and baselines, and the report.
 
 pub mod linkemu;
+pub mod matrix;

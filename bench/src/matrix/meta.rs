@@ -1,0 +1,197 @@
+//! `meta.json`: how a run was made (machine, commit, settings, plans, timings), so the report can
+//! be re-rendered from the output folder alone.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::dynamic::{DynamicAnalysis, DynamicSpec};
+use super::error::BenchError;
+use super::plans::FixedPlan;
+
+/// The machine the run was made on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    pub cpu_model: String,
+    pub cores: String,
+    pub kernel: String,
+}
+
+/// A JPEG baseline and whether the binaries accepted it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JpegStatus {
+    pub spec: String,
+    pub available: bool,
+    pub reason: String,
+}
+
+/// Time one cell took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellTiming {
+    pub cell: String,
+    pub seconds: f64,
+    /// Set when the cell failed (its rows may be missing).
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Everything about a run except its measurements.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMeta {
+    pub command: String,
+    pub started: String,
+    pub finished: String,
+    pub machine: Machine,
+    pub git_commit: String,
+    pub git_dirty: bool,
+    pub frames: usize,
+    pub repeats: usize,
+    pub in_flight: usize,
+    pub floor_pct: f64,
+    pub queue_bytes: usize,
+    pub screen_factor: f64,
+    #[serde(default)]
+    pub screen_frames: usize,
+    pub plans: Vec<FixedPlan>,
+    pub jpeg: Vec<JpegStatus>,
+    pub cells: Vec<CellTiming>,
+    pub dynamic: Option<DynamicSpec>,
+    #[serde(default)]
+    pub dynamic_analysis: Option<DynamicAnalysis>,
+    #[serde(default)]
+    pub dynamic_error: Option<String>,
+    /// Where the markdown report goes (as given on the command line).
+    pub report: PathBuf,
+    /// False when the run was interrupted.
+    pub complete: bool,
+}
+
+impl RunMeta {
+    pub fn write(&self, path: &Path) -> Result<(), BenchError> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| BenchError::Json {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        std::fs::write(path, text).map_err(|e| BenchError::io(path, e))
+    }
+
+    pub fn read(path: &Path) -> Result<Self, BenchError> {
+        let text = std::fs::read_to_string(path).map_err(|e| BenchError::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| BenchError::Json {
+            path: path.to_path_buf(),
+            source: e,
+        })
+    }
+}
+
+/// Stdout of a short command, or `None` when it fails or takes more than `timeout`.
+pub fn command_output(
+    program: &str,
+    args: &[&str],
+    dir: Option<&Path>,
+    timeout: Duration,
+) -> Option<String> {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
+    let mut child = cmd.spawn().ok()?;
+    let mut stdout = child.stdout.take()?;
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let text = reader.join().ok()?;
+    status.filter(|s| s.success()).map(|_| text)
+}
+
+const SHORT: Duration = Duration::from_secs(10);
+
+/// CPU model and core count from `lscpu`, kernel from `uname -r`.
+pub fn machine() -> Machine {
+    let lscpu = command_output("lscpu", &[], None, SHORT).unwrap_or_default();
+    let field = |name: &str| {
+        lscpu
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == name).then(|| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into())
+    };
+    Machine {
+        cpu_model: field("Model name"),
+        cores: field("CPU(s)"),
+        kernel: command_output("uname", &["-r"], None, SHORT)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|| "unknown".into()),
+    }
+}
+
+/// Commit of `repo` and whether the work tree has changes.
+pub fn git_state(repo: &Path) -> (String, bool) {
+    let commit = command_output("git", &["rev-parse", "HEAD"], Some(repo), SHORT)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let dirty = command_output(
+        "git",
+        &["status", "--porcelain", "--untracked-files=no"],
+        Some(repo),
+        SHORT,
+    )
+    .is_some_and(|s| !s.trim().is_empty());
+    (commit, dirty)
+}
+
+/// Current UTC time as `2026-12-03T20:52:05Z` (from `date`), or seconds since the epoch.
+pub fn now_utc() -> String {
+    command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"], None, SHORT)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| format!("{} s since 1970", d.as_secs()))
+                .unwrap_or_default()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_commands_are_bounded() {
+        assert_eq!(
+            command_output("sh", &["-c", "echo hi"], None, SHORT).as_deref(),
+            Some("hi\n")
+        );
+        let t = Instant::now();
+        assert_eq!(
+            command_output("sleep", &["30"], None, Duration::from_millis(100)),
+            None
+        );
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert_eq!(command_output("sh", &["-c", "exit 1"], None, SHORT), None);
+        assert!(!now_utc().is_empty());
+    }
+}
