@@ -186,14 +186,16 @@ pub fn select_jmdc(entries: &[CalibrationEntry], floor: f64, cap: usize) -> Vec<
     chosen
 }
 
-/// Cloud-only plans of the pruned variants that meet `floor` (the raw image to a pruned model in
-/// the cloud: cheaper there than keep100, and the JMDC loop may choose them). Counted as JMDC plans
+/// Cloud-only plans of the pruned variants that meet `floor` (the raw image or a JPEG of it to a
+/// pruned model in the cloud: cheaper there than keep100, and the JMDC loop may choose them). Counted as JMDC plans
 /// (pruning is JMDC's), not as the cloud-only baseline (keep100).
 pub fn pruned_cloud_only(entries: &[CalibrationEntry], floor: f64) -> Vec<FixedPlan> {
     entries
         .iter()
         .filter(|e| {
-            PlanKind::of(e) == PlanKind::CloudOnly && e.variant != "keep100" && e.top1 >= floor
+            matches!(PlanKind::of(e), PlanKind::CloudOnly | PlanKind::Jpeg)
+                && e.variant != "keep100"
+                && e.top1 >= floor
         })
         .map(|e| FixedPlan {
             kind: PlanKind::Jmdc,
