@@ -12,7 +12,7 @@ use tracing::info;
 use crate::adaptive::{plan_spec, AdaptiveConfig, Planner, Prediction};
 use crate::client::CloudClient;
 use crate::monitor::cpu::{CpuChange, CpuMonitor, CpuMonitorConfig};
-use crate::monitor::network::{NetworkChange, NetworkMonitor, NetworkMonitorConfig};
+use crate::monitor::network::{ChangeKind, NetworkChange, NetworkMonitor, NetworkMonitorConfig};
 use crate::pipeline::{EdgePipeline, Frame, FrameObservation};
 use crate::plan_spec::{CodecSpec, PlanSpec, SplitSpec};
 use crate::stats::FrameRecord;
@@ -111,6 +111,8 @@ pub struct AdaptiveSession {
     exploring: Option<(PlanSpec, Prediction, u64)>,
     /// Measured ÷ predicted latency of the plan in force since the last decision.
     agreement: Agreement,
+    /// The plan of the last frame learned from (the first frame after a switch is cold).
+    last_frame_plan: Option<PlanSpec>,
     /// Plan changes so far: (frame id, new plan, reason).
     pub changes: Vec<(u64, PlanSpec, String)>,
     /// Frames run to explore a plan.
@@ -126,8 +128,8 @@ struct Agreement {
 }
 
 impl Agreement {
-    /// Frames before a disagreement counts.
-    const MIN_FRAMES: u64 = 4;
+    /// Frames before a disagreement counts (4 re-planned on bursts of host noise).
+    const MIN_FRAMES: u64 = 8;
     /// Measured ÷ predicted outside this range re-plans.
     const RANGE: (f64, f64) = (0.85, 1.18);
 
@@ -206,6 +208,7 @@ impl AdaptiveSession {
             since_explore: 0,
             exploring: None,
             agreement: Agreement::default(),
+            last_frame_plan: None,
             changes: Vec::new(),
             explored_frames: 0,
         };
@@ -301,8 +304,10 @@ impl AdaptiveSession {
 
     fn replan(&mut self, frame_id: u64, trigger: &str) -> Result<()> {
         let conditions = self.conditions();
+        let started = Instant::now();
         let decision = self.planner.decide(&conditions)?;
         self.last_replan = Instant::now();
+        let decide_us = (self.last_replan - started).as_micros();
         self.agreement = Agreement::default();
         let plan = plan_spec(&decision.plan);
         tracing::debug!(
@@ -312,6 +317,7 @@ impl AdaptiveSession {
             bandwidth_mbit = conditions.bandwidth_bps / 1e6,
             rtt_ms = conditions.rtt_s * 1e3,
             load = conditions.edge_load_factor,
+            decide_us,
             "re-planned"
         );
         if plan != self.plan {
@@ -341,8 +347,15 @@ impl AdaptiveSession {
             return Some(reason);
         }
         if self.net_changes.has_changed().unwrap_or(false) {
-            self.net_changes.mark_unchanged();
-            return Some("network change");
+            // Steps of quinn's smoothed RTT are mostly our own queueing; the optimizer uses the
+            // path's base RTT (`conditions`), which the timer's re-plans pick up.
+            let bandwidth_step = self
+                .net_changes
+                .borrow_and_update()
+                .is_some_and(|c| c.kind != ChangeKind::Rtt);
+            if bandwidth_step {
+                return Some("network change");
+            }
         }
         if let Some(rx) = self.cpu_changes.as_mut() {
             if rx.has_changed().unwrap_or(false) {
@@ -399,9 +412,14 @@ impl AdaptiveSession {
         }
         let measured = (!record.fallback).then(|| Duration::from_micros(record.total_us));
         let conditions = self.conditions();
+        let in_force = *plan == self.plan;
         self.planner
-            .observe(plan, observation, measured, &conditions);
-        if *plan == self.plan && !record.fallback {
+            .observe(plan, observation, measured, &conditions, in_force);
+        let warm = self.last_frame_plan.as_ref() == Some(plan);
+        if !warm {
+            self.last_frame_plan = Some(plan.clone());
+        }
+        if warm && in_force && !record.fallback {
             if let Some(predicted) = record.predicted_us {
                 self.agreement
                     .add(record.total_us as f64 * 1e-6, predicted as f64 * 1e-6);

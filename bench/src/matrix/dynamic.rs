@@ -276,11 +276,14 @@ pub fn analyse_dynamic(frames: &[DynFrame], spec: &DynamicSpec) -> DynamicAnalys
             .iter()
             .filter(|f| f.t_s >= at && f.t_s < ends[i])
             .find(|f| {
-                if want_fewer {
-                    f.bytes < before.bytes
-                } else {
-                    f.bytes > before.bytes
-                }
+                // Another plan, sending less (more): a JPEG plan's frames differ in size, so a
+                // smaller frame of the same plan is no reaction.
+                f.plan != before.plan
+                    && if want_fewer {
+                        f.bytes < before.bytes
+                    } else {
+                        f.bytes > before.bytes
+                    }
             });
         let note = match (hit, want_fewer && before.bytes == 0) {
             (_, true) => "already sending 0 B (edge-only) before the drop".to_string(),
@@ -573,7 +576,8 @@ mod tests {
         for i in 0..100 {
             let t = 10.0 + i as f64 * 0.1;
             let (p, b) = if t < 10.45 {
-                ("cloud", 3000)
+                // JPEG-like: the same plan's frames differ in size; no reaction yet.
+                ("cloud", 2900)
             } else if (50..52).contains(&i) {
                 ("edge", 0)
             } else {

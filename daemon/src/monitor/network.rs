@@ -5,7 +5,8 @@
 //! * **Passive** — every cloud request the pipeline makes is a measurement:
 //!   [`NetworkMonitor::record_transfer`]`(request bytes, round trip, server time)` gives
 //!   `bytes·8 / (round trip − min RTT − server time)`. Requests too small for that difference to be
-//!   meaningful are ignored (below `min_passive_bytes`, or a transfer time below `min_transfer`).
+//!   meaningful are ignored (below `min_passive_bytes`, or a transfer expected at the current
+//!   estimate shorter than `min_transfer` unless it measured 3× that; see [`long_enough`]).
 //! * **Probe** — when no measurement is fresher than `stale_after` (edge-only plans send nothing;
 //!   tiny feature tensors measure nothing), [`NetworkMonitor::maybe_probe`] sends one
 //!   [`ProbeRequest`] of `probe_bytes` padding on a fresh bidirectional stream, at most once per
@@ -27,6 +28,10 @@ use tokio::sync::watch;
 
 use super::{ChangeDetector, ChangeThreshold, DetectorConfig, Step};
 use crate::client::{ClientError, CloudClient};
+
+/// A probe that departed from the estimate is followed by the next one after
+/// `min_probe_interval / CONFIRM_SPEEDUP`.
+const CONFIRM_SPEEDUP: u32 = 5;
 
 /// Where the current bandwidth figure comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -54,9 +59,11 @@ pub struct NetworkEstimate {
     /// quinn's minimum RTT of the path, seconds (0 when unknown).
     pub min_rtt_s: f64,
     /// Propagation round trip without our own serialisation and queueing, seconds: quinn's path
-    /// minimum, unless the smoothed RTT stayed well above it for the whole last
-    /// `base_rtt_window` (the path itself got longer). This is what the optimizer adds to a
-    /// request's transfer time; the smoothed `rtt_s` would count our own queueing twice.
+    /// minimum. This is what the optimizer adds to a request's transfer time; the smoothed `rtt_s`
+    /// would count our own queueing twice. (A route that gets longer during a connection does not
+    /// raise it; the loop's learned corrections absorb that. Raising it when the smoothed RTT
+    /// stayed high for 10 s was tried: on a 1 Mbit/s link our own probes and requests kept the
+    /// smoothed RTT up for good and a 0.3 ms path read 22 ms.)
     pub base_rtt_s: f64,
     /// When the last goodput sample was taken.
     pub last_update: Option<Instant>,
@@ -74,6 +81,17 @@ pub struct NetworkEstimate {
     pub lost_packets: u64,
     /// Changes detected so far (bandwidth and RTT).
     pub changes: u64,
+}
+
+impl NetworkEstimate {
+    /// The bandwidth when it comes from measured goodput (requests or probes), else 0: quinn's
+    /// `cwnd / rtt` placeholder grows with the window and read 100–600 Mbit/s on a 50 Mbit/s link.
+    pub fn goodput_bps(&self) -> f64 {
+        match self.source {
+            EstimateSource::Passive | EstimateSource::Probe => self.bandwidth_bps,
+            EstimateSource::None | EstimateSource::QuinnPath => 0.0,
+        }
+    }
 }
 
 impl Default for NetworkEstimate {
@@ -141,8 +159,6 @@ pub struct NetworkMonitorConfig {
     pub stale_after: Duration,
     /// A probe that takes longer fails.
     pub probe_timeout: Duration,
-    /// Window of the smoothed-RTT minimum that can raise `base_rtt_s` above the path minimum.
-    pub base_rtt_window: Duration,
 }
 
 impl Default for NetworkMonitorConfig {
@@ -169,7 +185,6 @@ impl Default for NetworkMonitorConfig {
             min_probe_interval: Duration::from_secs(10),
             stale_after: Duration::from_secs(5),
             probe_timeout: Duration::from_secs(5),
-            base_rtt_window: Duration::from_secs(10),
         }
     }
 }
@@ -212,8 +227,6 @@ struct State {
     rtt: ChangeDetector,
     estimate: NetworkEstimate,
     last_probe: Option<Instant>,
-    /// Smoothed RTT observations of the last `base_rtt_window`, oldest first.
-    rtt_window: std::collections::VecDeque<(Instant, f64)>,
 }
 
 /// Network conditions to the cloud worker, from passive samples, probes and QUIC path stats.
@@ -237,7 +250,6 @@ impl NetworkMonitor {
                 rtt: ChangeDetector::new(config.rtt),
                 estimate: NetworkEstimate::default(),
                 last_probe: None,
-                rtt_window: std::collections::VecDeque::new(),
             }),
             estimates: watch::channel(NetworkEstimate::default()).0,
             changes: watch::channel(None).0,
@@ -282,13 +294,7 @@ impl NetworkMonitor {
             e.lost_packets = lost_packets;
             let step = st.rtt.update(rtt.as_secs_f64());
             e.rtt_s = st.rtt.value().unwrap_or(0.0);
-            e.base_rtt_s = base_rtt(
-                &mut st.rtt_window,
-                now,
-                st.config.base_rtt_window,
-                rtt.as_secs_f64(),
-                min_rtt.as_secs_f64(),
-            );
+            e.base_rtt_s = e.min_rtt_s;
             if matches!(e.source, EstimateSource::None | EstimateSource::QuinnPath)
                 && rtt > Duration::ZERO
                 && cwnd_bytes > 0
@@ -346,11 +352,20 @@ impl NetworkMonitor {
             let transfer = round_trip
                 .saturating_sub(min_rtt)
                 .saturating_sub(server_time);
-            if transfer < cfg.min_transfer || transfer.is_zero() {
+            let measured_bps = st.estimate.goodput_bps();
+            if transfer.is_zero() || !long_enough(transfer, bytes, measured_bps, cfg) {
                 return ((None, None), None);
             }
             let sample = (bytes as f64 * 8.0 / transfer.as_secs_f64()).min(cfg.max_bandwidth_bps);
             let step = st.bandwidth.update(sample);
+            tracing::trace!(
+                ?source,
+                bytes,
+                transfer_us = transfer.as_micros(),
+                sample_mbit = sample / 1e6,
+                estimate_mbit = st.bandwidth.value().unwrap_or(0.0) / 1e6,
+                "goodput sample"
+            );
             let e = &mut st.estimate;
             e.last_sample_bps = sample;
             e.bandwidth_bps = st.bandwidth.value().unwrap_or(sample);
@@ -371,9 +386,18 @@ impl NetworkMonitor {
     }
 
     /// True when a probe is due: no goodput sample fresher than `stale_after` and no probe within
-    /// `min_probe_interval`.
+    /// `min_probe_interval`; or the last probe departed from the estimate (a step waiting for
+    /// confirmation) and none was sent within a fifth of that interval.
     pub fn needs_probe(&self, now: Instant) -> bool {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.bandwidth.pending() > 0 && st.estimate.source == EstimateSource::Probe {
+            // The last probe departed from the estimate: confirm (or dismiss) it soon rather
+            // than a whole interval later, so that a real step is followed within a second.
+            let confirm_after = st.config.min_probe_interval / CONFIRM_SPEEDUP;
+            return st
+                .last_probe
+                .is_none_or(|t| now.saturating_duration_since(t) >= confirm_after);
+        }
         let fresh = st
             .estimate
             .last_update
@@ -401,7 +425,7 @@ impl NetworkMonitor {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             st.last_probe = Some(Instant::now());
             (
-                st.config.probe_bytes,
+                probe_size(st.config.probe_bytes, st.estimate.goodput_bps()),
                 st.config.probe_reply_bytes,
                 st.config.probe_timeout,
             )
@@ -516,84 +540,169 @@ impl NetworkMonitor {
 }
 
 /// The propagation round trip: the path minimum `min_rtt`, or — when every smoothed RTT of the last
-/// `window` (which must be mostly covered by observations) was above `2 × min_rtt + 5 ms` — the
-/// smallest of them (the route got longer; quinn's minimum never rises). Queueing caused by our
-/// own requests and probes is short-lived, so it does not hold the minimum up for a whole window.
-fn base_rtt(
-    history: &mut std::collections::VecDeque<(Instant, f64)>,
-    now: Instant,
-    window: Duration,
-    rtt_s: f64,
-    min_rtt_s: f64,
-) -> f64 {
-    if rtt_s > 0.0 {
-        history.push_back((now, rtt_s));
+/// Probes after the first take about this long at the measured goodput...
+const PROBE_TARGET: Duration = Duration::from_millis(10);
+/// ...within these sizes, bytes.
+const MIN_PROBE_BYTES: u32 = 4 * 1024;
+const MAX_PROBE_BYTES: u32 = 256 * 1024;
+
+/// Probe padding: `configured` bytes while no goodput was measured, then what takes
+/// [`PROBE_TARGET`] at the measured goodput, within [`MIN_PROBE_BYTES`]–[`MAX_PROBE_BYTES`]. A
+/// fixed 16 KB probe held a 1 Mbit/s link for 131 ms every second (frames of a split plan queued
+/// behind it and measured 2× their prediction) and took 1.3 ms at 100 Mbit/s, too short to count.
+fn probe_size(configured: u32, goodput_bps: f64) -> u32 {
+    if !(goodput_bps.is_finite() && goodput_bps > 0.0) {
+        return configured;
     }
-    while history
-        .front()
-        .is_some_and(|&(t, _)| now.saturating_duration_since(t) > window)
-    {
-        history.pop_front();
+    let wanted = goodput_bps * PROBE_TARGET.as_secs_f64() / 8.0;
+    wanted.clamp(f64::from(MIN_PROBE_BYTES), f64::from(MAX_PROBE_BYTES)) as u32
+}
+
+/// A sample whose transfer was *measured* this long or longer is used whatever the estimate says
+/// (a step down to a slow link shows first as requests that take long).
+const LONG_TRANSFER_FACTOR: u32 = 3;
+
+/// Whether a transfer of `bytes` that took `transfer` makes a usable goodput sample.
+///
+/// The choice must not rest on the measured time alone: on a fast link a 1 KB request moves in
+/// 0.2 ms, so the only ones whose measured transfer passed a 2 ms floor were those delayed by
+/// something else (scheduling, a queue), and every sample that got through read 2–10 Mbit/s on a
+/// 50 Mbit/s link. So a sample counts when the transfer *expected* at the current estimate is at
+/// least `min_transfer`, or when it measured at least `LONG_TRANSFER_FACTOR × min_transfer`; with
+/// no estimate yet, when it measured at least `min_transfer`.
+fn long_enough(
+    transfer: Duration,
+    bytes: usize,
+    estimate_bps: f64,
+    cfg: NetworkMonitorConfig,
+) -> bool {
+    if estimate_bps.is_nan() || estimate_bps <= 0.0 {
+        return transfer >= cfg.min_transfer;
     }
-    let covered = history
-        .front()
-        .is_some_and(|&(t, _)| now.saturating_duration_since(t) >= window.mul_f64(0.8));
-    let window_min = history
-        .iter()
-        .map(|&(_, r)| r)
-        .fold(f64::INFINITY, f64::min);
-    if covered && window_min.is_finite() && window_min > 2.0 * min_rtt_s + 0.005 {
-        window_min
-    } else {
-        min_rtt_s
+    let expected = Duration::from_secs_f64((bytes as f64 * 8.0 / estimate_bps).min(1e6));
+    expected >= cfg.min_transfer || transfer >= cfg.min_transfer * LONG_TRANSFER_FACTOR
+}
+
+#[cfg(test)]
+mod probe_schedule_tests {
+    use super::*;
+
+    fn probed(m: &NetworkMonitor, at: Instant, bytes: usize, transfer: Duration) {
+        m.with_state(|st| {
+            st.last_probe = Some(at);
+            ((), None)
+        });
+        m.record_sample(bytes, transfer, Duration::ZERO, EstimateSource::Probe, at);
+    }
+
+    #[test]
+    fn a_departing_probe_is_confirmed_within_a_fifth_of_the_interval() {
+        let m = NetworkMonitor::new(NetworkMonitorConfig {
+            min_probe_interval: Duration::from_secs(1),
+            stale_after: Duration::from_secs(1),
+            ..NetworkMonitorConfig::default()
+        });
+        let t0 = Instant::now();
+        // 16 KB in 131 ms: 1 Mbit/s, twice (the estimate settles there).
+        probed(&m, t0, 16_384, Duration::from_micros(131_072));
+        let t1 = t0 + Duration::from_secs(1);
+        probed(&m, t1, 16_384, Duration::from_micros(131_072));
+        assert!(
+            !m.needs_probe(t1 + Duration::from_millis(300)),
+            "steady: next probe after 1 s"
+        );
+        assert!(m.needs_probe(t1 + Duration::from_secs(1)));
+        // The link went to 20 Mbit/s: the next probe departs, so the one after comes 200 ms later.
+        let t2 = t1 + Duration::from_secs(1);
+        probed(&m, t2, 16_384, Duration::from_micros(6_554));
+        assert_eq!(m.estimate().changes, 0, "one sample is not a step");
+        assert!(!m.needs_probe(t2 + Duration::from_millis(150)));
+        assert!(m.needs_probe(t2 + Duration::from_millis(200)));
+        let t3 = t2 + Duration::from_millis(200);
+        probed(&m, t3, 16_384, Duration::from_micros(6_554));
+        assert_eq!(m.estimate().changes, 1, "confirmed");
+        assert!((m.estimate().bandwidth_bps / 20e6 - 1.0).abs() < 0.01);
+        assert!(
+            !m.needs_probe(t3 + Duration::from_millis(300)),
+            "steady again"
+        );
     }
 }
 
 #[cfg(test)]
-mod base_rtt_tests {
+mod sample_selection_tests {
     use super::*;
 
-    #[test]
-    fn base_rtt_is_the_path_minimum_despite_own_queueing() {
-        let mut h = std::collections::VecDeque::new();
-        let t0 = Instant::now();
-        let w = Duration::from_secs(10);
-        // Probes inflate the smoothed RTT to 50–120 ms now and then; the path minimum is 0.2 ms.
-        for i in 0..200u64 {
-            let rtt = if i % 10 < 3 { 0.12 } else { 0.0004 };
-            let b = base_rtt(&mut h, t0 + Duration::from_millis(100 * i), w, rtt, 0.0002);
-            assert_eq!(b, 0.0002, "at {i}");
-        }
+    fn sample(m: &NetworkMonitor, bytes: usize, transfer_us: u64) -> Option<f64> {
+        m.record_sample(
+            bytes,
+            Duration::from_micros(transfer_us),
+            Duration::ZERO,
+            EstimateSource::Passive,
+            Instant::now(),
+        )
+        .0
     }
 
     #[test]
-    fn base_rtt_follows_a_longer_route_after_a_window() {
-        let mut h = std::collections::VecDeque::new();
-        let t0 = Instant::now();
-        let w = Duration::from_secs(10);
-        for i in 0..50u64 {
-            base_rtt(
-                &mut h,
-                t0 + Duration::from_millis(100 * i),
-                w,
-                0.001,
-                0.0008,
-            );
+    fn small_requests_delayed_on_a_fast_link_do_not_drag_the_estimate_down() {
+        // As the edge's adaptive loop sets it up (JPEG cloud-only requests are about 1 KB).
+        let m = NetworkMonitor::new(NetworkMonitorConfig {
+            min_passive_bytes: 1024,
+            ..NetworkMonitorConfig::default()
+        });
+        // 64 KB in 10.5 ms: 50 Mbit/s.
+        assert!(sample(&m, 65_536, 10_486).is_some());
+        assert!((m.estimate().bandwidth_bps / 50e6 - 1.0).abs() < 0.01);
+        // 1 KB requests (0.16 ms at 50 Mbit/s) that happened to take 2.5–4 ms: not samples.
+        for t in [2_500, 3_000, 4_000, 2_600] {
+            assert_eq!(sample(&m, 1_024, t), None);
         }
-        // The route now takes 40 ms; quinn's minimum stays 0.8 ms.
-        let mut last = 0.0;
-        for i in 50..200u64 {
-            last = base_rtt(
-                &mut h,
-                t0 + Duration::from_millis(100 * i),
-                w,
-                0.040,
-                0.0008,
-            );
-            if i < 130 {
-                assert_eq!(last, 0.0008, "too early at {i}");
-            }
-        }
-        assert_eq!(last, 0.040);
+        assert!((m.estimate().bandwidth_bps / 50e6 - 1.0).abs() < 0.01);
+        // The link dropped to 1 Mbit/s: the same requests now take 8 ms+ and count.
+        assert!(sample(&m, 1_024, 12_000).is_some());
+        assert!(sample(&m, 1_024, 12_000).is_some());
+        assert_eq!(m.estimate().changes, 1);
+        assert!(m.estimate().bandwidth_bps < 1e6);
+        // Once the estimate is low, 1 KB requests are long enough to measure as they are.
+        assert!(sample(&m, 1_024, 8_500).is_some());
+    }
+
+    #[test]
+    fn probes_take_about_10_ms_at_the_measured_goodput() {
+        assert_eq!(
+            probe_size(16_384, 0.0),
+            16_384,
+            "first probe: as configured"
+        );
+        assert_eq!(probe_size(16_384, f64::NAN), 16_384);
+        assert_eq!(probe_size(16_384, 1e6), MIN_PROBE_BYTES);
+        assert_eq!(probe_size(16_384, 10e6), 12_500);
+        assert_eq!(probe_size(16_384, 100e6), 125_000);
+        assert_eq!(probe_size(16_384, 10e9), MAX_PROBE_BYTES);
+    }
+
+    #[test]
+    fn a_placeholder_estimate_does_not_veto_samples() {
+        let m = NetworkMonitor::new(NetworkMonitorConfig::default());
+        // quinn's cwnd/rtt placeholder: 600 Mbit/s.
+        m.observe_path(
+            Duration::from_micros(400),
+            Duration::from_micros(300),
+            30_000,
+            0,
+        );
+        assert_eq!(m.estimate().source, EstimateSource::QuinnPath);
+        // 16 KB in 2.6 ms after the 0.3 ms path minimum (50 Mbit/s): expected 0.2 ms at
+        // 600 Mbit/s, but that figure is no measurement.
+        assert!(sample(&m, 16_384, 2_921).is_some());
+        assert!((m.estimate().bandwidth_bps / 50e6 - 1.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn without_an_estimate_the_measured_transfer_decides() {
+        let m = NetworkMonitor::new(NetworkMonitorConfig::default());
+        assert_eq!(sample(&m, 4_096, 1_000), None);
+        assert!(sample(&m, 4_096, 3_000).is_some());
     }
 }

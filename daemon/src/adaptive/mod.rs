@@ -16,13 +16,16 @@ use jmdc_core::optimizer::{
 use jmdc_core::package::ModelPackage;
 use jmdc_core::profiling::{
     build_optimizer_profile, measure_codec_costs, measure_edge_profile, measure_input_codec_costs,
-    split_shapes, CloudProfileEstimator, CodecCosts, Ewma, OnlineProfile, OnlineProfileConfig,
+    split_shapes, CloudProfileEstimator, CodecCosts, OnlineProfile, OnlineProfileConfig,
 };
 use jmdc_core::runner::RunnerOptions;
 use serde::Deserialize;
 
 use crate::pipeline::FrameObservation;
+
+mod correction;
 use crate::plan_spec::{CodecSpec, InputSpec, PlanSpec, SplitSpec};
+use correction::{Correction, CorrectionPolicy};
 
 /// What the optimizer optimises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -104,7 +107,8 @@ pub struct AdaptiveConfig {
     /// Frames per exploration.
     #[serde(default = "default_explore_frames")]
     pub explore_frames: u64,
-    /// Bytes of one active bandwidth probe.
+    /// Bytes of the first active bandwidth probe; later ones are sized to take about 10 ms at
+    /// the measured goodput (4–256 KiB).
     #[serde(default = "default_probe_bytes")]
     pub probe_bytes: u32,
     /// At most one probe per this interval (probes run only when no transfer measured recently).
@@ -134,7 +138,7 @@ fn default_explore_every() -> u64 {
     100
 }
 fn default_explore_frames() -> u64 {
-    2
+    3
 }
 fn default_probe_bytes() -> u32 {
     16 * 1024
@@ -215,23 +219,21 @@ pub enum PlannerError {
     Optimizer(String),
 }
 
-/// How long a plan's measured latency is trusted without new frames of it.
-const MEMORY_TTL: Duration = Duration::from_secs(20);
-/// Frames of a plan before its measured correction replaces the shared one of its kind.
-const MEMORY_MIN_FRAMES: u64 = 2;
-/// EWMA weight of a new frame in a plan's measured correction.
-const MEMORY_ALPHA: f64 = 0.25;
+/// How corrections are learned: a new frame weighs 0.1, five frames in a row more than 15 % of
+/// the model away replace the correction (three let a burst of host noise condemn a good plan); a
+/// plan's own correction is trusted after 2 frames and forgotten after 10 s without frames (or
+/// when the network changes under it).
+const CORRECTIONS: CorrectionPolicy = CorrectionPolicy {
+    alpha: 0.1,
+    step_fraction: 0.15,
+    step_frames: 5,
+    ttl: Duration::from_secs(10),
+    min_frames: 2,
+};
 /// An edge correction older than this (no edge frames: cloud-only plans) is forgotten.
 const EDGE_CORRECTION_TTL: Duration = Duration::from_secs(5);
 /// Explore only plans predicted within this factor of the plan in force.
 const EXPLORE_WITHIN: f64 = 1.5;
-
-/// What the loop has measured of one plan: measured − modelled latency.
-#[derive(Debug, Clone)]
-struct PlanMemory {
-    residual_s: Ewma,
-    last: Instant,
-}
 
 /// The model's prediction for a plan with the measured correction it was given.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -247,8 +249,9 @@ pub struct Prediction {
 /// The model (`jmdc_core::optimizer`) predicts every plan from the start-up profile and the live
 /// conditions; what it gets wrong about a plan (per-request overheads, the runtime's behaviour
 /// under a given split, the emulated device) is learned from that plan's frames as an additive
-/// correction (EWMA of measured − modelled, forgotten after [`MEMORY_TTL`]). Plans not measured
-/// lately get the mean correction of their kind (cloud-only, split or edge-only: plans of a kind
+/// correction (EWMA of measured − modelled, forgotten after 20 s without frames, and for plans
+/// that use the network, when bandwidth or RTT moved away from what it was learned under; see
+/// [`correction`]). Plans not measured lately get the mean correction of their kind (cloud-only, split or edge-only: plans of a kind
 /// share where their time goes). Every
 /// `explore_every_frames` frames one unmeasured plan whose prediction comes within
 /// [`EXPLORE_WITHIN`]× of the plan in force runs for `explore_frames` frames.
@@ -265,10 +268,13 @@ pub struct Planner {
     strategy: Strategy,
     speed_factor: f64,
     current: Option<Plan>,
-    memory: HashMap<String, PlanMemory>,
+    memory: HashMap<String, Correction>,
     /// Shared corrections per [`PlanKind`].
-    kind_residual: [Ewma; 3],
+    kind_residual: [Correction; 3],
     last_edge_frame: Option<Instant>,
+    /// The plan of the previous frame: the first frame after a switch runs on cold caches and
+    /// sessions and is not learned from.
+    previous_plan: Option<PlanSpec>,
     /// The optimizer of the last decision (with corrections), for predictions between decisions,
     /// and its candidate index by plan (`PlanSpec` display string).
     last: Option<(Optimizer, HashMap<String, usize>)>,
@@ -344,12 +350,10 @@ impl Planner {
             speed_factor: factor,
             current: None,
             memory: HashMap::new(),
-            kind_residual: [
-                Ewma::new(MEMORY_ALPHA),
-                Ewma::new(MEMORY_ALPHA),
-                Ewma::new(MEMORY_ALPHA),
-            ],
+            kind_residual: [PlanKind::CloudOnly, PlanKind::Split, PlanKind::EdgeOnly]
+                .map(|kind| Correction::new(kind.uses_network(), Instant::now())),
             last_edge_frame: None,
+            previous_plan: None,
             last: None,
         };
         let profile = planner.profile()?;
@@ -412,13 +416,54 @@ impl Planner {
 
     /// Learns from a processed frame: edge and cloud profiles, and — given the conditions it ran
     /// under — how far the model's latency for its plan was from the measured one.
+    ///
+    /// The first frame after a plan switch teaches nothing: its layers run on caches and sessions
+    /// that other plans used meanwhile (on an emulated Pi 3 a split's head measured 2–2.5× its
+    /// steady time on an exploration's first frame), and learning from it had pushed the shared
+    /// edge load correction to 3× and made edge-only look three times slower than it was.
+    ///
+    /// A frame of a plan visited to explore it (`in_force` false) teaches only that plan's own
+    /// correction: its few frames run on caches still half cold, and the profiles, the load
+    /// correction and its kind's correction serve the plans that run for longer.
     pub fn observe(
         &mut self,
         plan: &PlanSpec,
         obs: &FrameObservation,
         measured: Option<Duration>,
         conditions: &Conditions,
+        in_force: bool,
     ) {
+        let warm = self.previous_plan.as_ref() == Some(plan);
+        if !warm {
+            self.previous_plan = Some(plan.clone());
+            return;
+        }
+        if in_force {
+            self.learn_profiles(plan, obs);
+        }
+        let Some(measured) = measured else { return };
+        let Some(model) = self.modelled(plan, conditions) else {
+            return;
+        };
+        let residual = measured.as_secs_f64() - model.latency_s;
+        let now = Instant::now();
+        if in_force {
+            self.kind_residual[model.kind as usize].update(
+                &CORRECTIONS,
+                residual,
+                model.latency_s,
+                conditions,
+                now,
+            );
+        }
+        self.memory
+            .entry(plan.to_string())
+            .or_insert_with(|| Correction::new(model.kind.uses_network(), now))
+            .update(&CORRECTIONS, residual, model.latency_s, conditions, now);
+    }
+
+    /// Edge and cloud profiles from a frame's per-layer timings.
+    fn learn_profiles(&mut self, plan: &PlanSpec, obs: &FrameObservation) {
         if !obs.head_timings.is_empty() {
             // Per-layer wall times scaled so that they add up to what the (emulated) device spent.
             let wall: Duration = obs.head_timings.iter().sum();
@@ -443,25 +488,6 @@ impl Planner {
                     .observe(&plan.variant, split, compute.as_secs_f64() * 1e6);
             }
         }
-        let Some(measured) = measured else { return };
-        let Some(model) = self.modelled(plan, conditions) else {
-            return;
-        };
-        let residual = measured.as_secs_f64() - model.latency_s;
-        let now = Instant::now();
-        self.kind_residual[model.kind as usize].update(residual);
-        let entry = self
-            .memory
-            .entry(plan.to_string())
-            .or_insert_with(|| PlanMemory {
-                residual_s: Ewma::new(MEMORY_ALPHA),
-                last: now,
-            });
-        if now.saturating_duration_since(entry.last) > MEMORY_TTL {
-            entry.residual_s = Ewma::new(MEMORY_ALPHA);
-        }
-        entry.residual_s.update(residual);
-        entry.last = now;
     }
 
     /// The model's latency for `plan` under `conditions`, without measured corrections.
@@ -474,26 +500,32 @@ impl Planner {
         })
     }
 
-    /// The measured correction a plan gets now: its own when measured lately, else its kind's.
-    fn correction_for(&self, key: &str, kind: PlanKind, now: Instant) -> f64 {
-        if let Some(m) = self.memory.get(key) {
-            if now.saturating_duration_since(m.last) <= MEMORY_TTL
-                && m.residual_s.count() >= MEMORY_MIN_FRAMES
-            {
-                return m.residual_s.value().unwrap_or(0.0);
-            }
-        }
-        self.kind_residual[kind as usize].value().unwrap_or(0.0)
+    /// The measured correction a plan gets under `conditions` now: its own when measured lately
+    /// under these conditions, else its kind's, else none.
+    fn correction_for(
+        &self,
+        key: &str,
+        kind: PlanKind,
+        conditions: &Conditions,
+        now: Instant,
+    ) -> f64 {
+        self.memory
+            .get(key)
+            .and_then(|m| m.value(&CORRECTIONS, conditions, now))
+            .or_else(|| self.kind_residual[kind as usize].value(&CORRECTIONS, conditions, now))
+            .unwrap_or(0.0)
     }
 
-    fn measured_lately(&self, key: &str, now: Instant) -> bool {
-        self.memory.get(key).is_some_and(|m| {
-            now.saturating_duration_since(m.last) <= MEMORY_TTL
-                && m.residual_s.count() >= MEMORY_MIN_FRAMES
-        })
+    fn measured_lately(&self, key: &str, conditions: &Conditions, now: Instant) -> bool {
+        self.memory
+            .get(key)
+            .is_some_and(|m| m.value(&CORRECTIONS, conditions, now).is_some())
     }
 
-    fn build(&self) -> Result<(Optimizer, HashMap<String, usize>), PlannerError> {
+    fn build(
+        &self,
+        conditions: &Conditions,
+    ) -> Result<(Optimizer, HashMap<String, usize>), PlannerError> {
         let profile = self.profile()?;
         let candidates = self.candidates(&profile);
         let mut optimizer = Optimizer::new(profile, candidates, self.config)
@@ -505,7 +537,7 @@ impl Planner {
             if let Some(plan) = optimizer.plan(i) {
                 let key = plan_spec(&plan).to_string();
                 let kind = PlanKind::of_plan(&plan);
-                optimizer.correct_latency(i, self.correction_for(&key, kind, now));
+                optimizer.correct_latency(i, self.correction_for(&key, kind, conditions, now));
                 index.insert(key, i);
             }
         }
@@ -514,7 +546,7 @@ impl Planner {
 
     /// Decides a plan for `conditions`, with hysteresis against the previous decision.
     pub fn decide(&mut self, conditions: &Conditions) -> Result<Decision, PlannerError> {
-        let (optimizer, index) = self.build()?;
+        let (optimizer, index) = self.build(conditions)?;
         let decision = optimizer.decide(conditions, &self.objective, self.current.as_ref());
         self.current = Some(decision.plan.clone());
         self.last = Some((optimizer, index));
@@ -558,7 +590,7 @@ impl Planner {
             if floor.is_some_and(|f| plan.accuracy < f) {
                 continue;
             }
-            if self.measured_lately(&plan_spec(&plan).to_string(), now) {
+            if self.measured_lately(&plan_spec(&plan).to_string(), conditions, now) {
                 continue;
             }
             let Some(e) = opt.evaluate(i, conditions) else {
@@ -603,6 +635,11 @@ enum PlanKind {
 }
 
 impl PlanKind {
+    /// Whether plans of this kind send anything to the cloud.
+    fn uses_network(self) -> bool {
+        self != PlanKind::EdgeOnly
+    }
+
     fn of_spec(plan: &PlanSpec) -> Self {
         match plan.split {
             crate::plan_spec::SplitSpec::CloudOnly => PlanKind::CloudOnly,
