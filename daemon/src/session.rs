@@ -308,6 +308,20 @@ impl AdaptiveSession {
         let decision = self.planner.decide(&conditions)?;
         self.last_replan = Instant::now();
         let decide_us = (self.last_replan - started).as_micros();
+        let probing = self.planner.bandwidth_matters(&conditions);
+        if probing != self.net.probing() {
+            tracing::debug!(
+                probing,
+                rtt_ms = conditions.rtt_s * 1e3,
+                "bandwidth probes {}",
+                if probing {
+                    "resumed"
+                } else {
+                    "paused: no bandwidth would make the cloud pay"
+                }
+            );
+            self.net.set_probing(probing);
+        }
         self.agreement = Agreement::default();
         let plan = plan_spec(&decision.plan);
         tracing::debug!(

@@ -1,5 +1,6 @@
-//! What the loop learned about a plan (or a kind of plan) from its frames: measured − modelled
-//! latency, and when and under which network conditions it was learned.
+//! What the loop learned about a plan (or a kind of plan) from its frames — a plan's measured
+//! latency, or a kind's measured − modelled residual — and when and under which network
+//! conditions it was learned.
 //!
 //! A correction is forgotten after a while without frames, and a correction of a plan that uses
 //! the network holds only under the conditions it was learned under: what requests cost while
@@ -110,7 +111,8 @@ impl ResidualFilter {
     }
 }
 
-/// An additive latency correction (smoothed measured − modelled seconds).
+/// A smoothed latency series learned from frames (seconds): a plan's measured latency or a kind
+/// of plan's residual (measured − modelled).
 #[derive(Debug, Clone)]
 pub(crate) struct Correction {
     residual_s: ResidualFilter,
@@ -133,12 +135,13 @@ impl Correction {
         }
     }
 
-    /// Adds one frame's residual (measured − `modelled_s`) measured under `conditions`. What was
-    /// learned before is dropped when it is stale or was learned under other network conditions.
+    /// Adds one frame's value (`sample_s`; `modelled_s` is the model's latency for the frame,
+    /// which scales the step threshold) measured under `conditions`. What was learned before is
+    /// dropped when it is stale or was learned under other network conditions.
     pub(crate) fn update(
         &mut self,
         policy: &CorrectionPolicy,
-        residual_s: f64,
+        sample_s: f64,
         modelled_s: f64,
         conditions: &Conditions,
         now: Instant,
@@ -146,7 +149,7 @@ impl Correction {
         if !self.holds(policy, conditions, now) {
             self.residual_s = ResidualFilter::default();
         }
-        self.residual_s.update(policy, residual_s, modelled_s);
+        self.residual_s.update(policy, sample_s, modelled_s);
         self.last = now;
         self.regime = NetworkRegime::of(conditions);
     }

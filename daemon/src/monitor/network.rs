@@ -19,7 +19,7 @@
 //! (relative > 30 % and > 5 ms, over 3 samples). Detected changes are published on a
 //! [`watch`] channel. See `docs/monitoring.md` for measured accuracy and cost.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -238,6 +238,8 @@ pub struct NetworkMonitor {
     estimates: watch::Sender<NetworkEstimate>,
     changes: watch::Sender<Option<NetworkChange>>,
     probe_ids: AtomicU64,
+    /// Whether active probes may run (see [`set_probing`](Self::set_probing)).
+    probing: AtomicBool,
 }
 
 impl NetworkMonitor {
@@ -254,6 +256,7 @@ impl NetworkMonitor {
             estimates: watch::channel(NetworkEstimate::default()).0,
             changes: watch::channel(None).0,
             probe_ids: AtomicU64::new(1),
+            probing: AtomicBool::new(true),
         }
     }
 
@@ -385,10 +388,14 @@ impl NetworkMonitor {
         })
     }
 
-    /// True when a probe is due: no goodput sample fresher than `stale_after` and no probe within
+    /// True when probing is allowed and a probe is due: no goodput sample fresher than
+    /// `stale_after` and no probe within
     /// `min_probe_interval`; or the last probe departed from the estimate (a step waiting for
     /// confirmation) and none was sent within a fifth of that interval.
     pub fn needs_probe(&self, now: Instant) -> bool {
+        if !self.probing.load(Ordering::Relaxed) {
+            return false;
+        }
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.bandwidth.pending() > 0 && st.estimate.source == EstimateSource::Probe {
             // The last probe departed from the estimate: confirm (or dismiss) it soon rather
@@ -406,6 +413,19 @@ impl NetworkMonitor {
             .last_probe
             .is_some_and(|t| now.saturating_duration_since(t) < st.config.min_probe_interval);
         !fresh && !recent_probe
+    }
+
+    /// Allows or stops active probes (passive samples and path statistics go on). The adaptive
+    /// loop stops them while no bandwidth could change its decision: each probe costs the link
+    /// and the edge's CPU, and on an edge with a 60 ms path to the cloud, where edge-only wins at
+    /// any bandwidth, 125 KB probes once a second slowed its frames by a quarter.
+    pub fn set_probing(&self, allowed: bool) {
+        self.probing.store(allowed, Ordering::Relaxed);
+    }
+
+    /// Whether active probes may run.
+    pub fn probing(&self) -> bool {
+        self.probing.load(Ordering::Relaxed)
     }
 
     /// Probes if [`needs_probe`](Self::needs_probe); `None` when no probe was due.
