@@ -32,7 +32,7 @@ bench: ort bench-bins
 
 ## Quick benchmark check (3 cells, a few minutes): fails when adaptive ÷ oracle > 1.25 in any cell → target/bench-ci/.
 bench-ci: ort bench-bins
-	target/release/jmdc-bench run --cells ci --frames 64 --repeats 4 --no-dynamic --fail-above 1.25 \
+	target/release/jmdc-bench run --cells ci --frames 64 --repeats 6 --no-dynamic --fail-above 1.25 \
 		--out target/bench-ci --report target/bench-ci/benchmarks.md
 
 bench-bins:

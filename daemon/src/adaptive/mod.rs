@@ -144,7 +144,7 @@ fn default_probe_bytes() -> u32 {
     16 * 1024
 }
 fn default_probe_interval() -> u64 {
-    1000
+    2000
 }
 
 impl Default for AdaptiveConfig {
