@@ -234,9 +234,9 @@ fn changes(frames: &[&DynFrame]) -> (usize, usize) {
     for i in 1..frames.len() {
         if frames[i].plan != frames[i - 1].plan {
             total += 1;
-            // a short visit: back to the previous plan within 2 frames
+            // a short visit: back to the previous plan within 3 frames (an exploration visit)
             let back =
-                (i + 1..(i + 3).min(frames.len())).any(|j| frames[j].plan == frames[i - 1].plan);
+                (i + 1..(i + 4).min(frames.len())).any(|j| frames[j].plan == frames[i - 1].plan);
             if back {
                 excursions += 1;
             }

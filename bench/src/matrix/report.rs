@@ -599,7 +599,7 @@ fn markdown(meta: &RunMeta, out: &Path, f: &Figures<'_>, link: &dyn Fn(&Path) ->
                 "After the burst: first frame on another plan {r:.2} s after it ended ({p})."
             );
         }
-        let _ = writeln!(w, "\n| phase | frames | mean ms | plan changes in steady part | of which ≤ 2-frame visits (exploration) | steady plans (frames) |");
+        let _ = writeln!(w, "\n| phase | frames | mean ms | plan changes in steady part | of which ≤ 3-frame visits (exploration) | steady plans (frames) |");
         let _ = writeln!(w, "| --- | --- | --- | --- | --- | --- |");
         for p in &a.phases {
             let plans: Vec<String> = p
