@@ -168,29 +168,25 @@ impl TailEngine {
             .map_err(|e| e.to_string())?
             .to_vec();
         match req.payload_kind {
-            PayloadKind::Image => {
+            PayloadKind::Image | PayloadKind::Jpeg => {
+                let is_jpeg = matches!(req.payload_kind, PayloadKind::Jpeg);
                 if split != 0 {
-                    return Err(format!("an image payload needs split 0, not {split}"));
+                    let what = if is_jpeg { "a JPEG" } else { "an image" };
+                    return Err(format!("{what} payload needs split 0, not {split}"));
                 }
                 let shape: [usize; 3] = package
                     .input_shape()
                     .try_into()
                     .map_err(|_| "model input is not an image [C, H, W]".to_string())?;
-                preprocess::normalize_chw_u8(&req.payload, shape, package.normalization())
-                    .map(|a| a.into_dyn())
-                    .map_err(|e| e.to_string())
-            }
-            PayloadKind::Jpeg => {
-                if split != 0 {
-                    return Err(format!("a JPEG payload needs split 0, not {split}"));
-                }
-                let shape: [usize; 3] = package
-                    .input_shape()
-                    .try_into()
-                    .map_err(|_| "model input is not an image [C, H, W]".to_string())?;
-                // Refuses a JPEG whose header is not exactly H×W before decoding any pixel.
-                let pixels = jpeg::decode_chw(&req.payload, shape).map_err(|e| e.to_string())?;
-                preprocess::normalize_chw_u8(&pixels, shape, package.normalization())
+                let decoded;
+                let pixels: &[u8] = if is_jpeg {
+                    // Refuses a JPEG whose header is not exactly H×W before decoding any pixel.
+                    decoded = jpeg::decode_chw(&req.payload, shape).map_err(|e| e.to_string())?;
+                    &decoded
+                } else {
+                    &req.payload
+                };
+                preprocess::normalize_chw_u8(pixels, shape, package.normalization())
                     .map(|a| a.into_dyn())
                     .map_err(|e| e.to_string())
             }

@@ -111,8 +111,6 @@ pub struct AdaptiveSession {
     exploring: Option<(PlanSpec, Prediction, u64)>,
     /// Measured ÷ predicted latency of the plan in force since the last decision.
     agreement: Agreement,
-    /// The plan of the last frame learned from (the first frame after a switch is cold).
-    last_frame_plan: Option<PlanSpec>,
     /// Plan changes so far: (frame id, new plan, reason).
     pub changes: Vec<(u64, PlanSpec, String)>,
     /// Frames run to explore a plan.
@@ -208,7 +206,6 @@ impl AdaptiveSession {
             since_explore: 0,
             exploring: None,
             agreement: Agreement::default(),
-            last_frame_plan: None,
             changes: Vec::new(),
             explored_frames: 0,
         };
@@ -427,12 +424,11 @@ impl AdaptiveSession {
         let measured = (!record.fallback).then(|| Duration::from_micros(record.total_us));
         let conditions = self.conditions();
         let in_force = *plan == self.plan;
-        self.planner
+        // The first frame after a plan switch is cold: the planner does not learn from it, and
+        // it does not count against the prediction either.
+        let warm = self
+            .planner
             .observe(plan, observation, measured, &conditions, in_force);
-        let warm = self.last_frame_plan.as_ref() == Some(plan);
-        if !warm {
-            self.last_frame_plan = Some(plan.clone());
-        }
         if warm && in_force && !record.fallback {
             if let Some(predicted) = record.predicted_us {
                 self.agreement

@@ -426,6 +426,8 @@ impl Planner {
     /// A frame of a plan visited to explore it (`in_force` false) teaches only that plan's own
     /// correction: its few frames run on caches still half cold, and the profiles, the load
     /// correction and its kind's correction serve the plans that run for longer.
+    ///
+    /// Returns whether the frame was learned from (false for a cold first frame).
     pub fn observe(
         &mut self,
         plan: &PlanSpec,
@@ -433,18 +435,19 @@ impl Planner {
         measured: Option<Duration>,
         conditions: &Conditions,
         in_force: bool,
-    ) {
-        let warm = self.previous_plan.as_ref() == Some(plan);
-        if !warm {
+    ) -> bool {
+        if self.previous_plan.as_ref() != Some(plan) {
             self.previous_plan = Some(plan.clone());
-            return;
+            return false;
         }
         if in_force {
             self.learn_profiles(plan, obs);
         }
-        let Some(measured) = measured else { return };
+        let Some(measured) = measured else {
+            return true;
+        };
         let Some(model) = self.modelled(plan, conditions) else {
-            return;
+            return true;
         };
         let residual = measured.as_secs_f64() - model.latency_s;
         let now = Instant::now();
@@ -467,6 +470,7 @@ impl Planner {
                 conditions,
                 now,
             );
+        true
     }
 
     /// Edge and cloud profiles from a frame's per-layer timings.
