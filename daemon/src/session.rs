@@ -84,6 +84,18 @@ impl Planning {
     }
 }
 
+/// Re-plan triggers that no monitor reported: their decisions are damped against flapping
+/// ([`Planner::decide`]).
+const TIMER: &str = "timer";
+const EXPLORATION_DONE: &str = "exploration done";
+const DISAGREEMENT: &str = "measured latency differs from prediction";
+
+/// Whether a re-plan's trigger is a reported change (bandwidth, load, cloud, reload, start) rather
+/// than the loop's own timer, an exploration's end or a disagreement with the prediction.
+fn reported_by_a_monitor(trigger: &str) -> bool {
+    ![TIMER, EXPLORATION_DONE, DISAGREEMENT].contains(&trigger)
+}
+
 /// The adaptive loop: monitors + planner + pipeline. Re-plans on a timer and at once when a
 /// monitor reports a significant change; logs every plan change with its reason and prediction.
 #[derive(Debug)]
@@ -105,8 +117,11 @@ pub struct AdaptiveSession {
     /// Exploration settings: every this many frames (0 = never), for this many frames.
     explore_every: u64,
     explore_frames: u64,
-    /// Frames planned since the last exploration started.
+    /// ... and at most once per this interval.
+    explore_interval: Duration,
+    /// Frames planned since the last exploration started, and when it started.
     since_explore: u64,
+    last_explore: Instant,
     /// The plan being explored, its prediction and the frames left.
     exploring: Option<(PlanSpec, Prediction, u64)>,
     /// Measured ÷ predicted latency of the plan in force since the last decision.
@@ -203,6 +218,8 @@ impl AdaptiveSession {
             decision: None,
             explore_every: settings.explore_every_frames,
             explore_frames: settings.explore_frames,
+            explore_interval: Duration::from_millis(settings.explore_interval_ms),
+            last_explore: Instant::now(),
             since_explore: 0,
             exploring: None,
             agreement: Agreement::default(),
@@ -257,6 +274,7 @@ impl AdaptiveSession {
         self.interval = Duration::from_millis(settings.replan_interval_ms);
         self.explore_every = settings.explore_every_frames;
         self.explore_frames = settings.explore_frames;
+        self.explore_interval = Duration::from_millis(settings.explore_interval_ms);
         self.replan_now = Some("configuration reloaded");
     }
 
@@ -302,7 +320,9 @@ impl AdaptiveSession {
     fn replan(&mut self, frame_id: u64, trigger: &str) -> Result<()> {
         let conditions = self.conditions();
         let started = Instant::now();
-        let decision = self.planner.decide(&conditions)?;
+        let decision = self
+            .planner
+            .decide(&conditions, reported_by_a_monitor(trigger))?;
         self.last_replan = Instant::now();
         let decide_us = (self.last_replan - started).as_micros();
         let probing = self.planner.bandwidth_matters(&conditions);
@@ -374,7 +394,7 @@ impl AdaptiveSession {
                 return Some("cpu load change");
             }
         }
-        (self.last_replan.elapsed() >= self.interval).then_some("timer")
+        (self.last_replan.elapsed() >= self.interval).then_some(TIMER)
     }
 
     /// Re-plans if due; the plan for frame `frame_id` and its prediction. Now and then the plan
@@ -386,7 +406,7 @@ impl AdaptiveSession {
                 self.exploring = Some((plan.clone(), prediction, left - 1));
             } else {
                 // What was learned goes into the next decision at once.
-                self.replan_now = Some("exploration done");
+                self.replan_now = Some(EXPLORATION_DONE);
             }
             return Ok((plan, Some(prediction)));
         }
@@ -394,8 +414,12 @@ impl AdaptiveSession {
             self.replan(frame_id, trigger)?;
         }
         self.since_explore += 1;
-        if self.explore_every > 0 && self.since_explore >= self.explore_every {
+        if self.explore_every > 0
+            && self.since_explore >= self.explore_every
+            && self.last_explore.elapsed() >= self.explore_interval
+        {
             self.since_explore = 0;
+            self.last_explore = Instant::now();
             let conditions = self.conditions();
             if let Some((plan, prediction)) = self.planner.exploration(&conditions) {
                 let spec = plan_spec(&plan);
@@ -404,7 +428,7 @@ impl AdaptiveSession {
                 if self.explore_frames > 1 {
                     self.exploring = Some((spec.clone(), prediction, self.explore_frames - 1));
                 } else {
-                    self.replan_now = Some("exploration done");
+                    self.replan_now = Some(EXPLORATION_DONE);
                 }
                 return Ok((spec, Some(prediction)));
             }
@@ -436,8 +460,7 @@ impl AdaptiveSession {
                 if let Some(ratio) = self.agreement.disagrees() {
                     tracing::debug!(plan = %plan, ratio, "measured latency disagrees with the prediction");
                     self.agreement = Agreement::default();
-                    self.replan_now
-                        .get_or_insert("measured latency differs from prediction");
+                    self.replan_now.get_or_insert(DISAGREEMENT);
                 }
             }
         }

@@ -24,8 +24,10 @@ use serde::Deserialize;
 use crate::pipeline::FrameObservation;
 
 mod correction;
+mod damping;
 use crate::plan_spec::{CodecSpec, InputSpec, PlanSpec, SplitSpec};
 use correction::{Correction, CorrectionPolicy};
+use damping::FlapDamping;
 
 /// What the optimizer optimises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -107,6 +109,10 @@ pub struct AdaptiveConfig {
     /// Frames per exploration.
     #[serde(default = "default_explore_frames")]
     pub explore_frames: u64,
+    /// At most one exploration per this interval (at 400 frames/s, every 100 frames was four
+    /// visits a second: most of the plan changes of a steady link).
+    #[serde(default = "default_explore_interval")]
+    pub explore_interval_ms: u64,
     /// Bytes of the first active bandwidth probe; later ones are sized to take about 10 ms at
     /// the measured goodput (4–256 KiB).
     #[serde(default = "default_probe_bytes")]
@@ -140,6 +146,9 @@ fn default_explore_every() -> u64 {
 fn default_explore_frames() -> u64 {
     3
 }
+fn default_explore_interval() -> u64 {
+    5000
+}
 fn default_probe_bytes() -> u32 {
     16 * 1024
 }
@@ -161,6 +170,7 @@ impl Default for AdaptiveConfig {
             strategy: Strategy::default(),
             explore_every_frames: default_explore_every(),
             explore_frames: default_explore_frames(),
+            explore_interval_ms: default_explore_interval(),
             probe_bytes: default_probe_bytes(),
             probe_interval_ms: default_probe_interval(),
         }
@@ -232,6 +242,10 @@ const CORRECTIONS: CorrectionPolicy = CorrectionPolicy {
 };
 /// An edge correction older than this (no edge frames: cloud-only plans) is forgotten.
 const EDGE_CORRECTION_TTL: Duration = Duration::from_secs(5);
+/// Plan changes within this window raise the hysteresis margin ([`FlapDamping`])...
+const FLAP_WINDOW: Duration = Duration::from_secs(10);
+/// ... up to this margin.
+const FLAP_MAX_MARGIN: f64 = 0.4;
 /// Explore only plans predicted within this factor of the plan in force.
 const EXPLORE_WITHIN: f64 = 1.5;
 
@@ -259,6 +273,8 @@ pub struct Prediction {
 pub struct Planner {
     package: Arc<ModelPackage>,
     table: CalibrationTable,
+    /// Every candidate the table has figures for (before the strategy's filter).
+    table_candidates: Vec<Candidate>,
     edge_us: BTreeMap<String, Vec<f64>>,
     codec: CodecCosts,
     online: OnlineProfile,
@@ -268,6 +284,8 @@ pub struct Planner {
     strategy: Strategy,
     speed_factor: f64,
     current: Option<Plan>,
+    /// Recent plan changes, which raise the margin of decisions no monitor asked for.
+    damping: FlapDamping,
     /// Each plan's measured latency (smoothed like a correction, see [`Planner::correction_for`]).
     memory: HashMap<String, Correction>,
     /// Shared corrections per [`PlanKind`].
@@ -338,6 +356,7 @@ impl Planner {
         let mut planner = Self {
             package,
             table,
+            table_candidates: Vec::new(),
             online: OnlineProfile::new(Vec::new(), OnlineProfileConfig::default()),
             edge_us,
             codec,
@@ -350,6 +369,7 @@ impl Planner {
             strategy: settings.strategy,
             speed_factor: factor,
             current: None,
+            damping: FlapDamping::new(FLAP_WINDOW, FLAP_MAX_MARGIN),
             memory: HashMap::new(),
             kind_residual: [PlanKind::CloudOnly, PlanKind::Split, PlanKind::EdgeOnly]
                 .map(|kind| Correction::new(kind.uses_network(), Instant::now())),
@@ -359,6 +379,9 @@ impl Planner {
         };
         let profile = planner.profile()?;
         planner.online = OnlineProfile::from_profile(&profile, OnlineProfileConfig::default());
+        // The candidates depend on the package's structure and the table, not on timings: listed
+        // once (3.4 ms of each 5 ms decision when the table was searched at every re-plan).
+        planner.table_candidates = planner.table.candidates(&profile);
         Ok(planner)
     }
 
@@ -371,18 +394,19 @@ impl Planner {
         )?)
     }
 
-    fn candidates(&self, profile: &jmdc_core::optimizer::Profile) -> Vec<Candidate> {
+    /// The table's candidates the strategy admits.
+    fn candidates(&self) -> Vec<Candidate> {
         let strategy = self.strategy;
-        self.table
-            .candidates(profile)
-            .into_iter()
+        self.table_candidates
+            .iter()
             .filter(|c| strategy.admits(c))
+            .cloned()
             .collect()
     }
 
     /// Number of candidates the table offers (after the strategy's filter).
     pub fn candidate_count(&self) -> Result<usize, PlannerError> {
-        Ok(self.candidates(&self.profile()?).len())
+        Ok(self.candidates().len())
     }
 
     /// Applies changed objective and hysteresis settings (live reload).
@@ -546,10 +570,11 @@ impl Planner {
     fn build(
         &self,
         conditions: &Conditions,
+        config: OptimizerConfig,
     ) -> Result<(Optimizer, HashMap<String, usize>), PlannerError> {
         let profile = self.profile()?;
-        let candidates = self.candidates(&profile);
-        let mut optimizer = Optimizer::new(profile, candidates, self.config)
+        let candidates = self.candidates();
+        let mut optimizer = Optimizer::new(profile, candidates, config)
             .map_err(|e| PlannerError::Optimizer(e.to_string()))?;
         optimizer.prune_dominated();
         let now = Instant::now();
@@ -567,10 +592,31 @@ impl Planner {
         Ok((optimizer, index))
     }
 
-    /// Decides a plan for `conditions`, with hysteresis against the previous decision.
-    pub fn decide(&mut self, conditions: &Conditions) -> Result<Decision, PlannerError> {
-        let (optimizer, index) = self.build(conditions)?;
+    /// Decides a plan for `conditions`, with hysteresis against the previous decision: the
+    /// configured margin when a monitor reported the change behind this decision (`reported`:
+    /// bandwidth, CPU load, a new cloud, a reload), else that margin raised by the plan changes
+    /// of the last [`FLAP_WINDOW`] ([`FlapDamping`]).
+    pub fn decide(
+        &mut self,
+        conditions: &Conditions,
+        reported: bool,
+    ) -> Result<Decision, PlannerError> {
+        let now = Instant::now();
+        let config = OptimizerConfig {
+            hysteresis_margin: self
+                .damping
+                .margin(self.config.hysteresis_margin, now, reported),
+            ..self.config
+        };
+        let (optimizer, index) = self.build(conditions, config)?;
         let decision = optimizer.decide(conditions, &self.objective, self.current.as_ref());
+        let changed = self
+            .current
+            .as_ref()
+            .is_some_and(|c| plan_spec(c) != plan_spec(&decision.plan));
+        if changed {
+            self.damping.record_change(now);
+        }
         self.current = Some(decision.plan.clone());
         self.last = Some((optimizer, index));
         Ok(decision)

@@ -134,6 +134,15 @@ impl ChangeDetector {
         None
     }
 
+    /// Drops the deviating samples waiting for confirmation if they point `up` (or down): a
+    /// measurement that could not be used as a sample still showed that the step did not hold.
+    pub fn contradict_pending(&mut self, up: bool) {
+        if self.pending > 0 && self.pending_up == up {
+            self.pending = 0;
+            self.pending_sum = 0.0;
+        }
+    }
+
     /// The smoothed value (`None` before the first sample).
     pub fn value(&self) -> Option<f64> {
         self.ewma.value()

@@ -357,6 +357,12 @@ impl NetworkMonitor {
                 .saturating_sub(server_time);
             let measured_bps = st.estimate.goodput_bps();
             if transfer.is_zero() || !long_enough(transfer, bytes, measured_bps, cfg) {
+                // Too short to measure, but not slow either: a request that went through at
+                // about the estimated rate cancels a step down waiting for confirmation (two
+                // delayed 1 KB frames among hundreds of fast ones had confirmed 50 → 0.9 Mbit/s).
+                if transfer < cfg.min_transfer * LONG_TRANSFER_FACTOR {
+                    st.bandwidth.contradict_pending(false);
+                }
                 return ((None, None), None);
             }
             let sample = (bytes as f64 * 8.0 / transfer.as_secs_f64()).min(cfg.max_bandwidth_bps);
@@ -686,6 +692,28 @@ mod sample_selection_tests {
         assert!(m.estimate().bandwidth_bps < 1e6);
         // Once the estimate is low, 1 KB requests are long enough to measure as they are.
         assert!(sample(&m, 1_024, 8_500).is_some());
+    }
+
+    #[test]
+    fn delayed_requests_between_fast_ones_confirm_no_step() {
+        let m = NetworkMonitor::new(NetworkMonitorConfig {
+            min_passive_bytes: 1024,
+            ..NetworkMonitorConfig::default()
+        });
+        assert!(sample(&m, 65_536, 10_486).is_some()); // 50 Mbit/s
+        for _ in 0..5 {
+            // One 1 KB request held 9 ms by the host, then fast ones: no step.
+            assert!(sample(&m, 1_024, 9_000).is_some());
+            for _ in 0..50 {
+                assert_eq!(sample(&m, 1_024, 300), None);
+            }
+        }
+        assert_eq!(m.estimate().changes, 0);
+        assert!((m.estimate().bandwidth_bps / 50e6 - 1.0).abs() < 0.01);
+        // Two slow ones in a row still make the step.
+        assert!(sample(&m, 1_024, 9_000).is_some());
+        assert!(sample(&m, 1_024, 9_000).is_some());
+        assert_eq!(m.estimate().changes, 1);
     }
 
     #[test]
