@@ -85,9 +85,22 @@ pub struct Limits {
     /// Concurrent bidirectional streams one connection may open.
     #[serde(default = "default_streams")]
     pub max_streams_per_connection: u32,
-    /// Seconds without traffic before a connection is closed.
+    /// Seconds without a request before a connection is closed (whatever keep-alives it sends).
     #[serde(default = "default_idle")]
     pub idle_timeout_s: u64,
+    /// Connections open at once, in all.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// Request bytes buffered at once across all connections, MiB; a request that does not fit
+    /// is answered `Overloaded`.
+    #[serde(default = "default_max_buffered_mib")]
+    pub max_buffered_mib: usize,
+    /// A request's bytes must all arrive within this many milliseconds of its stream opening.
+    #[serde(default = "default_request_read_timeout")]
+    pub request_read_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -96,6 +109,10 @@ impl Default for Limits {
             max_inflight: default_max_inflight(),
             max_streams_per_connection: default_streams(),
             idle_timeout_s: default_idle(),
+            max_connections: default_max_connections(),
+            max_connections_per_address: default_max_connections_per_address(),
+            max_buffered_mib: default_max_buffered_mib(),
+            request_read_timeout_ms: default_request_read_timeout(),
         }
     }
 }
@@ -117,6 +134,18 @@ fn default_streams() -> u32 {
 }
 fn default_idle() -> u64 {
     30
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_connections_per_address() -> usize {
+    16
+}
+fn default_max_buffered_mib() -> usize {
+    128
+}
+fn default_request_read_timeout() -> u64 {
+    10_000
 }
 
 impl CloudConfig {
@@ -153,6 +182,25 @@ impl CloudConfig {
         }
         if self.limits.max_streams_per_connection == 0 {
             return Err("limits.max_streams_per_connection must be at least 1".into());
+        }
+        if self.limits.idle_timeout_s == 0 {
+            return Err("limits.idle_timeout_s must be at least 1".into());
+        }
+        if self.limits.max_connections == 0 {
+            return Err("limits.max_connections must be at least 1".into());
+        }
+        if self.limits.max_connections_per_address == 0 {
+            return Err("limits.max_connections_per_address must be at least 1".into());
+        }
+        // A budget smaller than one largest request would refuse it however idle the worker is.
+        let min_mib = jmdc_core::protocol::MAX_REQUEST_BYTES.div_ceil(1 << 20);
+        if self.limits.max_buffered_mib < min_mib || self.limits.max_buffered_mib > 65_536 {
+            return Err(format!(
+                "limits.max_buffered_mib must be within {min_mib}..65536 (one request may be {min_mib} MiB)"
+            ));
+        }
+        if self.limits.request_read_timeout_ms == 0 {
+            return Err("limits.request_read_timeout_ms must be at least 1".into());
         }
         jmdc_core::logging::parse_level(&self.log_level)
             .map(|_| ())

@@ -143,6 +143,18 @@ impl TailEngine {
             .map_err(|e| fail(ErrorKind::Internal, e.to_string()))?;
         drop(runner);
         let cloud_compute_us = micros(compute_start.elapsed());
+        let non_finite = output.iter().filter(|x| !x.is_finite()).count();
+        if non_finite > 0 {
+            // Finite but extreme inputs (a min and scale of 3e38) overflow inside the network.
+            return Err(fail(
+                ErrorKind::BadPayload,
+                format!(
+                    "the result is not finite ({non_finite} of {} scores NaN or infinite): the \
+                     payload's values are out of the model's range",
+                    output.len()
+                ),
+            ));
+        }
         Ok(InferResult {
             frame_id: req.frame_id,
             scores: output.iter().copied().collect(),

@@ -84,6 +84,58 @@ pub fn render(view: &HealthView) -> String {
         "Requests answered with an error other than Overloaded.",
         load(&st.frames_failed),
     );
+    for (name, kind, help, value) in [
+        (
+            "jmdc_cloud_connections_refused_total",
+            "counter",
+            "Connections refused at max_connections or max_connections_per_address.",
+            load(&st.connections_refused),
+        ),
+        (
+            "jmdc_cloud_connections_idle_closed_total",
+            "counter",
+            "Connections closed after idle_timeout_s without a request.",
+            load(&st.idle_closed),
+        ),
+        (
+            "jmdc_cloud_request_read_timeouts_total",
+            "counter",
+            "Request streams reset for not arriving whole within request_read_timeout_ms.",
+            load(&st.read_timeouts),
+        ),
+        (
+            "jmdc_cloud_requests_over_budget_total",
+            "counter",
+            "Requests answered Overloaded because the request-byte budget was spent.",
+            load(&st.over_budget),
+        ),
+        (
+            "jmdc_cloud_log_lines_suppressed_total",
+            "counter",
+            "Warnings about bad requests or refused connections left out by the rate limit.",
+            load(&st.log_lines_suppressed),
+        ),
+        (
+            "jmdc_cloud_request_bytes_buffered",
+            "gauge",
+            "Request bytes buffered now (held until the request is answered).",
+            st.budget.get().map_or(0, |b| b.in_use() as u64),
+        ),
+        (
+            "jmdc_cloud_request_bytes_buffered_peak",
+            "gauge",
+            "The most request bytes buffered at once since start.",
+            st.budget.get().map_or(0, |b| b.peak()),
+        ),
+        (
+            "jmdc_cloud_request_bytes_budget",
+            "gauge",
+            "limits.max_buffered_mib in bytes.",
+            st.budget.get().map_or(0, |b| b.capacity() as u64),
+        ),
+    ] {
+        single(&mut out, name, kind, help, value);
+    }
     single(
         &mut out,
         "jmdc_cloud_probes_total",

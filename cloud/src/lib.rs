@@ -3,6 +3,7 @@
 pub mod config;
 pub mod engine;
 pub mod exposition;
+pub mod guard;
 pub mod health;
 pub mod health_server;
 pub mod http;

@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::CloudConfig;
 use crate::engine::TailEngine;
+use crate::guard::{ByteBudget, ConnectionLimiter, ConnectionSlot, HeldBytes, LogLimiter};
 use crate::health::{HealthView, Heartbeat, HEARTBEAT_PERIOD};
 pub use crate::stats::ServerStats;
 use crate::tls;
@@ -22,12 +23,31 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a finished response stream may wait for the peer's acknowledgement.
 const ACK_WAIT: Duration = Duration::from_secs(2);
 
+/// Bad requests and refused connections write at most this many log lines per
+/// [`LOG_WINDOW`]; the rest are counted (`jmdc_cloud_log_lines_suppressed_total`).
+const LOG_BURST: u32 = 10;
+const LOG_WINDOW: Duration = Duration::from_secs(60);
+
+/// What one remote address may hold of a request-byte budget of `budget` bytes: a quarter, but
+/// at least one largest request.
+fn address_share(budget: usize) -> usize {
+    (budget / 4).max(protocol::MAX_REQUEST_BYTES).min(budget)
+}
+
+/// Requests are read in chunks of at most this many bytes, each taken from the byte budget.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// A bound, not yet serving, cloud worker.
 #[derive(Debug)]
 pub struct CloudServer {
     endpoint: quinn::Endpoint,
     engine: Arc<TailEngine>,
     admission: Arc<Semaphore>,
+    connections: Arc<ConnectionLimiter>,
+    budget: Arc<ByteBudget>,
+    log_limiter: Arc<LogLimiter>,
+    read_timeout: Duration,
+    idle_timeout: Duration,
     stats: Arc<ServerStats>,
     heartbeat: Arc<Heartbeat>,
     draining: Arc<AtomicBool>,
@@ -54,7 +74,9 @@ impl CloudServer {
         transport
             .max_concurrent_bidi_streams(cfg.limits.max_streams_per_connection.into())
             .max_concurrent_uni_streams(0u32.into())
-            .keep_alive_interval(Some(Duration::from_secs(5)));
+            // No keep-alives of our own: they kept idle (and stalled) connections open past
+            // `idle_timeout_s`. Connections without requests are closed by `handle_connection`.
+            .keep_alive_interval(None);
         if let Ok(idle) = Duration::from_secs(cfg.limits.idle_timeout_s).try_into() {
             transport.max_idle_timeout(Some(idle));
         }
@@ -65,11 +87,24 @@ impl CloudServer {
                 source,
             }
         })?;
+        let budget_bytes = cfg.limits.max_buffered_mib.saturating_mul(1 << 20);
+        let budget = ByteBudget::new(budget_bytes);
+        let stats = Arc::new(ServerStats::default());
+        let _ = stats.budget.set(budget.clone());
         Ok(Self {
             endpoint,
             engine,
             admission: Arc::new(Semaphore::new(cfg.limits.max_inflight)),
-            stats: Arc::new(ServerStats::default()),
+            connections: ConnectionLimiter::new(
+                cfg.limits.max_connections,
+                cfg.limits.max_connections_per_address,
+                address_share(budget_bytes),
+            ),
+            budget,
+            log_limiter: Arc::new(LogLimiter::new(LOG_WINDOW, LOG_BURST)),
+            read_timeout: Duration::from_millis(cfg.limits.request_read_timeout_ms),
+            idle_timeout: Duration::from_secs(cfg.limits.idle_timeout_s),
+            stats,
             heartbeat: Arc::new(Heartbeat::default()),
             draining: Arc::new(AtomicBool::new(false)),
         })
@@ -118,14 +153,33 @@ impl CloudServer {
             tokio::select! {
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
+                    let peer = incoming.remote_address();
+                    let slot = match self.connections.admit(peer.ip()) {
+                        Ok(slot) => slot,
+                        Err(why) => {
+                            self.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                            if let Some(suppressed) = self.log_limiter.allow(Instant::now()) {
+                                warn!(%peer, reason = ?why, suppressed, "connection refused: limit reached");
+                            } else {
+                                self.stats.log_lines_suppressed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            incoming.refuse();
+                            continue;
+                        }
+                    };
                     let ctx = StreamContext {
                         engine: self.engine.clone(),
                         admission: self.admission.clone(),
                         stats: self.stats.clone(),
                         draining: self.draining.clone(),
+                        budget: self.budget.clone(),
+                        address_budget: slot.address_budget.clone(),
+                        log_limiter: self.log_limiter.clone(),
+                        read_timeout: self.read_timeout,
                     };
+                    let idle = self.idle_timeout;
                     tokio::spawn(async move {
-                        if let Err(e) = handle_connection(incoming, ctx).await {
+                        if let Err(e) = handle_connection(incoming, ctx, slot, idle).await {
                             debug!(error = %e, "connection ended");
                         }
                     });
@@ -177,6 +231,22 @@ impl Drop for InFlight {
     }
 }
 
+/// Counts one open stream of a connection while alive.
+struct StreamOpen(Arc<std::sync::atomic::AtomicUsize>);
+
+impl StreamOpen {
+    fn start(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for StreamOpen {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Counts one open connection while alive.
 struct OpenConnection(Arc<ServerStats>);
 
@@ -192,11 +262,19 @@ struct StreamContext {
     admission: Arc<Semaphore>,
     stats: Arc<ServerStats>,
     draining: Arc<AtomicBool>,
+    budget: Arc<ByteBudget>,
+    address_budget: Arc<ByteBudget>,
+    log_limiter: Arc<LogLimiter>,
+    read_timeout: Duration,
 }
 
+/// Serves one connection's streams. A connection with no stream open and none started for
+/// `idle` is closed (application code 0, reason `idle`), whatever keep-alives the peer sends.
 async fn handle_connection(
     incoming: quinn::Incoming,
     ctx: StreamContext,
+    _slot: ConnectionSlot,
+    idle: Duration,
 ) -> Result<(), quinn::ConnectionError> {
     let connection = incoming.await?;
     let peer = connection.remote_address();
@@ -204,13 +282,31 @@ async fn handle_connection(
     ctx.stats.open_connections.fetch_add(1, Ordering::Relaxed);
     let _open = OpenConnection(ctx.stats.clone());
     info!(%peer, "connection open");
+    let streams_open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut last_stream = tokio::time::Instant::now();
     loop {
-        match connection.accept_bi().await {
+        let accepted = tokio::select! {
+            accepted = connection.accept_bi() => accepted,
+            () = tokio::time::sleep_until(last_stream + idle) => {
+                if streams_open.load(Ordering::SeqCst) == 0 {
+                    ctx.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                    info!(%peer, idle_s = idle.as_secs_f64(), "connection idle: closing");
+                    connection.close(0u32.into(), b"idle");
+                    return Ok(());
+                }
+                last_stream = tokio::time::Instant::now();
+                continue;
+            }
+        };
+        match accepted {
             Ok((send, recv)) => {
+                last_stream = tokio::time::Instant::now();
                 let ctx = ctx.clone();
                 let in_flight = InFlight::start(&ctx.stats);
+                let open = StreamOpen::start(&streams_open);
                 tokio::spawn(async move {
                     let _in_flight = in_flight;
+                    let _open = open;
                     if let Err(e) = handle_stream(send, recv, ctx).await {
                         debug!(%peer, error = %e, "stream failed");
                     }
@@ -241,31 +337,103 @@ enum StreamError {
     Encode(#[from] protocol::ProtocolError),
 }
 
+/// Why a request could not be read whole.
+enum ReadFailure {
+    /// Longer than [`protocol::MAX_REQUEST_BYTES`].
+    TooLong,
+    /// The byte budget could not cover it.
+    OverBudget,
+    /// Not all there within the read timeout.
+    TimedOut,
+    Read(quinn::ReadError),
+}
+
+/// Reads a whole request, taking its bytes from the budget as they arrive (held until the
+/// returned permit is dropped), within `ctx.read_timeout`.
+async fn read_request(
+    recv: &mut quinn::RecvStream,
+    ctx: &StreamContext,
+) -> Result<(Vec<u8>, HeldBytes), ReadFailure> {
+    let mut held = HeldBytes::default();
+    let mut bytes = Vec::new();
+    let read = async {
+        while let Some(chunk) = recv
+            .read_chunk(READ_CHUNK, true)
+            .await
+            .map_err(ReadFailure::Read)?
+        {
+            if bytes.len() + chunk.bytes.len() > protocol::MAX_REQUEST_BYTES {
+                return Err(ReadFailure::TooLong);
+            }
+            if !held.take(chunk.bytes.len(), &ctx.address_budget, &ctx.budget) {
+                return Err(ReadFailure::OverBudget);
+            }
+            bytes.extend_from_slice(&chunk.bytes);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(ctx.read_timeout, read).await {
+        Ok(Ok(())) => Ok((bytes, held)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ReadFailure::TimedOut),
+    }
+}
+
+/// Logs a bad request unless too many were logged lately (then it is only counted).
+fn warn_limited(ctx: &StreamContext, what: &str, detail: &str) {
+    if let Some(suppressed) = ctx.log_limiter.allow(Instant::now()) {
+        warn!(detail, suppressed, "{what}");
+    } else {
+        ctx.stats
+            .log_lines_suppressed
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 async fn handle_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     ctx: StreamContext,
 ) -> Result<(), StreamError> {
-    let bytes = match recv.read_to_end(protocol::MAX_REQUEST_BYTES).await {
-        Ok(bytes) => bytes,
-        Err(quinn::ReadToEndError::TooLong) => {
+    let (bytes, _held) = match read_request(&mut recv, &ctx).await {
+        Ok(read) => read,
+        Err(ReadFailure::TooLong) => {
             let reply = error_reply(
                 None,
                 ErrorKind::Malformed,
                 format!("request exceeds {} bytes", protocol::MAX_REQUEST_BYTES),
             );
             ctx.stats.record_error(ErrorKind::Malformed);
+            warn_limited(&ctx, "request too long", "");
             let _ = recv.stop(0u32.into());
             return respond(&mut send, &reply).await;
         }
-        Err(quinn::ReadToEndError::Read(e)) => return Err(e.into()),
+        Err(ReadFailure::OverBudget) => {
+            let reply = error_reply(
+                None,
+                ErrorKind::Overloaded,
+                "too many request bytes buffered".into(),
+            );
+            ctx.stats.record_error(ErrorKind::Overloaded);
+            ctx.stats.over_budget.fetch_add(1, Ordering::Relaxed);
+            let _ = recv.stop(0u32.into());
+            return respond(&mut send, &reply).await;
+        }
+        Err(ReadFailure::TimedOut) => {
+            ctx.stats.read_timeouts.fetch_add(1, Ordering::Relaxed);
+            warn_limited(&ctx, "request not received within the read timeout", "");
+            let _ = recv.stop(0u32.into());
+            let _ = send.reset(0u32.into());
+            return Ok(());
+        }
+        Err(ReadFailure::Read(e)) => return Err(e.into()),
     };
     // The worker's time starts when the whole request is here: the upload before it is network
     // time (the edge derives bandwidth from round trip − server time), not queueing.
     let arrived = Instant::now();
     let reply_bytes = match protocol::decode_client_message(&bytes) {
         Err(e) => {
-            warn!(error = %e, len = bytes.len(), "malformed request");
+            warn_limited(&ctx, "malformed request", &e.to_string());
             let reply = ErrorReply::for_decode_error(&bytes, &e);
             ctx.stats.record_error(reply.kind);
             protocol::encode_response(&Response::Error(reply))?

@@ -32,6 +32,18 @@ pub struct ServerStats {
     pub errors_by_kind: [AtomicU64; ErrorKind::ALL.len()],
     /// Time from a stream's arrival to its inference answer being ready (results and errors).
     pub latency: LatencyHistogram,
+    /// Connections refused at a limit (`max_connections`, `max_connections_per_address`).
+    pub connections_refused: AtomicU64,
+    /// Connections closed for having no request for `idle_timeout_s`.
+    pub idle_closed: AtomicU64,
+    /// Request streams reset for not arriving whole within `request_read_timeout_ms`.
+    pub read_timeouts: AtomicU64,
+    /// Requests refused (`Overloaded`) because the request-byte budget could not cover them.
+    pub over_budget: AtomicU64,
+    /// Log lines about bad requests or refused connections left out by the rate limit.
+    pub log_lines_suppressed: AtomicU64,
+    /// The request-byte budget (set when the server is bound).
+    pub budget: std::sync::OnceLock<std::sync::Arc<crate::guard::ByteBudget>>,
 }
 
 impl ServerStats {

@@ -424,6 +424,13 @@ impl PendingFrame {
         let frame = request.frame_id;
         self.give_back(request);
         match response {
+            Ok(Response::Result(result)) if result.scores.iter().any(|s| !s.is_finite()) => {
+                warn!(
+                    frame,
+                    "cloud answered scores that are not finite; finishing on edge"
+                );
+                None
+            }
             Ok(Response::Result(result)) => {
                 let server_us = result.cloud_compute_us + result.decode_us + result.queue_us;
                 self.record.cloud_us = server_us;

@@ -219,6 +219,32 @@ async fn garbage_request_gets_error_and_connection_stays_up() {
         Response::Error(e) => assert_eq!(e.kind, ErrorKind::BadPayload),
         Response::Result(_) => panic!("corrupt payload accepted"),
     }
+    // Finite but extreme values decode, then overflow inside the network: a typed error, not NaN
+    // scores in a successful reply.
+    let shape = pkg
+        .split_tensor_shape("keep100", 6)
+        .expect("shape")
+        .to_vec();
+    let huge = vec![3e38f32; shape.iter().product()];
+    let params = CodecParams {
+        keep_ratio: 1.0,
+        mode: QuantMode::F32,
+    };
+    let extreme = request(
+        &pkg,
+        "keep100",
+        6,
+        10,
+        PayloadKind::Feature,
+        codec::encode(&huge, &shape, &params).expect("encode"),
+    );
+    match client.infer(&extreme, TIMEOUT).await.expect("reply") {
+        Response::Error(e) => {
+            assert_eq!(e.kind, ErrorKind::BadPayload);
+            assert!(e.message.contains("not finite"), "{}", e.message);
+        }
+        Response::Result(r) => panic!("extreme payload answered with scores {:?}", r.scores),
+    }
     let unknown = request(&pkg, "keep999", 6, 8, PayloadKind::Feature, vec![]);
     match client.infer(&unknown, TIMEOUT).await.expect("reply") {
         Response::Error(e) => assert_eq!(e.kind, ErrorKind::UnknownVariant),
