@@ -698,6 +698,14 @@ impl Driver {
                     }
                 },
                 error = client.connection().closed() => {
+                    if closed_for_idleness(&error) {
+                        // The worker closes connections without requests after its idle
+                        // timeout; nothing was lost. Connect again for the next frame.
+                        info!("cloud link: {} closed the idle connection; reconnecting", up.addr);
+                        self.shared.publish(None);
+                        tokio::spawn(async move { up.client.close().await });
+                        return Step::Connect { old: None, wait: None };
+                    }
                     let lived = up.since.elapsed();
                     self.lose(up, &error.to_string());
                     let wait = if lived >= STABLE_AFTER {
@@ -857,6 +865,12 @@ impl Jitter {
         z ^= z >> 31;
         (z >> 11) as f64 / (1u64 << 53) as f64
     }
+}
+
+/// Whether the worker closed the connection because it carried no request for its idle timeout
+/// (application close, reason `idle`: `jmdc-cloud`'s `limits.idle_timeout_s`).
+fn closed_for_idleness(error: &quinn::ConnectionError) -> bool {
+    matches!(error, quinn::ConnectionError::ApplicationClosed(c) if &c.reason[..] == b"idle")
 }
 
 #[cfg(test)]

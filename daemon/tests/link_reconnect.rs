@@ -205,6 +205,44 @@ async fn worker_stopped_then_restarted_on_the_same_address() {
     .expect("test finished in time");
 }
 
+/// The worker closes connections without requests after `limits.idle_timeout_s` (keep-alives do
+/// not count); the link reconnects at once and counts no loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_worker_closes_as_idle_is_replaced_without_a_loss() {
+    tokio::time::timeout(WHOLE_TEST, async {
+        let (_certs, cert, key) = common::make_cert();
+        let dir = tempfile::tempdir().expect("tmp");
+        let limits = jmdc_cloud::config::Limits {
+            idle_timeout_s: 3,
+            ..jmdc_cloud::config::Limits::default()
+        };
+        let w = common::Cloud::start_with_limits(limits, any_port(), cert.clone(), key, dir).await;
+        let link = CloudLink::start(settings(vec![w.addr], &cert)).expect("start");
+        let first = link
+            .wait_connected(Duration::from_secs(10))
+            .await
+            .expect("connected");
+        assert!(probe_ok(&first).await);
+        let closed = tokio::time::timeout(Duration::from_secs(8), first.connection().closed())
+            .await
+            .expect("the worker closes the idle connection");
+        assert!(closed.to_string().contains("idle"), "{closed}");
+        wait_until("a new connection", Duration::from_secs(3), || {
+            link.current().is_some_and(|c| !Arc::ptr_eq(&c, &first))
+        })
+        .await;
+        let second = link.current().expect("connected");
+        assert!(probe_ok(&second).await);
+        let stats = link.stats();
+        assert_eq!(stats.losses, 0, "{stats:?}");
+        assert!(stats.connects >= 2, "{stats:?}");
+        link.close().await;
+        w.stop().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_path_is_detected_by_the_idle_timeout() {
     tokio::time::timeout(WHOLE_TEST, async {

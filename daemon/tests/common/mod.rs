@@ -66,6 +66,21 @@ impl Cloud {
         key: PathBuf,
         dir: tempfile::TempDir,
     ) -> Cloud {
+        let limits = Limits {
+            max_inflight,
+            ..Limits::default()
+        };
+        Cloud::start_with_limits(limits, listen, cert, key, dir).await
+    }
+
+    /// [`Cloud::start_at`] with all of `[limits]`.
+    pub async fn start_with_limits(
+        limits: Limits,
+        listen: SocketAddr,
+        cert: PathBuf,
+        key: PathBuf,
+        dir: tempfile::TempDir,
+    ) -> Cloud {
         init_runtime();
         assert!(listen.ip().is_loopback(), "tests listen on loopback only");
         let cfg = CloudConfig {
@@ -80,10 +95,7 @@ impl Cloud {
                 workers: 2,
                 intra_op_threads: None,
             },
-            limits: Limits {
-                max_inflight,
-                ..Limits::default()
-            },
+            limits,
             log_level: "warn".into(),
             health: None,
         };
