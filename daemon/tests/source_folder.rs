@@ -158,3 +158,32 @@ async fn jpegs_at_model_size_are_kept_for_forwarding() {
     let c = next(&mut feed).await;
     assert!(c.jpeg.is_none(), "a PNG is not a JPEG");
 }
+
+/// A 2 GiB sparse file named `.jpg` is skipped (counted) without being read, and the files after
+/// it still arrive; the process's peak memory stays far below the file's size.
+#[tokio::test]
+async fn files_over_the_size_limit_are_skipped_unread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_fixtures(dir.path());
+    let huge = std::fs::File::create(dir.path().join("b-huge.jpg")).expect("create");
+    huge.set_len(2 << 30).expect("sparse 2 GiB");
+    drop(huge);
+    let mut s = section(dir.path(), false);
+    s.max_file_bytes = 1 << 20;
+    let mut feed = spawn(&s, [3, 24, 24]).expect("spawn");
+    let mut names = Vec::new();
+    for _ in 0..3 {
+        names.push(next(&mut feed).await.origin.unwrap_or_default());
+    }
+    assert_eq!(names, ["a-red.png", "b-testsrc.jpg", "c-blue.JPEG"]);
+    let end = tokio::time::timeout(T, feed.recv()).await.expect("in time");
+    assert!(end.is_none());
+    assert_eq!(feed.stats().decode_errors, 1, "the huge file is counted");
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    assert!(peak_kib < 512 * 1024, "peak RSS {peak_kib} KiB");
+}

@@ -46,6 +46,7 @@ pub(crate) fn start(section: &SourceSection, target: TargetSize) -> Result<Frame
     let reader = Reader {
         dir: dir.clone(),
         follow: section.follow,
+        max_file_bytes: section.max_file_bytes,
         poll: Duration::from_millis(section.poll_interval_ms),
         target,
         counters: counters.clone(),
@@ -76,6 +77,7 @@ pub(crate) fn start(section: &SourceSection, target: TargetSize) -> Result<Frame
 struct Reader {
     dir: PathBuf,
     follow: bool,
+    max_file_bytes: u64,
     poll: Duration,
     target: TargetSize,
     counters: Arc<Counters>,
@@ -189,8 +191,9 @@ impl Reader {
     }
 
     fn read(&self, name: &OsString, path: &Path) -> Outcome {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
+        let bytes = match read_at_most(path, self.max_file_bytes) {
+            Ok(Ok(b)) => b,
+            Ok(Err(too_large)) => return Outcome::Failed(too_large),
             Err(e) => return Outcome::Unreadable(e),
         };
         let captured = Instant::now();
@@ -225,6 +228,27 @@ impl Reader {
             }
         }
     }
+}
+
+/// The file's bytes, or [`ImageError::FileTooLarge`] without reading it when it is larger than
+/// `max` (a 2 GiB sparse file named `.jpg` took the edge to 2.1 GB when read whole). A file that
+/// grows past `max` while being read is refused too.
+fn read_at_most(path: &Path, max: u64) -> std::io::Result<Result<Vec<u8>, ImageError>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len > max {
+        return Ok(Err(ImageError::FileTooLarge { bytes: len, max }));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Ok(Err(ImageError::FileTooLarge {
+            bytes: bytes.len() as u64,
+            max,
+        }));
+    }
+    Ok(Ok(bytes))
 }
 
 /// True for bytes that start like a JPEG (SOI marker).

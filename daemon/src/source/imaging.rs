@@ -1,8 +1,18 @@
 //! Pixel work shared by all sources: decode PNG/JPEG, convert YUYV, centre-crop to the model's
 //! aspect ratio, resize, and lay out as channel-major (CHW) RGB bytes.
 
+use std::io::Cursor;
+
 use image::imageops::{self, FilterType};
-use image::{ImageFormat, RgbImage};
+use image::{ImageFormat, ImageReader, RgbImage};
+
+/// The most pixels an input image may have (4096 × 4096; a 12 MP camera frame fits), checked
+/// from the image header before anything is decoded.
+pub const MAX_INPUT_PIXELS: u64 = 4096 * 4096;
+/// What the decoder may allocate for one image (the decoded buffer included); the RGB
+/// conversion after it adds at most 3 bytes per pixel (48 MiB at [`MAX_INPUT_PIXELS`]). So one
+/// image costs at most 128 + 48 MiB beyond its file's bytes.
+pub const MAX_DECODE_ALLOC: u64 = 128 << 20;
 
 /// Why a frame could not be turned into model input.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +33,26 @@ pub enum ImageError {
         needed: usize,
         /// Bytes given.
         got: usize,
+    },
+    /// The header announces more pixels than [`MAX_INPUT_PIXELS`].
+    #[error(
+        "image of {width}x{height} pixels is larger than the {max} pixels allowed; not decoded"
+    )]
+    TooManyPixels {
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+        /// [`MAX_INPUT_PIXELS`].
+        max: u64,
+    },
+    /// A file larger than `source.max_file_bytes` (not read).
+    #[error("file of {bytes} bytes is larger than source.max_file_bytes = {max}; not read")]
+    FileTooLarge {
+        /// Its size.
+        bytes: u64,
+        /// The limit.
+        max: u64,
     },
     /// The image has no pixels.
     #[error("image has no pixels ({width}x{height})")]
@@ -57,16 +87,52 @@ impl TargetSize {
     }
 }
 
-/// Decodes a PNG or JPEG (format guessed from the bytes) into RGB.
+/// A reader of `bytes` (format as given, else guessed from the bytes) with the decoder limits.
+fn reader(
+    bytes: &[u8],
+    format: Option<ImageFormat>,
+) -> Result<ImageReader<Cursor<&[u8]>>, ImageError> {
+    let mut reader = ImageReader::new(Cursor::new(bytes));
+    match format {
+        Some(f) => reader.set_format(f),
+        None => {
+            reader = reader
+                .with_guessed_format()
+                .map_err(|e| ImageError::Decode(image::ImageError::IoError(e)))?;
+        }
+    }
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODE_ALLOC);
+    limits.max_image_width = Some(u32::try_from(MAX_INPUT_PIXELS).unwrap_or(u32::MAX));
+    limits.max_image_height = Some(u32::try_from(MAX_INPUT_PIXELS).unwrap_or(u32::MAX));
+    reader.limits(limits);
+    Ok(reader)
+}
+
+/// Decodes `bytes` after checking the header's dimensions against [`MAX_INPUT_PIXELS`] (a
+/// 389 KB PNG of 20000 × 20000 grey pixels took the edge to 1.6 GB when decoded first).
+fn decode_bounded(bytes: &[u8], format: Option<ImageFormat>) -> Result<RgbImage, ImageError> {
+    let (width, height) = reader(bytes, format)?.into_dimensions()?;
+    if u64::from(width) * u64::from(height) > MAX_INPUT_PIXELS {
+        return Err(ImageError::TooManyPixels {
+            width,
+            height,
+            max: MAX_INPUT_PIXELS,
+        });
+    }
+    Ok(reader(bytes, format)?.decode()?.into_rgb8())
+}
+
+/// Decodes a PNG or JPEG (format guessed from the bytes) into RGB, within the bounds above.
 pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
-    Ok(image::load_from_memory(bytes)?.to_rgb8())
+    decode_bounded(bytes, None)
 }
 
 /// Decodes a JPEG into RGB. A JPEG without Huffman tables (MJPEG from many USB webcams) gets the
 /// standard tables it implies.
 pub fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     let bytes = super::mjpeg_dht::with_huffman_tables(bytes);
-    Ok(image::load_from_memory_with_format(&bytes, ImageFormat::Jpeg)?.to_rgb8())
+    decode_bounded(&bytes, Some(ImageFormat::Jpeg))
 }
 
 /// The centred rectangle `(x, y, w, h)` of a `width`×`height` image that has the aspect ratio of
@@ -350,6 +416,39 @@ mod tests {
     #[test]
     fn decode_rejects_garbage() {
         assert!(decode(b"not an image").is_err());
+        assert!(decode(&[]).is_err());
         assert!(decode_jpeg(&[0xFF, 0xD8, 0xFF, 0xD9]).is_err());
+    }
+
+    /// A small PNG that announces 20000 × 20000 pixels is refused from its header, before any
+    /// pixel buffer exists.
+    #[test]
+    fn decompression_bombs_are_refused_from_the_header() {
+        let mut png = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut png, 20_000, 20_000);
+            enc.set_color(png::ColorType::Grayscale);
+            enc.set_depth(png::BitDepth::Eight);
+            let mut w = enc.write_header().expect("header");
+            let mut stream = w.stream_writer().expect("stream");
+            let row = vec![0u8; 20_000];
+            for _ in 0..20_000 {
+                std::io::Write::write_all(&mut stream, &row).expect("row");
+            }
+            stream.finish().expect("finish");
+        }
+        assert!(png.len() < 2 << 20, "{} bytes", png.len());
+        match decode(&png) {
+            Err(ImageError::TooManyPixels { width, height, .. }) => {
+                assert_eq!((width, height), (20_000, 20_000));
+            }
+            other => panic!("expected TooManyPixels, got {other:?}"),
+        }
+        // Within the bound, the same kind of image decodes.
+        let mut small = Vec::new();
+        image::GrayImage::from_pixel(64, 48, image::Luma([7]))
+            .write_to(&mut Cursor::new(&mut small), ImageFormat::Png)
+            .expect("png");
+        assert_eq!(decode(&small).expect("decodes").dimensions(), (64, 48));
     }
 }

@@ -34,6 +34,10 @@ pub struct SourceSection {
     /// `folder`: polling period in milliseconds.
     #[serde(default = "default_poll_ms")]
     pub poll_interval_ms: u64,
+    /// `folder`: files larger than this many bytes are skipped (counted as undecodable) without
+    /// being read.
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
     /// `mjpeg`/`v4l2`: first restart delay in milliseconds (doubles on each failure).
     #[serde(default = "default_backoff_ms")]
     pub restart_backoff_ms: u64,
@@ -96,6 +100,9 @@ fn default_true() -> bool {
 fn default_poll_ms() -> u64 {
     200
 }
+fn default_max_file_bytes() -> u64 {
+    32 << 20
+}
 fn default_backoff_ms() -> u64 {
     500
 }
@@ -121,6 +128,7 @@ impl SourceSection {
             max_fps: None,
             follow: true,
             poll_interval_ms: default_poll_ms(),
+            max_file_bytes: default_max_file_bytes(),
             restart_backoff_ms: default_backoff_ms(),
             max_restart_backoff_ms: default_max_backoff_ms(),
             width: default_width(),
@@ -154,6 +162,9 @@ impl SourceSection {
                 }
             }
             _ => {}
+        }
+        if self.max_file_bytes == 0 {
+            return Err("source.max_file_bytes: must be at least 1".into());
         }
         if self.kind != SourceKind::Mjpeg && !self.command.is_empty() {
             return Err(format!(
