@@ -21,8 +21,8 @@ demo: ort
 test: ort lint models-verify
 	$(CARGO) test --workspace --all-targets
 	systemd/check.sh
-	target/debug/jmdc-edge check-config --config systemd/debian/edge.toml >/dev/null
-	target/debug/jmdc-cloud check-config --config systemd/debian/cloud.toml >/dev/null
+	target/debug/jmdc-edge check-config --syntax-only --config systemd/debian/edge.toml >/dev/null
+	target/debug/jmdc-cloud check-config --syntax-only --config systemd/debian/cloud.toml >/dev/null
 	JMDC_CLOUD_BIN=target/debug/jmdc-cloud cloud/deploy/check.sh
 
 ## Benchmark matrix (about an hour on 2 cores): the adaptive loop vs every fixed plan, edge-only, cloud-only

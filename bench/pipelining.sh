@@ -39,6 +39,8 @@ codec = "int4"
 [cloud]
 endpoint = "$relay"
 ca_cert = "cert.pem"
+client_cert = "device.pem"
+client_key = "device-key.pem"
 [source]
 kind = "cifar"
 path = "$root/models/samples/cifar10-test-256.bin"

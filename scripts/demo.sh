@@ -30,6 +30,8 @@ split = "edge-only"
 endpoint = "127.0.0.1:$port"
 server_name = "localhost"
 ca_cert = "cert.pem"
+client_cert = "device.pem"
+client_key = "device-key.pem"
 timeout_ms = 2000
 [source]
 kind = "cifar"

@@ -5,11 +5,16 @@ free_udp_port() {
   python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# start_cloud WORK PORT WORKERS: writes a certificate and a config into WORK, starts jmdc-cloud on
+# start_cloud WORK PORT WORKERS: writes the worker's certificate, a device CA and a device certificate
+# (WORK/device.pem, WORK/device-key.pem) and a config into WORK, starts jmdc-cloud on
 # 127.0.0.1:PORT in the background and waits (bounded) until it listens. Sets $cloud_pid.
 start_cloud() {
   local work=$1 port=$2 workers=$3
   "$bin/jmdc-cloud" gen-cert --cert "$work/cert.pem" --key "$work/key.pem" >/dev/null
+  # Device identity (mutual TLS): a device CA and one certificate for the demo's edge.
+  "$bin/jmdc-cloud" gen-ca --cert "$work/device-ca.pem" --key "$work/device-ca-key.pem" >/dev/null
+  "$bin/jmdc-cloud" gen-device-cert --ca-cert "$work/device-ca.pem" --ca-key "$work/device-ca-key.pem" \
+    --device demo-edge --cert "$work/device.pem" --key "$work/device-key.pem" >/dev/null
   cat > "$work/cloud.toml" <<TOML
 listen = "127.0.0.1:$port"
 models_dir = "$root/models/packages"
@@ -17,6 +22,7 @@ log_level = "warn"
 [tls]
 cert = "cert.pem"
 key = "key.pem"
+client_ca = "device-ca.pem"
 [runtime]
 workers = $workers
 intra_op_threads = 1

@@ -274,7 +274,7 @@ EOF
     if [ "${runner[0]:-}" = skip ]; then
       echo "skip $pkg check-config: cannot run $arch binaries here (apt install qemu-user libc6-dev-arm64-cross)"
     elif out=$(clear_jmdc=(); for var in $(compgen -e | grep '^JMDC_' || true); do clear_jmdc+=(-u "$var"); done
-      env "${clear_jmdc[@]}" "${runner[@]}" "$root/usr/bin/$pkg" check-config --config "$root/etc/jmdc/$short.toml" 2>&1); then
+      env "${clear_jmdc[@]}" "${runner[@]}" "$root/usr/bin/$pkg" check-config --syntax-only --config "$root/etc/jmdc/$short.toml" 2>&1); then
       ok "$pkg check-config /etc/jmdc/$short.toml${runner[0]:+ (under ${runner[0]})}: $(printf '%s' "$out" | tail -n 1)"
     else
       failed "$name: the packaged $pkg rejects the shipped /etc/jmdc/$short.toml: $out"
@@ -326,6 +326,14 @@ run_packages() {
 
   "${runner[@]}" "$root/usr/bin/jmdc-cloud" gen-cert --cert "$root/etc/jmdc/cloud-cert.pem" \
     --key "$root/etc/jmdc/cloud-key.pem" >/dev/null
+  # Device identity as the shipped cloud.toml requires it: a device CA, the edge's certificate,
+  # an empty deny list (tmpfiles creates it on a real install).
+  "${runner[@]}" "$root/usr/bin/jmdc-cloud" gen-ca --cert "$root/etc/jmdc/device-ca.pem" \
+    --key "$base/device-ca-key.pem" >/dev/null
+  "${runner[@]}" "$root/usr/bin/jmdc-cloud" gen-device-cert --ca-cert "$root/etc/jmdc/device-ca.pem" \
+    --ca-key "$base/device-ca-key.pem" --device check-deb-edge \
+    --cert "$root/etc/jmdc/device.pem" --key "$root/etc/jmdc/device-key.pem" >/dev/null
+  : >"$root/etc/jmdc/revoked-devices.txt"
   mkdir -p "$root/var/lib/jmdc-edge/incoming"
   python3 "$here/debian/test-frames.py" "$root/var/lib/jmdc-edge/incoming" 8
   port=$(python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -334,6 +342,8 @@ run_packages() {
   env -i PATH="$PATH" JMDC_CLOUD__LISTEN="127.0.0.1:$port" \
     JMDC_CLOUD__MODELS_DIR="$root/usr/share/jmdc/models" \
     JMDC_CLOUD__TLS__CERT="$root/etc/jmdc/cloud-cert.pem" JMDC_CLOUD__TLS__KEY="$root/etc/jmdc/cloud-key.pem" \
+    JMDC_CLOUD__TLS__CLIENT_CA="$root/etc/jmdc/device-ca.pem" \
+    JMDC_CLOUD__TLS__REVOKED="$root/etc/jmdc/revoked-devices.txt" \
     "${runner[@]}" "$root/usr/bin/jmdc-cloud" serve --config "$root/etc/jmdc/cloud.toml" >"$base/cloud.log" 2>&1 &
   cloud_pid=$!
   for _ in $(seq 1 600); do
@@ -348,6 +358,7 @@ run_packages() {
     ok "--run: packaged jmdc-cloud${runner[0]:+ (under ${runner[*]:0:3})} listening on 127.0.0.1:$port"
     if out=$(env -i PATH="$PATH" JMDC_EDGE__MODEL__PACKAGES_DIR="$root/usr/share/jmdc/models" \
       JMDC_EDGE__CLOUD__ENDPOINT="127.0.0.1:$port" JMDC_EDGE__CLOUD__CA_CERT="$root/etc/jmdc/cloud-cert.pem" \
+      JMDC_EDGE__CLOUD__CLIENT_CERT="$root/etc/jmdc/device.pem" JMDC_EDGE__CLOUD__CLIENT_KEY="$root/etc/jmdc/device-key.pem" \
       JMDC_EDGE__SOURCE__PATH="$root/var/lib/jmdc-edge/incoming" \
       timeout 300 "${runner[@]}" "$root/usr/bin/jmdc-edge" run --config "$root/etc/jmdc/edge.toml" --limit 8 \
       2>"$base/edge.err"); then

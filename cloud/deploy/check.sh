@@ -77,7 +77,7 @@ if [ -z "$bin" ]; then
     (cd "$root" && cargo build -q -p jmdc-cloud)
     bin="$root/target/debug/jmdc-cloud"
 fi
-if ! "$bin" check-config --config "$tmp/etc/cloud.toml"; then
+if ! "$bin" check-config --syntax-only --config "$tmp/etc/cloud.toml"; then
     bad "the ConfigMap's cloud.toml fails jmdc-cloud check-config"
 fi
 # check-config validates keys and values, not files: compare the paths with the image layout.

@@ -42,12 +42,33 @@ pub struct HealthSection {
     pub listen: SocketAddr,
 }
 
-/// PEM files for the server identity.
+/// PEM files for the server identity, and how devices prove theirs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// `required` (default): every device presents a certificate issued by `client_ca`;
+    /// `off`: anyone who reaches the port may use the worker (warned at start).
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// The CA (PEM) that issues device certificates (`jmdc-cloud gen-ca`).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Revoked device certificates: SHA-256 fingerprints, one per line; re-read on SIGHUP.
+    #[serde(default)]
+    pub revoked: Option<PathBuf>,
+}
+
+/// Whether devices must authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuth {
+    /// A device certificate from `tls.client_ca` is required.
+    #[default]
+    Required,
+    /// No client authentication.
+    Off,
 }
 
 /// ONNX Runtime settings.
@@ -163,6 +184,12 @@ impl CloudConfig {
         let fix = |p: &mut PathBuf| settings::resolve_relative(p, base);
         fix(&mut self.tls.cert);
         fix(&mut self.tls.key);
+        if let Some(p) = self.tls.client_ca.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.tls.revoked.as_mut() {
+            fix(p);
+        }
         fix(&mut self.models_dir);
         if let Some(p) = self.runtime.onnxruntime.as_mut() {
             fix(p);
@@ -171,6 +198,16 @@ impl CloudConfig {
 
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), String> {
+        if self.tls.client_auth == ClientAuth::Required && self.tls.client_ca.is_none() {
+            return Err(
+                "tls.client_ca: required (the CA of the device certificates, `jmdc-cloud gen-ca`) \
+                 unless tls.client_auth = \"off\""
+                    .into(),
+            );
+        }
+        if self.tls.client_auth == ClientAuth::Off && self.tls.revoked.is_some() {
+            return Err("tls.revoked: only used with tls.client_auth = \"required\"".into());
+        }
         if self.runtime.workers == 0 {
             return Err("runtime.workers must be at least 1".into());
         }

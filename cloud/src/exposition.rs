@@ -92,6 +92,12 @@ pub fn render(view: &HealthView) -> String {
             load(&st.connections_refused),
         ),
         (
+            "jmdc_cloud_handshakes_failed_total",
+            "counter",
+            "TLS handshakes that failed (no or a refused device certificate, …).",
+            load(&st.handshakes_failed),
+        ),
+        (
             "jmdc_cloud_connections_idle_closed_total",
             "counter",
             "Connections closed after idle_timeout_s without a request.",

@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use jmdc_cloud::{tls, CloudConfig};
+use jmdc_cloud::{identity, pki, tls, CloudConfig};
 
 /// jmdc-cloud: finishes split DNN inference for edge devices over QUIC.
 #[derive(Debug, Parser)]
@@ -24,7 +24,8 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
-    /// Create a self-signed certificate and key (PEM) for trials.
+    /// Create the worker's certificate and key (PEM): signed by the CA of `--ca-cert`/`--ca-key`,
+    /// or self-signed without them (trials).
     GenCert {
         #[arg(long)]
         cert: PathBuf,
@@ -33,19 +34,87 @@ enum Command {
         /// DNS names / IP addresses the certificate is valid for.
         #[arg(long = "name", default_values_t = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])]
         names: Vec<String>,
+        #[arg(long, requires = "ca_key")]
+        ca_cert: Option<PathBuf>,
+        #[arg(long, requires = "ca_cert")]
+        ca_key: Option<PathBuf>,
+        /// Days of validity (with a CA).
+        #[arg(long, default_value_t = 825)]
+        days: i64,
     },
-    /// Parse and validate the layered configuration; exit 1 naming the file (or environment
-    /// variable) and the key on error.
+    /// Create a certificate authority (PEM certificate and key) for device certificates — and,
+    /// if you like, the worker's. Keep the key offline.
+    GenCa {
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "jmdc device CA")]
+        name: String,
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+    },
+    /// Issue a device's certificate and key, signed by the CA; `--device` becomes the identity
+    /// the worker logs.
+    GenDeviceCert {
+        #[arg(long)]
+        ca_cert: PathBuf,
+        #[arg(long)]
+        ca_key: PathBuf,
+        /// Device name (a DNS-style label, e.g. `pi-kitchen-01`).
+        #[arg(long)]
+        device: String,
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long, default_value_t = 825)]
+        days: i64,
+    },
+    /// Print a certificate's SHA-256 fingerprint and name; with `--revoke LIST`, append it to
+    /// the worker's deny list (`tls.revoked`; the worker re-reads it on SIGHUP).
+    Fingerprint {
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        revoke: Option<PathBuf>,
+    },
+    /// Parse and validate the layered configuration, then check every file it names (TLS
+    /// certificate and key, device CA, deny list, model packages with their hashes, the ONNX
+    /// Runtime library); exit 1 naming the file (or environment variable) and the key on error.
     CheckConfig {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Only parse and validate (for packaging checks on a machine without the files).
+        #[arg(long)]
+        syntax_only: bool,
     },
 }
 
-fn check_config(config: &Path) -> Result<(), jmdc_cloud::config::ConfigError> {
-    CloudConfig::load(config)?;
-    println!("{}: ok", config.display());
-    for layer in jmdc_core::settings::config_layers(config)?.iter().skip(1) {
+/// Exit 1 with every problem named; print `ok` otherwise.
+fn check_config(config: &Path, syntax_only: bool) -> Result<(), String> {
+    let cfg = CloudConfig::load(config).map_err(|e| e.to_string())?;
+    if !syntax_only {
+        let problems = jmdc_cloud::preflight::check_files(&cfg);
+        if !problems.is_empty() {
+            let lines: Vec<String> = problems
+                .iter()
+                .map(|p| format!("{}: {p}", config.display()))
+                .collect();
+            return Err(lines.join("\n"));
+        }
+    }
+    println!(
+        "{}: ok{}",
+        config.display(),
+        if syntax_only { " (syntax only)" } else { "" }
+    );
+    for layer in jmdc_core::settings::config_layers(config)
+        .map_err(|e| e.to_string())?
+        .iter()
+        .skip(1)
+    {
         println!("  drop-in {}", layer.display());
     }
     Ok(())
@@ -59,13 +128,90 @@ fn main() -> Result<()> {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::GenCert { cert, key, names } => {
-            tls::generate_self_signed(&names, &cert, &key)?;
+        Command::GenCert {
+            cert,
+            key,
+            names,
+            ca_cert,
+            ca_key,
+            days,
+        } => {
+            match (ca_cert, ca_key) {
+                (Some(ca_cert), Some(ca_key)) => pki::issue(
+                    &ca_cert,
+                    &ca_key,
+                    &names,
+                    true,
+                    pki::Validity::days_from_now(days),
+                    &cert,
+                    &key,
+                )?,
+                _ => tls::generate_self_signed(&names, &cert, &key)?,
+            }
             println!("wrote {} and {}", cert.display(), key.display());
             Ok(())
         }
-        Command::CheckConfig { config } => {
-            if let Err(e) = check_config(&config) {
+        Command::GenCa {
+            cert,
+            key,
+            name,
+            days,
+        } => {
+            pki::generate_ca(&name, pki::Validity::days_from_now(days), &cert, &key)?;
+            println!("wrote {} and {}", cert.display(), key.display());
+            Ok(())
+        }
+        Command::GenDeviceCert {
+            ca_cert,
+            ca_key,
+            device,
+            cert,
+            key,
+            days,
+        } => {
+            pki::issue(
+                &ca_cert,
+                &ca_key,
+                std::slice::from_ref(&device),
+                false,
+                pki::Validity::days_from_now(days),
+                &cert,
+                &key,
+            )?;
+            println!(
+                "wrote {} and {} for device {device}",
+                cert.display(),
+                key.display()
+            );
+            Ok(())
+        }
+        Command::Fingerprint { cert, revoke } => {
+            let certs = tls::load_certs(&cert)?;
+            let der = certs.first().map(|c| c.as_ref()).unwrap_or_default();
+            let fp = identity::fingerprint(der);
+            let name = identity::name_of(der);
+            println!("{fp}  {name}");
+            if let Some(list) = revoke {
+                use std::io::Write;
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&list)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", list.display()))?;
+                writeln!(file, "{fp}  # {name}")
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", list.display()))?;
+                println!(
+                    "appended to {}; send the worker SIGHUP (systemctl reload jmdc-cloud)",
+                    list.display()
+                );
+            }
+            Ok(())
+        }
+        Command::CheckConfig {
+            config,
+            syntax_only,
+        } => {
+            if let Err(e) = check_config(&config, syntax_only) {
                 eprintln!("{e}");
                 std::process::exit(1);
             }

@@ -10,10 +10,11 @@ use jmdc_core::protocol::{self, ClientMessage, ErrorKind, ErrorReply, Response};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use crate::config::CloudConfig;
+use crate::config::{ClientAuth, CloudConfig};
 use crate::engine::TailEngine;
 use crate::guard::{ByteBudget, ConnectionLimiter, ConnectionSlot, HeldBytes, LogLimiter};
 use crate::health::{HealthView, Heartbeat, HEARTBEAT_PERIOD};
+use crate::identity::{self, RevocationList};
 pub use crate::stats::ServerStats;
 use crate::tls;
 
@@ -48,6 +49,7 @@ pub struct CloudServer {
     log_limiter: Arc<LogLimiter>,
     read_timeout: Duration,
     idle_timeout: Duration,
+    revocations: Arc<RevocationList>,
     stats: Arc<ServerStats>,
     heartbeat: Arc<Heartbeat>,
     draining: Arc<AtomicBool>,
@@ -68,7 +70,20 @@ pub enum ServerError {
 impl CloudServer {
     /// Binds the QUIC endpoint described by `cfg`.
     pub fn bind(cfg: &CloudConfig, engine: Arc<TailEngine>) -> Result<Self, ServerError> {
-        let crypto = tls::server_crypto(&cfg.tls.cert, &cfg.tls.key)?;
+        let revocations = RevocationList::load(cfg.tls.revoked.as_deref())?;
+        let clients = match (cfg.tls.client_auth, &cfg.tls.client_ca) {
+            (ClientAuth::Required, Some(ca)) => {
+                Some(identity::client_verifier(ca, revocations.clone())?)
+            }
+            _ => {
+                warn!(
+                    "tls.client_auth = \"off\": any client that reaches {} may use this worker",
+                    cfg.listen
+                );
+                None
+            }
+        };
+        let crypto = tls::server_crypto(&cfg.tls.cert, &cfg.tls.key, clients)?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
         transport
@@ -104,6 +119,7 @@ impl CloudServer {
             log_limiter: Arc::new(LogLimiter::new(LOG_WINDOW, LOG_BURST)),
             read_timeout: Duration::from_millis(cfg.limits.request_read_timeout_ms),
             idle_timeout: Duration::from_secs(cfg.limits.idle_timeout_s),
+            revocations,
             stats,
             heartbeat: Arc::new(Heartbeat::default()),
             draining: Arc::new(AtomicBool::new(false)),
@@ -113,6 +129,12 @@ impl CloudServer {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.endpoint.local_addr()
+    }
+
+    /// The deny list of device certificates (re-read it on SIGHUP with
+    /// [`RevocationList::reload`]; new handshakes see the new list at once).
+    pub fn revocations(&self) -> Arc<RevocationList> {
+        self.revocations.clone()
     }
 
     /// Shared counters.
@@ -276,12 +298,28 @@ async fn handle_connection(
     _slot: ConnectionSlot,
     idle: Duration,
 ) -> Result<(), quinn::ConnectionError> {
-    let connection = incoming.await?;
-    let peer = connection.remote_address();
+    let peer = incoming.remote_address();
+    let connection = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            // No certificate, another CA's, expired or revoked: the handshake fails here.
+            ctx.stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = ctx.log_limiter.allow(Instant::now()) {
+                warn!(%peer, error = %e, suppressed, "handshake failed");
+            } else {
+                ctx.stats
+                    .log_lines_suppressed
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            return Err(e);
+        }
+    };
     ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
     ctx.stats.open_connections.fetch_add(1, Ordering::Relaxed);
     let _open = OpenConnection(ctx.stats.clone());
-    info!(%peer, "connection open");
+    // The device's proven identity (certificate), not what its requests claim.
+    let device = identity::device_name(&connection).unwrap_or_else(|| "-".into());
+    info!(%peer, %device, "connection open");
     let streams_open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut last_stream = tokio::time::Instant::now();
     loop {
@@ -290,7 +328,7 @@ async fn handle_connection(
             () = tokio::time::sleep_until(last_stream + idle) => {
                 if streams_open.load(Ordering::SeqCst) == 0 {
                     ctx.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
-                    info!(%peer, idle_s = idle.as_secs_f64(), "connection idle: closing");
+                    info!(%peer, %device, idle_s = idle.as_secs_f64(), "connection idle: closing");
                     connection.close(0u32.into(), b"idle");
                     return Ok(());
                 }
@@ -304,21 +342,22 @@ async fn handle_connection(
                 let ctx = ctx.clone();
                 let in_flight = InFlight::start(&ctx.stats);
                 let open = StreamOpen::start(&streams_open);
+                let stream_device = device.clone();
                 tokio::spawn(async move {
                     let _in_flight = in_flight;
                     let _open = open;
                     if let Err(e) = handle_stream(send, recv, ctx).await {
-                        debug!(%peer, error = %e, "stream failed");
+                        debug!(%peer, device = %stream_device, error = %e, "stream failed");
                     }
                 });
             }
             Err(quinn::ConnectionError::ApplicationClosed(_))
             | Err(quinn::ConnectionError::LocallyClosed) => {
-                info!(%peer, "connection closed");
+                info!(%peer, %device, "connection closed");
                 return Ok(());
             }
             Err(e) => {
-                info!(%peer, reason = %e, "connection lost");
+                info!(%peer, %device, reason = %e, "connection lost");
                 return Err(e);
             }
         }

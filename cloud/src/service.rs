@@ -69,6 +69,7 @@ pub async fn run(config_path: &Path, cfg: CloudConfig, log: LogControl) -> anyho
     let server = crate::build_server(&cfg)?;
     let addr = server.local_addr()?;
     let stats = server.stats();
+    let revocations = server.revocations();
     let heartbeat = server.heartbeat();
     let health_view = server.health_view();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -112,7 +113,16 @@ pub async fn run(config_path: &Path, cfg: CloudConfig, log: LogControl) -> anyho
     let outcome = loop {
         tokio::select! {
             request = signals.next() => match request {
-                Request::Reload => reload(config_path, &mut running, &log, addr, &stats),
+                Request::Reload => {
+                    match revocations.reload() {
+                        Ok(n) if revocations.path().is_some() => {
+                            info!(revoked = n, "revocation list re-read");
+                        }
+                        Ok(_) => {}
+                        Err(e) => warn!(error = %e, "revocation list not re-read; the one in force stays"),
+                    }
+                    reload(config_path, &mut running, &log, addr, &stats)
+                }
                 Request::Stop => break Ok(()),
             },
             ended = &mut serve => {

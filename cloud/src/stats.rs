@@ -32,6 +32,8 @@ pub struct ServerStats {
     pub errors_by_kind: [AtomicU64; ErrorKind::ALL.len()],
     /// Time from a stream's arrival to its inference answer being ready (results and errors).
     pub latency: LatencyHistogram,
+    /// Handshakes that failed (no device certificate, another CA's, expired, revoked, …).
+    pub handshakes_failed: AtomicU64,
     /// Connections refused at a limit (`max_connections`, `max_connections_per_address`).
     pub connections_refused: AtomicU64,
     /// Connections closed for having no request for `idle_timeout_s`.

@@ -55,17 +55,22 @@ pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Builds the QUIC server crypto: TLS 1.3 only, ALPN `jmdc/1`.
+/// Builds the QUIC server crypto: TLS 1.3 only, ALPN `jmdc/1`; with `clients`, every client
+/// must present a certificate that verifier accepts (`crate::identity::client_verifier`).
 pub fn server_crypto(
     cert: &Path,
     key: &Path,
+    clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 ) -> Result<quinn::crypto::rustls::QuicServerConfig, TlsError> {
     let certs = load_certs(cert)?;
     let key = load_key(key)?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(crypto_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let builder = rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    let builder = match clients {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut tls = builder.with_single_cert(certs, key)?;
     tls.alpn_protocols = vec![jmdc_core::protocol::ALPN.to_vec()];
     quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| TlsError::Quic(e.to_string()))
@@ -80,7 +85,7 @@ pub fn generate_self_signed(names: &[String], cert: &Path, key: &Path) -> Result
     Ok(())
 }
 
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let wrap = |source| TlsError::Write {

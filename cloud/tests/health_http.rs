@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use jmdc_cloud::config::{CloudConfig, Limits, RuntimeSection, TlsFiles};
+use jmdc_cloud::config::{ClientAuth, CloudConfig, Limits, RuntimeSection, TlsFiles};
 use jmdc_cloud::{tls, CloudServer, HealthOptions, HealthServer, TailEngine};
 use jmdc_core::package::ModelPackage;
 use jmdc_core::protocol::{self, InferRequest, PayloadKind, Response};
@@ -124,6 +124,9 @@ async fn ready_after_start_metrics_move_and_503_while_draining() {
         tls: TlsFiles {
             cert: cert.clone(),
             key,
+            client_auth: ClientAuth::Off,
+            client_ca: None,
+            revoked: None,
         },
         models_dir: packages_dir(),
         runtime: RuntimeSection {
@@ -330,7 +333,7 @@ fn binary_serves_health_from_config_and_names_a_taken_port() {
     let write = |health: &str| {
         let text = format!(
             "listen = \"127.0.0.1:0\"\nmodels_dir = \"{}\"\nlog_level = \"info\"\n\
-             [tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n[runtime]\nworkers = 1\n\
+             [tls]\nclient_auth = \"off\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n[runtime]\nworkers = 1\n\
              [health]\nlisten = \"{health}\"\n",
             packages_dir().display()
         );

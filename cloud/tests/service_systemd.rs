@@ -23,7 +23,7 @@ fn write_config(dir: &Path, log_level: &str) -> PathBuf {
     let path = dir.join("cloud.toml");
     let text = format!(
         "listen = \"127.0.0.1:0\"\nmodels_dir = \"{}\"\nlog_level = \"{log_level}\"\n\
-         [tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n[runtime]\nworkers = 1\n",
+         [tls]\nclient_auth = \"off\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n[runtime]\nworkers = 1\n",
         packages_dir().display()
     );
     std::fs::write(&path, text).expect("write config");

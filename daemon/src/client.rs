@@ -49,8 +49,18 @@ pub struct CloudClient {
     connection: quinn::Connection,
 }
 
-/// Builds the client-side QUIC configuration trusting the certificates in `ca_cert`.
+/// Builds the client-side QUIC configuration trusting the certificates in `ca_cert`, without a
+/// device certificate.
 pub fn client_config(ca_cert: &Path) -> Result<quinn::ClientConfig, ClientError> {
+    client_config_with_identity(ca_cert, None)
+}
+
+/// [`client_config`] presenting the device certificate and key of `identity` (PEM files) to
+/// workers that require client authentication.
+pub fn client_config_with_identity(
+    ca_cert: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<quinn::ClientConfig, ClientError> {
     let trust_err = |reason: String| ClientError::Trust {
         path: ca_cert.display().to_string(),
         reason,
@@ -67,11 +77,30 @@ pub fn client_config(ca_cert: &Path) -> Result<quinn::ClientConfig, ClientError>
         roots.add(cert).map_err(|e| trust_err(e.to_string()))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| ClientError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut tls = match identity {
+        None => tls.with_no_client_auth(),
+        Some((cert, key)) => {
+            let id_err = |path: &Path, reason: String| ClientError::Trust {
+                path: path.display().to_string(),
+                reason,
+            };
+            let chain = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| id_err(cert, e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| id_err(cert, e.to_string()))?;
+            if chain.is_empty() {
+                return Err(id_err(cert, "no CERTIFICATE block found".into()));
+            }
+            let key_der = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| id_err(key, e.to_string()))?;
+            tls.with_client_auth_cert(chain, key_der)
+                .map_err(|e| id_err(cert, e.to_string()))?
+        }
+    };
     tls.alpn_protocols = vec![protocol::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| ClientError::Tls(e.to_string()))?;

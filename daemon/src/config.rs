@@ -75,6 +75,13 @@ pub struct CloudSection {
     pub server_name: String,
     /// PEM file with the certificate(s) to trust (the worker's self-signed certificate or a CA).
     pub ca_cert: PathBuf,
+    /// This device's certificate (PEM, `jmdc-cloud gen-device-cert`) for workers that require
+    /// client authentication; with `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// The private key of `client_cert` (PEM).
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
     /// Give up on the cloud for a frame after this long and finish it on the edge.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -245,6 +252,12 @@ impl EdgeConfig {
         self.metrics.resolve_relative(base);
         if let Some(cloud) = self.cloud.as_mut() {
             fix(&mut cloud.ca_cert);
+            if let Some(p) = cloud.client_cert.as_mut() {
+                fix(p);
+            }
+            if let Some(p) = cloud.client_key.as_mut() {
+                fix(p);
+            }
         }
         if let Some(p) = self.runtime.onnxruntime.as_mut() {
             fix(p);
@@ -261,6 +274,12 @@ impl EdgeConfig {
             return Err("runtime.intra_op_threads must be at least 1".into());
         }
         if let Some(cloud) = &self.cloud {
+            if cloud.client_cert.is_some() != cloud.client_key.is_some() {
+                return Err(
+                    "cloud.client_cert and cloud.client_key: set both (the device's certificate and its key) or neither"
+                        .into(),
+                );
+            }
             if cloud.all_endpoints().is_empty() {
                 return Err("cloud: set `endpoint` or `endpoints` (at least one worker)".into());
             }

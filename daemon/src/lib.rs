@@ -14,6 +14,7 @@ pub mod notify;
 pub mod output;
 pub mod pipeline;
 pub mod plan_spec;
+pub mod preflight;
 pub mod run;
 pub mod service;
 pub mod session;

@@ -18,7 +18,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::client::{client_config, ClientError, CloudClient};
+use crate::client::{client_config_with_identity, ClientError, CloudClient};
 
 /// A connection that lived at least this long is considered to have been healthy: when it is lost
 /// the link reconnects at once with the backoff reset; a shorter-lived one keeps backing off (so a
@@ -44,6 +44,8 @@ pub struct LinkSettings {
     pub server_name: String,
     /// PEM file with the certificate(s) the workers' certificate must chain to.
     pub ca_cert: PathBuf,
+    /// This device's certificate and key (PEM) for workers that require client authentication.
+    pub identity: Option<(PathBuf, PathBuf)>,
     /// Limit of one handshake attempt.
     pub connect_timeout: Duration,
     /// After every endpoint failed, wait about this long (with jitter) before the next round …
@@ -262,6 +264,7 @@ struct Prepared {
     settings: LinkSettings,
     quic: quinn::ClientConfig,
     ca_bytes: Vec<u8>,
+    identity_bytes: Vec<u8>,
 }
 
 impl Prepared {
@@ -273,11 +276,29 @@ impl Prepared {
                 reason: e.to_string(),
             })
         })?;
-        let quic = client_config(&settings.ca_cert).map_err(LinkError::Trust)?;
+        let identity = settings
+            .identity
+            .as_ref()
+            .map(|(cert, key)| (cert.as_path(), key.as_path()));
+        let quic =
+            client_config_with_identity(&settings.ca_cert, identity).map_err(LinkError::Trust)?;
+        // The identity's files, read again at each reconfigure: a renewed certificate reconnects.
+        let mut identity_bytes = Vec::new();
+        if let Some((cert, key)) = &settings.identity {
+            for path in [cert, key] {
+                identity_bytes.extend(std::fs::read(path).map_err(|e| {
+                    LinkError::Trust(ClientError::Trust {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })
+                })?);
+            }
+        }
         Ok(Self {
             settings,
             quic,
             ca_bytes,
+            identity_bytes,
         })
     }
 
@@ -287,6 +308,8 @@ impl Prepared {
             || self.settings.server_name != new.settings.server_name
             || self.settings.ca_cert != new.settings.ca_cert
             || self.ca_bytes != new.ca_bytes
+            || self.settings.identity != new.settings.identity
+            || self.identity_bytes != new.identity_bytes
     }
 
     /// One handshake attempt with `addr` under these settings.
@@ -882,6 +905,7 @@ mod tests {
             endpoints: vec!["127.0.0.1:1".parse().expect("addr")],
             server_name: "localhost".into(),
             ca_cert: PathBuf::from("/nonexistent/ca.pem"),
+            identity: None,
             connect_timeout: Duration::from_millis(500),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_millis(800),

@@ -40,10 +40,16 @@ enum Command {
     /// Measure top-1 of every (variant, split, keep ratio, codec) with the real codec and ONNX
     /// Runtime, and write the accuracy table the adaptive loop uses.
     Calibrate(jmdc_edge::calibrate::CalibrateArgs),
-    /// Parse and validate a configuration file; exit 1 naming the file and key on error.
+    /// Parse and validate a configuration file, then check every file it names (model package
+    /// with its hashes, the cloud's CA, this device's certificate and key, the source's file or
+    /// folder, the accuracy table, the ONNX Runtime library); exit 1 naming the file and key of
+    /// every problem.
     CheckConfig {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Only parse and validate (for packaging checks on a machine without the files).
+        #[arg(long)]
+        syntax_only: bool,
     },
 }
 
@@ -55,13 +61,29 @@ fn main() -> Result<()> {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { config } => match EdgeConfig::load(&config) {
-            Ok(_) => {
+        Command::CheckConfig {
+            config,
+            syntax_only,
+        } => match EdgeConfig::load(&config) {
+            Ok(cfg) => {
+                if !syntax_only {
+                    let problems = jmdc_edge::preflight::check_files(&cfg);
+                    if !problems.is_empty() {
+                        for p in &problems {
+                            eprintln!("{}: {p}", config.display());
+                        }
+                        std::process::exit(1);
+                    }
+                }
                 let layers = jmdc_core::settings::config_layers(&config).unwrap_or_default();
                 for layer in layers.iter().skip(1) {
                     println!("  drop-in {}", layer.display());
                 }
-                println!("{}: ok", config.display());
+                println!(
+                    "{}: ok{}",
+                    config.display(),
+                    if syntax_only { " (syntax only)" } else { "" }
+                );
                 Ok(())
             }
             Err(e) => {

@@ -117,6 +117,7 @@ pub fn link_settings(cloud: &CloudSection) -> LinkSettings {
         endpoints: cloud.all_endpoints(),
         server_name: cloud.server_name.clone(),
         ca_cert: cloud.ca_cert.clone(),
+        identity: cloud.client_cert.clone().zip(cloud.client_key.clone()),
         connect_timeout: Duration::from_millis(cloud.connect_timeout_ms),
         backoff_initial: Duration::from_millis(cloud.reconnect_initial_ms),
         backoff_max: Duration::from_millis(cloud.reconnect_max_ms),

@@ -1,14 +1,21 @@
 //! `jmdc-edge check-config` against the real binary: a valid file passes, an unknown key fails
-//! with exit status 1 and a message naming the file and the key.
+//! with exit status 1 and a message naming the file and the key; without `--syntax-only` every
+//! file the configuration names is checked, and each missing one is named with its key.
 
 use std::process::Command;
 
 fn check(text: &str) -> (i32, String) {
+    check_with(text, &["--syntax-only"])
+}
+
+fn check_with(text: &str, flags: &[&str]) -> (i32, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("edge.toml");
     std::fs::write(&path, text).expect("write config");
     let out = Command::new(env!("CARGO_BIN_EXE_jmdc-edge"))
-        .args(["check-config", "--config"])
+        .arg("check-config")
+        .args(flags)
+        .arg("--config")
         .arg(&path)
         .output()
         .expect("run jmdc-edge");
@@ -70,4 +77,51 @@ fn bad_values_are_rejected_with_reason() {
         check(&VALID.replace("latency_budget_ms = 15.0", "latency_budget_ms = -1.0"));
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("latency_budget_ms"), "{text}");
+}
+
+/// The repository's bundled package and samples, by absolute path.
+fn with_real_files(extra: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf();
+    format!(
+        "[model]\npackages_dir = \"{}\"\nname = \"alexnet-cifar10\"\n[plan]\nvariant = \"keep050\"\n\
+         split = \"edge-only\"\n[source]\nkind = \"cifar\"\npath = \"{}\"\n{extra}",
+        root.join("models/packages").display(),
+        root.join("models/samples/cifar10-test-256.bin").display()
+    )
+}
+
+#[test]
+fn referenced_files_are_checked_and_each_missing_one_is_named_with_its_key() {
+    let (code, text) = check_with(&with_real_files(""), &[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("FILE: ok"), "{text}");
+
+    let broken = with_real_files(
+        "[cloud]\nendpoint = \"127.0.0.1:4433\"\nca_cert = \"/nonexistent/ca.pem\"\n\
+         client_cert = \"/nonexistent/device.pem\"\nclient_key = \"/nonexistent/device-key.pem\"\n\
+         [adaptive]\ncalibration = \"/nonexistent/table.json\"\n",
+    )
+    .replace("name = \"alexnet-cifar10\"", "name = \"no-such-model\"")
+    .replace("cifar10-test-256.bin", "missing.bin");
+    let (code, text) = check_with(&broken, &[]);
+    assert_eq!(code, 1, "{text}");
+    for key in [
+        "model.name",
+        "cloud.ca_cert",
+        "cloud.client_cert",
+        "cloud.client_key",
+        "source.path",
+        "adaptive.calibration",
+    ] {
+        assert!(
+            text.contains(&format!("FILE: {key} = ")),
+            "{key} not named:\n{text}"
+        );
+    }
+    // The same file passes the syntax-only check used for packaging.
+    let (code, text) = check_with(&broken, &["--syntax-only"]);
+    assert_eq!(code, 0, "{text}");
 }

@@ -54,6 +54,7 @@ fn settings(endpoint: SocketAddr, ca: &std::path::Path) -> LinkSettings {
         endpoints: vec![endpoint],
         server_name: "localhost".into(),
         ca_cert: ca.to_path_buf(),
+        identity: None,
         connect_timeout: Duration::from_millis(300),
         backoff_initial: Duration::from_millis(100),
         backoff_max: Duration::from_millis(500),

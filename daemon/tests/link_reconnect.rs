@@ -24,6 +24,7 @@ fn settings(endpoints: Vec<SocketAddr>, ca: &Path) -> LinkSettings {
         endpoints,
         server_name: "localhost".into(),
         ca_cert: ca.to_path_buf(),
+        identity: None,
         connect_timeout: Duration::from_millis(500),
         backoff_initial: Duration::from_millis(100),
         backoff_max: Duration::from_secs(1),

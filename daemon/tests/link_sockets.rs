@@ -27,6 +27,7 @@ async fn reconnect_cycles_do_not_leak_sockets_and_close_is_clean() {
             endpoints: vec![cloud.addr],
             server_name: "localhost".into(),
             ca_cert: cert,
+            identity: None,
             connect_timeout: Duration::from_millis(500),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(1),

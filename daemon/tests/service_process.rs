@@ -75,7 +75,7 @@ impl CloudProcess {
         fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\nmodels_dir = \"{}\"\nlog_level = \"info\"\n[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n[runtime]\nworkers = 2\nintra_op_threads = 1\n",
+                "listen = \"127.0.0.1:{port}\"\nmodels_dir = \"{}\"\nlog_level = \"info\"\n[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\nclient_ca = \"device-ca.pem\"\n[runtime]\nworkers = 2\nintra_op_threads = 1\n",
                 repo_root().join("models/packages").display()
             ),
         )
@@ -91,6 +91,38 @@ impl CloudProcess {
                 .expect("gen-cert")
                 .success();
             assert!(ok, "gen-cert failed");
+            // The edge proves its identity with a device certificate (mutual TLS).
+            let ca = |name: &str| dir.join(name).display().to_string();
+            for args in [
+                vec![
+                    "gen-ca".to_owned(),
+                    "--cert".into(),
+                    ca("device-ca.pem"),
+                    "--key".into(),
+                    ca("device-ca-key.pem"),
+                ],
+                vec![
+                    "gen-device-cert".to_owned(),
+                    "--ca-cert".into(),
+                    ca("device-ca.pem"),
+                    "--ca-key".into(),
+                    ca("device-ca-key.pem"),
+                    "--device".into(),
+                    "service-test-edge".into(),
+                    "--cert".into(),
+                    ca("device.pem"),
+                    "--key".into(),
+                    ca("device-key.pem"),
+                ],
+            ] {
+                let ok = Command::new(cloud_binary())
+                    .args(&args)
+                    .stdout(Stdio::null())
+                    .status()
+                    .expect("jmdc-cloud")
+                    .success();
+                assert!(ok, "jmdc-cloud {args:?} failed");
+            }
         }
         let mut child = Command::new(cloud_binary())
             .args(["serve", "--config"])
@@ -203,6 +235,8 @@ codec = "{codec}"
 [cloud]
 endpoint = "{endpoint}"
 ca_cert = "cert.pem"
+client_cert = "device.pem"
+client_key = "device-key.pem"
 timeout_ms = 1000
 connect_timeout_ms = 1000
 reconnect_initial_ms = 100

@@ -32,6 +32,7 @@ listen = "127.0.0.1:4433"
 models_dir = "/usr/share/jmdc/models"
 log_level = "info"
 [tls]
+client_auth = "off"
 cert = "cloud-cert.pem"
 key = "cloud-key.pem"
 [runtime]

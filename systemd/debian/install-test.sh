@@ -91,7 +91,7 @@ expect_stat /var/lib/jmdc-edge/incoming "2770 jmdc:jmdc"
 as_jmdc=(setpriv --reuid=jmdc --regid=jmdc --init-groups)
 # The configs as shipped, read by the installed binaries from their default paths, as user jmdc.
 for bin in jmdc-edge jmdc-cloud; do
-  if out=$(env -i PATH=/usr/bin:/bin "${as_jmdc[@]}" "$bin" check-config 2>&1); then
+  if out=$(env -i PATH=/usr/bin:/bin "${as_jmdc[@]}" "$bin" check-config --syntax-only 2>&1); then
     ok "$bin check-config (default path, as jmdc): $out"
   else
     failed "$bin check-config as jmdc: $out"
@@ -103,10 +103,15 @@ jmdc-cloud gen-cert --cert /etc/jmdc/cloud-cert.pem --key /etc/jmdc/cloud-key.pe
 systemd-tmpfiles --create jmdc.conf
 expect_stat /etc/jmdc/cloud-key.pem "640 root:jmdc"
 cp /etc/jmdc/cloud-cert.pem /etc/jmdc/cloud-ca.pem
+# Device identity (the shipped cloud.toml requires it; docs/reliability.md).
+jmdc-cloud gen-ca --cert /etc/jmdc/device-ca.pem --key "$ov/device-ca-key.pem" >/dev/null
+jmdc-cloud gen-device-cert --ca-cert /etc/jmdc/device-ca.pem --ca-key "$ov/device-ca-key.pem" \
+  --device install-test-edge --cert /etc/jmdc/device.pem --key /etc/jmdc/device-key.pem >/dev/null
+chgrp jmdc /etc/jmdc/device-key.pem && chmod 0640 /etc/jmdc/device-key.pem
 
 port=$(python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 printf 'listen = "127.0.0.1:%s"\n' "$port" >/etc/jmdc/cloud.d/50-install-test.toml
-printf '[cloud]\nendpoint = "127.0.0.1:%s"\n' "$port" >/etc/jmdc/edge.d/50-install-test.toml
+printf '[cloud]\nendpoint = "127.0.0.1:%s"\nclient_cert = "/etc/jmdc/device.pem"\nclient_key = "/etc/jmdc/device-key.pem"\n' "$port" >/etc/jmdc/edge.d/50-install-test.toml
 
 # 8 small PNG frames, written under hidden names and renamed into the watched folder.
 python3 "$(dirname "$0")/test-frames.py" /var/lib/jmdc-edge/incoming 8

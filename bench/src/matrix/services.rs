@@ -98,7 +98,7 @@ impl Worker {
         write(
             &config,
             &format!(
-                "listen = \"127.0.0.1:0\"\nmodels_dir = {}\nlog_level = \"warn\"\n[tls]\ncert = {}\nkey = {}\n[runtime]\nworkers = 1\nintra_op_threads = 1\n",
+                "listen = \"127.0.0.1:0\"\nmodels_dir = {}\nlog_level = \"warn\"\n[tls]\nclient_auth = \"off\"\ncert = {}\nkey = {}\n[runtime]\nworkers = 1\nintra_op_threads = 1\n",
                 toml_str(&repo.join("models/packages").to_string_lossy()),
                 toml_str(&cert.to_string_lossy()),
                 toml_str(&key.to_string_lossy()),

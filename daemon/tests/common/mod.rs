@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jmdc_cloud::config::{CloudConfig, Limits, RuntimeSection, TlsFiles};
+use jmdc_cloud::config::{ClientAuth, CloudConfig, Limits, RuntimeSection, TlsFiles};
 use jmdc_cloud::{tls, CloudServer, TailEngine};
 use jmdc_edge::client::{client_config, CloudClient};
 use tokio::sync::oneshot;
@@ -88,6 +88,9 @@ impl Cloud {
             tls: TlsFiles {
                 cert: cert.clone(),
                 key,
+                client_auth: ClientAuth::Off,
+                client_ca: None,
+                revoked: None,
             },
             models_dir: packages_dir(),
             runtime: RuntimeSection {

@@ -1,0 +1,342 @@
+//! Device identity with the real binary: `jmdc-cloud gen-ca`, `gen-device-cert` and
+//! `fingerprint --revoke` make the files, `jmdc-cloud serve` requires client certificates from the
+//! device CA. Refused: no certificate, one from another CA, an expired one, a revoked one (the
+//! deny list re-read on SIGHUP, the process staying up); served: a good one, whose name appears
+//! in the worker's log. Every wait is bounded.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jmdc_core::protocol::{self, ProbeRequest, ServerMessage};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_jmdc-cloud");
+
+fn packages_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cloud/ has a parent")
+        .join("models/packages")
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run jmdc-cloud");
+    assert!(
+        out.status.success(),
+        "jmdc-cloud {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn p(dir: &Path, name: &str) -> String {
+    dir.join(name).display().to_string()
+}
+
+/// A device certificate `name` signed by the CA `ca` (files `<ca>.pem`, `<ca>-key.pem`).
+fn device(dir: &Path, ca: &str, name: &str, days: i64) {
+    run(&[
+        "gen-device-cert",
+        "--ca-cert",
+        &p(dir, &format!("{ca}.pem")),
+        "--ca-key",
+        &p(dir, &format!("{ca}-key.pem")),
+        "--device",
+        name,
+        "--cert",
+        &p(dir, &format!("{name}.pem")),
+        "--key",
+        &p(dir, &format!("{name}-key.pem")),
+        &format!("--days={days}"),
+    ]);
+}
+
+struct Worker {
+    child: Child,
+    addr: SocketAddr,
+    log: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_worker(dir: &Path) -> Worker {
+    let config = dir.join("cloud.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nmodels_dir = \"{}\"\nlog_level = \"info\"\n\
+             [tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\nclient_ca = \"device-ca.pem\"\n\
+             revoked = \"revoked.txt\"\n[runtime]\nworkers = 1\n",
+            packages_dir().display()
+        ),
+    )
+    .expect("config");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("RUST_LOG")
+        .env("JOURNAL_STREAM", "0:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start jmdc-cloud serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("jmdc-cloud listening on ") {
+                let _ = tx.send(addr.to_owned());
+            }
+        }
+    });
+    let mut stderr = child.stderr.take().expect("stderr");
+    let (log_tx, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let _ = log_tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the worker prints its address")
+        .parse()
+        .expect("address");
+    Worker { child, addr, log }
+}
+
+/// A client trusting the worker's certificate, presenting `identity` (cert, key) if given.
+fn client(dir: &Path, identity: Option<&str>) -> quinn::Endpoint {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(dir.join("cert.pem")).expect("pem") {
+        roots.add(c.expect("cert")).expect("trust");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(jmdc_cloud::tls::crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls 1.3")
+        .with_root_certificates(roots);
+    let mut tls = match identity {
+        None => builder.with_no_client_auth(),
+        Some(name) => {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_file_iter(dir.join(format!("{name}.pem")))
+                    .expect("pem")
+                    .map(|c| c.expect("cert"))
+                    .collect();
+            let key =
+                PrivateKeyDer::from_pem_file(dir.join(format!("{name}-key.pem"))).expect("key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client cert")
+        }
+    };
+    tls.alpn_protocols = vec![protocol::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
+    let mut endpoint =
+        quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    endpoint
+}
+
+/// Whether a probe gets its answer over a connection made with `identity`.
+async fn served(dir: &Path, addr: SocketAddr, identity: Option<&str>) -> bool {
+    let endpoint = client(dir, identity);
+    let attempt = async {
+        let conn = endpoint.connect(addr, "localhost").ok()?.await.ok()?;
+        let (mut send, mut recv) = conn.open_bi().await.ok()?;
+        let probe = protocol::encode_probe_request(&ProbeRequest {
+            probe_id: 1,
+            reply_bytes: 16,
+            padding_len: 16,
+        })
+        .ok()?;
+        send.write_all(&probe).await.ok()?;
+        send.finish().ok()?;
+        let reply = recv.read_to_end(1 << 20).await.ok()?;
+        conn.close(0u32.into(), b"done");
+        matches!(
+            protocol::decode_server_message(&reply),
+            Ok(ServerMessage::ProbeReply(_))
+        )
+        .then_some(())
+    };
+    let ok = tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .ok()
+        .flatten()
+        .is_some();
+    endpoint.close(0u32.into(), b"done");
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_current_devices_of_the_device_ca_are_served() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    run(&[
+        "gen-cert",
+        "--cert",
+        &p(dir, "cert.pem"),
+        "--key",
+        &p(dir, "key.pem"),
+    ]);
+    for ca in ["device-ca", "other-ca"] {
+        run(&[
+            "gen-ca",
+            "--cert",
+            &p(dir, &format!("{ca}.pem")),
+            "--key",
+            &p(dir, &format!("{ca}-key.pem")),
+        ]);
+    }
+    device(dir, "device-ca", "pi-good", 30);
+    device(dir, "device-ca", "pi-lost", 30);
+    device(dir, "device-ca", "pi-expired", -1);
+    device(dir, "other-ca", "pi-foreign", 30);
+    std::fs::write(dir.join("revoked.txt"), "# revoked devices\n").expect("deny list");
+    let worker = start_worker(dir);
+
+    assert!(
+        served(dir, worker.addr, Some("pi-good")).await,
+        "good device refused"
+    );
+    assert!(
+        served(dir, worker.addr, Some("pi-lost")).await,
+        "not revoked yet"
+    );
+    assert!(
+        !served(dir, worker.addr, None).await,
+        "served without a certificate"
+    );
+    assert!(
+        !served(dir, worker.addr, Some("pi-foreign")).await,
+        "served with another CA's certificate"
+    );
+    assert!(
+        !served(dir, worker.addr, Some("pi-expired")).await,
+        "served with an expired certificate"
+    );
+
+    // Revoke pi-lost: append its fingerprint, SIGHUP, the process stays up.
+    let printed = run(&[
+        "fingerprint",
+        "--cert",
+        &p(dir, "pi-lost.pem"),
+        "--revoke",
+        &p(dir, "revoked.txt"),
+    ]);
+    assert!(printed.contains("pi-lost"), "{printed}");
+    let status = Command::new("kill")
+        .args(["-HUP", &worker.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let mut log = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !log.contains("revocation list re-read") && std::time::Instant::now() < deadline {
+        if let Ok(chunk) = worker.log.recv_timeout(Duration::from_millis(100)) {
+            log.push_str(&chunk);
+        }
+    }
+    assert!(log.contains("revocation list re-read"), "{log}");
+    assert!(
+        !served(dir, worker.addr, Some("pi-lost")).await,
+        "revoked device served"
+    );
+    assert!(
+        served(dir, worker.addr, Some("pi-good")).await,
+        "good device refused after reload"
+    );
+
+    // The worker logs the proven identity of each connection.
+    std::thread::sleep(Duration::from_millis(300));
+    while let Ok(chunk) = worker.log.try_recv() {
+        log.push_str(&chunk);
+    }
+    assert!(log.contains("device=pi-good"), "{log}");
+    assert!(log.contains("handshake failed"), "{log}");
+}
+
+/// `check-config` checks the files the configuration names and says which key points at each
+/// missing one; `--syntax-only` does not.
+#[test]
+fn check_config_names_the_key_of_each_missing_file() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    run(&[
+        "gen-cert",
+        "--cert",
+        &p(dir, "cert.pem"),
+        "--key",
+        &p(dir, "key.pem"),
+    ]);
+    run(&[
+        "gen-ca",
+        "--cert",
+        &p(dir, "device-ca.pem"),
+        "--key",
+        &p(dir, "device-ca-key.pem"),
+    ]);
+    std::fs::write(dir.join("revoked.txt"), "").expect("deny list");
+    let config = dir.join("cloud.toml");
+    let write = |ca: &str, revoked: &str, models: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "models_dir = \"{models}\"\n[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\
+                 client_ca = \"{ca}\"\nrevoked = \"{revoked}\"\n"
+            ),
+        )
+        .expect("config");
+    };
+    let check = |flags: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("check-config")
+            .args(flags)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("check-config");
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let models = packages_dir().display().to_string();
+    write("device-ca.pem", "revoked.txt", &models);
+    let (code, text) = check(&[]);
+    assert_eq!(code, Some(0), "{text}");
+    write(
+        "missing-ca.pem",
+        "missing-revoked.txt",
+        "/nonexistent/models",
+    );
+    let (code, text) = check(&[]);
+    assert_eq!(code, Some(1), "{text}");
+    for key in ["tls.client_ca = ", "tls.revoked = ", "models_dir = "] {
+        assert!(text.contains(key), "{key} not named:\n{text}");
+    }
+    let (code, text) = check(&["--syntax-only"]);
+    assert_eq!(code, Some(0), "{text}");
+}
