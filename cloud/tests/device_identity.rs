@@ -4,25 +4,19 @@
 //! deny list re-read on SIGHUP, the process staying up); served: a good one, whose name appears
 //! in the worker's log. Every wait is bounded.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{packages_dir, BIN};
 use jmdc_core::protocol::{self, ProbeRequest, ServerMessage};
+
+mod common;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-
-const BIN: &str = env!("CARGO_BIN_EXE_jmdc-cloud");
-
-fn packages_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("cloud/ has a parent")
-        .join("models/packages")
-}
 
 fn run(args: &[&str]) -> String {
     let out = Command::new(BIN)
@@ -84,25 +78,7 @@ fn start_worker(dir: &Path) -> Worker {
         ),
     )
     .expect("config");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("RUST_LOG")
-        .env("JOURNAL_STREAM", "0:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start jmdc-cloud serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("jmdc-cloud listening on ") {
-                let _ = tx.send(addr.to_owned());
-            }
-        }
-    });
+    let (mut child, addr) = common::serve(&config, true);
     let mut stderr = child.stderr.take().expect("stderr");
     let (log_tx, log) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -114,11 +90,6 @@ fn start_worker(dir: &Path) -> Worker {
             let _ = log_tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("the worker prints its address")
-        .parse()
-        .expect("address");
     Worker { child, addr, log }
 }
 

@@ -6,16 +6,17 @@
 //! client that completes a handshake, a device with a valid certificate included. Every wait is
 //! bounded.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{packages_dir, BIN};
 use jmdc_core::protocol::{self, ErrorKind, InferRequest, PayloadKind, Response};
 
-const BIN: &str = env!("CARGO_BIN_EXE_jmdc-cloud");
+mod common;
+
 /// Budget of request bytes buffered at once (MiB) and the read timeout given to the worker.
 const BUDGET_MIB: u64 = 32;
 const READ_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -24,13 +25,6 @@ const PER_ADDRESS: usize = 4;
 /// The slowloris: connections × streams, each sending this much of a request and stalling.
 const STREAMS_PER_CONNECTION: usize = 60;
 const STALLED_BYTES: usize = 1 << 20;
-
-fn packages_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("cloud/ has a parent")
-        .join("models/packages")
-}
 
 struct Worker {
     child: Child,
@@ -60,30 +54,7 @@ impl Worker {
             ),
         )
         .expect("write config");
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("RUST_LOG")
-            .env("JOURNAL_STREAM", "0:0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start jmdc-cloud serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("jmdc-cloud listening on ") {
-                    let _ = tx.send(addr.to_owned());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("the worker prints its address")
-            .parse()
-            .expect("socket address");
+        let (child, addr) = common::serve(&config, false);
         Self { child, addr }
     }
 

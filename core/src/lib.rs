@@ -10,6 +10,7 @@ pub mod jpeg;
 pub mod logging;
 pub mod optimizer;
 pub mod package;
+pub mod preflight;
 pub mod preprocess;
 pub mod profiling;
 pub mod protocol;
