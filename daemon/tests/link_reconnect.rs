@@ -224,10 +224,11 @@ async fn a_connection_the_worker_closes_as_idle_is_replaced_without_a_loss() {
             .await
             .expect("connected");
         assert!(probe_ok(&first).await);
-        let closed = tokio::time::timeout(Duration::from_secs(8), first.connection().closed())
+        // The link may close its side first once it has seen the worker's `idle` (the reason
+        // read here is then `closed`); that the link took it for idleness shows in `losses`.
+        tokio::time::timeout(Duration::from_secs(8), first.connection().closed())
             .await
             .expect("the worker closes the idle connection");
-        assert!(closed.to_string().contains("idle"), "{closed}");
         wait_until("a new connection", Duration::from_secs(3), || {
             link.current().is_some_and(|c| !Arc::ptr_eq(&c, &first))
         })
