@@ -35,6 +35,12 @@ fn p(dir: &Path, name: &str) -> String {
     dir.join(name).display().to_string()
 }
 
+/// `jmdc-cloud CMD --cert <stem>.pem --key <stem>-key.pem` (for `gen-ca`; `gen-cert` writes
+/// the worker's `cert.pem`/`key.pem`).
+fn pair(dir: &Path, cmd: &str, cert: &str, key: &str) {
+    run(&[cmd, "--cert", &p(dir, cert), "--key", &p(dir, key)]);
+}
+
 /// A device certificate `name` signed by the CA `ca` (files `<ca>.pem`, `<ca>-key.pem`).
 fn device(dir: &Path, ca: &str, name: &str, days: i64) {
     run(&[
@@ -161,21 +167,14 @@ async fn served(dir: &Path, addr: SocketAddr, identity: Option<&str>) -> bool {
 async fn only_current_devices_of_the_device_ca_are_served() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
-    run(&[
-        "gen-cert",
-        "--cert",
-        &p(dir, "cert.pem"),
-        "--key",
-        &p(dir, "key.pem"),
-    ]);
+    pair(dir, "gen-cert", "cert.pem", "key.pem");
     for ca in ["device-ca", "other-ca"] {
-        run(&[
+        pair(
+            dir,
             "gen-ca",
-            "--cert",
-            &p(dir, &format!("{ca}.pem")),
-            "--key",
-            &p(dir, &format!("{ca}-key.pem")),
-        ]);
+            &format!("{ca}.pem"),
+            &format!("{ca}-key.pem"),
+        );
     }
     device(dir, "device-ca", "pi-good", 30);
     device(dir, "device-ca", "pi-lost", 30);
@@ -251,20 +250,8 @@ async fn only_current_devices_of_the_device_ca_are_served() {
 fn check_config_names_the_key_of_each_missing_file() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
-    run(&[
-        "gen-cert",
-        "--cert",
-        &p(dir, "cert.pem"),
-        "--key",
-        &p(dir, "key.pem"),
-    ]);
-    run(&[
-        "gen-ca",
-        "--cert",
-        &p(dir, "device-ca.pem"),
-        "--key",
-        &p(dir, "device-ca-key.pem"),
-    ]);
+    pair(dir, "gen-cert", "cert.pem", "key.pem");
+    pair(dir, "gen-ca", "device-ca.pem", "device-ca-key.pem");
     std::fs::write(dir.join("revoked.txt"), "").expect("deny list");
     let config = dir.join("cloud.toml");
     let write = |ca: &str, revoked: &str, models: &str| {
