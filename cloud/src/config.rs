@@ -115,6 +115,10 @@ pub struct Limits {
     /// Connections open at once from one IP address.
     #[serde(default = "default_max_connections_per_address")]
     pub max_connections_per_address: usize,
+    /// Connections open at once with one device identity (the name its client certificate
+    /// proved, whatever its addresses); not applied with `tls.client_auth = "off"`.
+    #[serde(default = "default_max_connections_per_device")]
+    pub max_connections_per_device: usize,
     /// Request bytes buffered at once across all connections, MiB; a request that does not fit
     /// is answered `Overloaded`.
     #[serde(default = "default_max_buffered_mib")]
@@ -132,6 +136,7 @@ impl Default for Limits {
             idle_timeout_s: default_idle(),
             max_connections: default_max_connections(),
             max_connections_per_address: default_max_connections_per_address(),
+            max_connections_per_device: default_max_connections_per_device(),
             max_buffered_mib: default_max_buffered_mib(),
             request_read_timeout_ms: default_request_read_timeout(),
         }
@@ -161,6 +166,9 @@ fn default_max_connections() -> usize {
 }
 fn default_max_connections_per_address() -> usize {
     16
+}
+fn default_max_connections_per_device() -> usize {
+    4
 }
 fn default_max_buffered_mib() -> usize {
     128
@@ -228,6 +236,9 @@ impl CloudConfig {
         }
         if self.limits.max_connections_per_address == 0 {
             return Err("limits.max_connections_per_address must be at least 1".into());
+        }
+        if self.limits.max_connections_per_device == 0 {
+            return Err("limits.max_connections_per_device must be at least 1".into());
         }
         // A budget smaller than one largest request would refuse it however idle the worker is.
         let min_mib = jmdc_core::protocol::MAX_REQUEST_BYTES.div_ceil(1 << 20);

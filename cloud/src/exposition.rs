@@ -88,8 +88,14 @@ pub fn render(view: &HealthView) -> String {
         (
             "jmdc_cloud_connections_refused_total",
             "counter",
-            "Connections refused at max_connections or max_connections_per_address.",
+            "Connections refused at max_connections, max_connections_per_address or max_connections_per_device.",
             load(&st.connections_refused),
+        ),
+        (
+            "jmdc_cloud_connections_refused_per_device_total",
+            "counter",
+            "Of those, connections closed after the handshake at max_connections_per_device.",
+            load(&st.connections_refused_per_device),
         ),
         (
             "jmdc_cloud_handshakes_failed_total",

@@ -1,5 +1,6 @@
-//! Resource bounds against hostile or broken clients: connections (in all and per address), the
-//! request bytes buffered at once, and how often a bad request may write a log line.
+//! Resource bounds against hostile or broken clients: connections (in all, per address and per
+//! device identity), the request bytes buffered at once, and how often a bad request may write a
+//! log line.
 //!
 //! Without them one unauthenticated connection that opened 63 streams, each announcing a 16 MiB
 //! request and then stalling, took the worker from 196 MB to 1,146 MB; the bound was
@@ -13,14 +14,23 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Caps on open connections, in all and per remote IP address, and each address's share of the
-/// request-byte budget (so that one address cannot spend all of it).
+/// Caps on open connections, in all, per remote IP address and per device identity (the name a
+/// client certificate proved), and each address's share of the request-byte budget (so that one
+/// address cannot spend all of it).
 #[derive(Debug)]
 pub struct ConnectionLimiter {
     max_total: usize,
     max_per_address: usize,
+    max_per_device: usize,
     bytes_per_address: usize,
-    open: Mutex<HashMap<IpAddr, (usize, Arc<ByteBudget>)>>,
+    open: Mutex<OpenConnections>,
+}
+
+/// What is open now: connections (and the shared byte budget) per address, connections per device.
+#[derive(Debug, Default)]
+struct OpenConnections {
+    addresses: HashMap<IpAddr, (usize, Arc<ByteBudget>)>,
+    devices: HashMap<String, usize>,
 }
 
 /// Why a connection was refused.
@@ -30,6 +40,8 @@ pub enum ConnectionRefusal {
     Total,
     /// `max_connections_per_address` are open from this address.
     PerAddress,
+    /// `max_connections_per_device` are open with this device's identity.
+    PerDevice,
 }
 
 /// An admitted connection; frees its place when dropped.
@@ -37,30 +49,42 @@ pub enum ConnectionRefusal {
 pub struct ConnectionSlot {
     limiter: Arc<ConnectionLimiter>,
     address: IpAddr,
+    /// The device identity this connection counts against, once [`ConnectionSlot::admit_device`]
+    /// admitted it.
+    device: Option<String>,
     /// The request-byte budget shared by the connections from this address.
     pub address_budget: Arc<ByteBudget>,
 }
 
 impl ConnectionLimiter {
-    /// At most `max_total` connections, `max_per_address` from one IP address; the connections
-    /// of one address buffer at most `bytes_per_address` request bytes at once.
-    pub fn new(max_total: usize, max_per_address: usize, bytes_per_address: usize) -> Arc<Self> {
+    /// At most `max_total` connections, `max_per_address` from one IP address, `max_per_device`
+    /// with one device identity; the connections of one address buffer at most
+    /// `bytes_per_address` request bytes at once.
+    pub fn new(
+        max_total: usize,
+        max_per_address: usize,
+        max_per_device: usize,
+        bytes_per_address: usize,
+    ) -> Arc<Self> {
         Arc::new(Self {
             max_total,
             max_per_address,
+            max_per_device,
             bytes_per_address,
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(OpenConnections::default()),
         })
     }
 
-    /// A place for a connection from `address`, or why there is none.
+    /// A place for a connection from `address`, or why there is none. The device identity is
+    /// known only after the handshake: [`ConnectionSlot::admit_device`] counts it then.
     pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<ConnectionSlot, ConnectionRefusal> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let total: usize = open.values().map(|(n, _)| n).sum();
+        let total: usize = open.addresses.values().map(|(n, _)| n).sum();
         if total >= self.max_total {
             return Err(ConnectionRefusal::Total);
         }
         let (mine, budget) = open
+            .addresses
             .entry(address)
             .or_insert_with(|| (0, ByteBudget::new(self.bytes_per_address)));
         if *mine >= self.max_per_address {
@@ -70,6 +94,7 @@ impl ConnectionLimiter {
         Ok(ConnectionSlot {
             limiter: self.clone(),
             address,
+            device: None,
             address_budget: budget.clone(),
         })
     }
@@ -77,17 +102,54 @@ impl ConnectionLimiter {
     /// Connections open from `address`.
     pub fn open_from(&self, address: IpAddr) -> usize {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.get(&address).map_or(0, |(n, _)| *n)
+        open.addresses.get(&address).map_or(0, |(n, _)| *n)
+    }
+
+    /// Connections open with the identity `device` (admitted by [`ConnectionSlot::admit_device`]).
+    pub fn open_as(&self, device: &str) -> usize {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.devices.get(device).copied().unwrap_or(0)
+    }
+}
+
+impl ConnectionSlot {
+    /// Counts this connection against `device`, the identity its client certificate proved;
+    /// refused ([`ConnectionRefusal::PerDevice`]) when `max_per_device` connections with that
+    /// identity are open already (the caller then closes the connection; dropping the slot frees
+    /// its address place). A slot counts against one device: later calls change nothing.
+    pub fn admit_device(&mut self, device: &str) -> Result<(), ConnectionRefusal> {
+        if self.device.is_some() {
+            return Ok(());
+        }
+        let mut open = self.limiter.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = open.devices.entry(device.to_owned()).or_insert(0);
+        if *mine >= self.limiter.max_per_device {
+            if *mine == 0 {
+                open.devices.remove(device);
+            }
+            return Err(ConnectionRefusal::PerDevice);
+        }
+        *mine += 1;
+        self.device = Some(device.to_owned());
+        Ok(())
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         let mut open = self.limiter.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((n, _)) = open.get_mut(&self.address) {
+        if let Some((n, _)) = open.addresses.get_mut(&self.address) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                open.remove(&self.address);
+                open.addresses.remove(&self.address);
+            }
+        }
+        if let Some(device) = &self.device {
+            if let Some(n) = open.devices.get_mut(device) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.devices.remove(device);
+                }
             }
         }
     }
@@ -240,7 +302,7 @@ mod tests {
 
     #[test]
     fn connections_are_capped_in_all_and_per_address() {
-        let limiter = ConnectionLimiter::new(3, 2, 100);
+        let limiter = ConnectionLimiter::new(3, 2, 10, 100);
         let a: IpAddr = [127, 0, 0, 1].into();
         let b: IpAddr = [127, 0, 0, 2].into();
         let a1 = limiter.admit(a).expect("first");
@@ -251,6 +313,61 @@ mod tests {
         drop(a1);
         assert_eq!(limiter.open_from(a), 1);
         let _b2 = limiter.admit(b).expect("a place was freed");
+    }
+
+    #[test]
+    fn connections_are_capped_per_device_whatever_their_address() {
+        let limiter = ConnectionLimiter::new(100, 100, 2, 100);
+        let addresses: Vec<IpAddr> = (1..=4).map(|i| [127, 0, 0, i].into()).collect();
+        let mut first = limiter.admit(addresses[0]).expect("address place");
+        first.admit_device("pi-01").expect("first pi-01");
+        let mut second = limiter.admit(addresses[1]).expect("address place");
+        second.admit_device("pi-01").expect("second pi-01");
+        let mut third = limiter.admit(addresses[2]).expect("address place");
+        assert_eq!(
+            third.admit_device("pi-01").err(),
+            Some(ConnectionRefusal::PerDevice),
+            "the third connection of pi-01 from a third address"
+        );
+        assert_eq!(limiter.open_as("pi-01"), 2);
+        // Another device is not affected, nor is the refused connection's address place.
+        third.admit_device("pi-02").expect("pi-02 on the same slot");
+        assert_eq!(limiter.open_as("pi-02"), 1);
+        drop(third);
+        assert_eq!(limiter.open_as("pi-02"), 0);
+        assert_eq!(limiter.open_from(addresses[2]), 0);
+        // A slot counts once, whatever is asked later.
+        first.admit_device("pi-01").expect("already counted");
+        first
+            .admit_device("pi-03")
+            .expect("already counted as pi-01");
+        assert_eq!(limiter.open_as("pi-01"), 2);
+        assert_eq!(limiter.open_as("pi-03"), 0);
+        // Closing one frees a place for the device.
+        drop(first);
+        assert_eq!(limiter.open_as("pi-01"), 1);
+        let mut fourth = limiter.admit(addresses[3]).expect("address place");
+        fourth.admit_device("pi-01").expect("a place was freed");
+        drop((second, fourth));
+        assert_eq!(limiter.open_as("pi-01"), 0);
+        assert_eq!(limiter.open_from(addresses[0]), 0);
+    }
+
+    #[test]
+    fn the_device_cap_does_not_lift_the_address_and_total_caps() {
+        let limiter = ConnectionLimiter::new(3, 2, 10, 100);
+        let a: IpAddr = [127, 0, 0, 1].into();
+        let b: IpAddr = [127, 0, 0, 2].into();
+        let mut slots = Vec::new();
+        for address in [a, a, b] {
+            let mut slot = limiter.admit(address).expect("place");
+            slot.admit_device("pi-01").expect("under the device cap");
+            slots.push(slot);
+        }
+        assert_eq!(limiter.admit(b).err(), Some(ConnectionRefusal::Total));
+        drop(slots.pop());
+        assert_eq!(limiter.admit(a).err(), Some(ConnectionRefusal::PerAddress));
+        assert_eq!(limiter.open_as("pi-01"), 2);
     }
 
     #[test]
@@ -273,7 +390,7 @@ mod tests {
     #[test]
     fn an_address_spends_only_its_share_of_the_budget() {
         let global = ByteBudget::new(1000);
-        let limiter = ConnectionLimiter::new(10, 10, 400);
+        let limiter = ConnectionLimiter::new(10, 10, 10, 400);
         let a = limiter.admit([127, 0, 0, 1].into()).expect("a");
         let a2 = limiter.admit([127, 0, 0, 1].into()).expect("a again");
         let b = limiter.admit([127, 0, 0, 2].into()).expect("b");

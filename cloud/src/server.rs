@@ -35,6 +35,12 @@ fn address_share(budget: usize) -> usize {
     (budget / 4).max(protocol::MAX_REQUEST_BYTES).min(budget)
 }
 
+/// The application close of a connection over `limits.max_connections_per_device`: code 1 (code 0
+/// is an ordinary close: `idle`, `shutdown`) and this reason.
+pub const DEVICE_LIMIT_CODE: u32 = 1;
+/// See [`DEVICE_LIMIT_CODE`].
+pub const DEVICE_LIMIT_REASON: &[u8] = b"too many connections with this device identity";
+
 /// Requests are read in chunks of at most this many bytes, each taken from the byte budget.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -113,6 +119,7 @@ impl CloudServer {
             connections: ConnectionLimiter::new(
                 cfg.limits.max_connections,
                 cfg.limits.max_connections_per_address,
+                cfg.limits.max_connections_per_device,
                 address_share(budget_bytes),
             ),
             budget,
@@ -290,12 +297,15 @@ struct StreamContext {
     read_timeout: Duration,
 }
 
-/// Serves one connection's streams. A connection with no stream open and none started for
-/// `idle` is closed (application code 0, reason `idle`), whatever keep-alives the peer sends.
+/// Serves one connection's streams. A connection whose device identity has
+/// `max_connections_per_device` connections open already is closed after its handshake
+/// ([`DEVICE_LIMIT_CODE`], [`DEVICE_LIMIT_REASON`]). A connection with no stream open and none
+/// started for `idle` is closed (application code 0, reason `idle`), whatever keep-alives the
+/// peer sends.
 async fn handle_connection(
     incoming: quinn::Incoming,
     ctx: StreamContext,
-    _slot: ConnectionSlot,
+    mut slot: ConnectionSlot,
     idle: Duration,
 ) -> Result<(), quinn::ConnectionError> {
     let peer = incoming.remote_address();
@@ -314,11 +324,32 @@ async fn handle_connection(
             return Err(e);
         }
     };
+    // The device's proven identity (certificate), not what its requests claim; none without
+    // client authentication (then only the address and total caps apply).
+    let proven = identity::device_name(&connection);
+    if let Some(name) = &proven {
+        if let Err(why) = slot.admit_device(name) {
+            ctx.stats
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            ctx.stats
+                .connections_refused_per_device
+                .fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = ctx.log_limiter.allow(Instant::now()) {
+                warn!(%peer, device = %name, reason = ?why, suppressed, "connection refused: limit reached");
+            } else {
+                ctx.stats
+                    .log_lines_suppressed
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            connection.close(DEVICE_LIMIT_CODE.into(), DEVICE_LIMIT_REASON);
+            return Ok(());
+        }
+    }
     ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
     ctx.stats.open_connections.fetch_add(1, Ordering::Relaxed);
     let _open = OpenConnection(ctx.stats.clone());
-    // The device's proven identity (certificate), not what its requests claim.
-    let device = identity::device_name(&connection).unwrap_or_else(|| "-".into());
+    let device = proven.unwrap_or_else(|| "-".into());
     info!(%peer, %device, "connection open");
     let streams_open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut last_stream = tokio::time::Instant::now();

@@ -34,8 +34,12 @@ pub struct ServerStats {
     pub latency: LatencyHistogram,
     /// Handshakes that failed (no device certificate, another CA's, expired, revoked, …).
     pub handshakes_failed: AtomicU64,
-    /// Connections refused at a limit (`max_connections`, `max_connections_per_address`).
+    /// Connections refused at a limit (`max_connections`, `max_connections_per_address`,
+    /// `max_connections_per_device`).
     pub connections_refused: AtomicU64,
+    /// Of those, connections closed after their handshake because `max_connections_per_device`
+    /// connections with the same device identity were open.
+    pub connections_refused_per_device: AtomicU64,
     /// Connections closed for having no request for `idle_timeout_s`.
     pub idle_closed: AtomicU64,
     /// Request streams reset for not arriving whole within `request_read_timeout_ms`.

@@ -2,7 +2,8 @@
 //! `fingerprint --revoke` make the files, `jmdc-cloud serve` requires client certificates from the
 //! device CA. Refused: no certificate, one from another CA, an expired one, a revoked one (the
 //! deny list re-read on SIGHUP, the process staying up); served: a good one, whose name appears
-//! in the worker's log. Every wait is bounded.
+//! in the worker's log. A device over `limits.max_connections_per_device` is closed after its
+//! handshake while another device is served. Every wait is bounded.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -72,14 +73,16 @@ impl Drop for Worker {
     }
 }
 
-fn start_worker(dir: &Path) -> Worker {
+/// The real worker requiring certificates of `device-ca.pem`, with `extra` appended to its
+/// configuration (after `[runtime]`: start it with a section header).
+fn start_worker(dir: &Path, extra: &str) -> Worker {
     let config = dir.join("cloud.toml");
     std::fs::write(
         &config,
         format!(
             "listen = \"127.0.0.1:0\"\nmodels_dir = \"{}\"\nlog_level = \"info\"\n\
              [tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\nclient_ca = \"device-ca.pem\"\n\
-             revoked = \"revoked.txt\"\n[runtime]\nworkers = 1\n",
+             revoked = \"revoked.txt\"\n[runtime]\nworkers = 1\n{extra}",
             packages_dir().display()
         ),
     )
@@ -132,11 +135,9 @@ fn client(dir: &Path, identity: Option<&str>) -> quinn::Endpoint {
     endpoint
 }
 
-/// Whether a probe gets its answer over a connection made with `identity`.
-async fn served(dir: &Path, addr: SocketAddr, identity: Option<&str>) -> bool {
-    let endpoint = client(dir, identity);
+/// Whether a probe gets its answer over `conn` within 10 s.
+async fn probe(conn: &quinn::Connection) -> bool {
     let attempt = async {
-        let conn = endpoint.connect(addr, "localhost").ok()?.await.ok()?;
         let (mut send, mut recv) = conn.open_bi().await.ok()?;
         let probe = protocol::encode_probe_request(&ProbeRequest {
             probe_id: 1,
@@ -147,18 +148,39 @@ async fn served(dir: &Path, addr: SocketAddr, identity: Option<&str>) -> bool {
         send.write_all(&probe).await.ok()?;
         send.finish().ok()?;
         let reply = recv.read_to_end(1 << 20).await.ok()?;
-        conn.close(0u32.into(), b"done");
         matches!(
             protocol::decode_server_message(&reply),
             Ok(ServerMessage::ProbeReply(_))
         )
         .then_some(())
     };
-    let ok = tokio::time::timeout(Duration::from_secs(10), attempt)
+    tokio::time::timeout(Duration::from_secs(10), attempt)
         .await
         .ok()
         .flatten()
-        .is_some();
+        .is_some()
+}
+
+/// A connection from `endpoint` to the worker, within 10 s.
+async fn connect(endpoint: &quinn::Endpoint, addr: SocketAddr) -> Option<quinn::Connection> {
+    let connecting = endpoint.connect(addr, "localhost").ok()?;
+    tokio::time::timeout(Duration::from_secs(10), connecting)
+        .await
+        .ok()?
+        .ok()
+}
+
+/// Whether a probe gets its answer over a connection made with `identity`.
+async fn served(dir: &Path, addr: SocketAddr, identity: Option<&str>) -> bool {
+    let endpoint = client(dir, identity);
+    let ok = match connect(&endpoint, addr).await {
+        Some(conn) => {
+            let ok = probe(&conn).await;
+            conn.close(0u32.into(), b"done");
+            ok
+        }
+        None => false,
+    };
     endpoint.close(0u32.into(), b"done");
     ok
 }
@@ -181,7 +203,7 @@ async fn only_current_devices_of_the_device_ca_are_served() {
     device(dir, "device-ca", "pi-expired", -1);
     device(dir, "other-ca", "pi-foreign", 30);
     std::fs::write(dir.join("revoked.txt"), "# revoked devices\n").expect("deny list");
-    let worker = start_worker(dir);
+    let worker = start_worker(dir, "");
 
     assert!(
         served(dir, worker.addr, Some("pi-good")).await,
@@ -242,6 +264,112 @@ async fn only_current_devices_of_the_device_ca_are_served() {
     }
     assert!(log.contains("device=pi-good"), "{log}");
     assert!(log.contains("handshake failed"), "{log}");
+}
+
+/// With `max_connections_per_device = 2`, a device's third connection (same certificate, same
+/// address, well under the per-address cap) is closed after its handshake with the device-limit
+/// reason while its first two are served, another device is served, and a place freed by
+/// closing one is usable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_over_its_connection_cap_is_refused_while_others_are_served() {
+    const PER_DEVICE: usize = 2;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    pair(dir, "gen-cert", "cert.pem", "key.pem");
+    pair(dir, "gen-ca", "device-ca.pem", "device-ca-key.pem");
+    device(dir, "device-ca", "pi-busy", 30);
+    device(dir, "device-ca", "pi-other", 30);
+    std::fs::write(dir.join("revoked.txt"), "").expect("deny list");
+    let worker = start_worker(
+        dir,
+        &format!("[limits]\nmax_connections_per_device = {PER_DEVICE}\n"),
+    );
+    let whole = async {
+        let busy = client(dir, Some("pi-busy"));
+        let mut held = Vec::new();
+        for i in 0..PER_DEVICE {
+            let conn = connect(&busy, worker.addr)
+                .await
+                .unwrap_or_else(|| panic!("pi-busy connection {} not established", i + 1));
+            assert!(
+                probe(&conn).await,
+                "pi-busy connection {} not served",
+                i + 1
+            );
+            held.push(conn);
+        }
+
+        // One more with the same certificate: the handshake succeeds, then the worker closes it.
+        let refused = match connect(&busy, worker.addr).await {
+            Some(conn) => tokio::time::timeout(Duration::from_secs(10), conn.closed())
+                .await
+                .expect("the connection over the device cap is closed within 10 s"),
+            None => panic!("the connection over the cap did not complete its handshake"),
+        };
+        match &refused {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                assert_eq!(
+                    close.error_code,
+                    jmdc_cloud::server::DEVICE_LIMIT_CODE.into(),
+                    "{refused}"
+                );
+                assert_eq!(
+                    &close.reason[..],
+                    jmdc_cloud::server::DEVICE_LIMIT_REASON,
+                    "{refused}"
+                );
+            }
+            other => panic!("closed otherwise than by the device cap: {other}"),
+        }
+
+        // The device's first connections keep working; another device is served.
+        for conn in &held {
+            assert!(
+                probe(conn).await,
+                "a held pi-busy connection stopped working"
+            );
+        }
+        assert!(
+            served(dir, worker.addr, Some("pi-other")).await,
+            "another device was refused while pi-busy was at its cap"
+        );
+
+        // Closing one of pi-busy's connections frees a place (the worker notices the close
+        // asynchronously: a few tries).
+        held.remove(0).close(0u32.into(), b"done");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut again = false;
+        while !again && tokio::time::Instant::now() < deadline {
+            again = served(dir, worker.addr, Some("pi-busy")).await;
+            if !again {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        assert!(again, "pi-busy refused after one of its connections closed");
+        for conn in held {
+            conn.close(0u32.into(), b"done");
+        }
+        busy.close(0u32.into(), b"done");
+    };
+    tokio::time::timeout(Duration::from_secs(90), whole)
+        .await
+        .expect("the test finishes within 90 s");
+
+    let mut log = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !log.contains("device=pi-busy") || !log.contains("PerDevice") {
+        if std::time::Instant::now() > deadline {
+            break;
+        }
+        if let Ok(chunk) = worker.log.recv_timeout(Duration::from_millis(100)) {
+            log.push_str(&chunk);
+        }
+    }
+    assert!(
+        log.lines()
+            .any(|l| l.contains("connection refused") && l.contains("PerDevice")),
+        "{log}"
+    );
 }
 
 /// `check-config` checks the files the configuration names and says which key points at each
