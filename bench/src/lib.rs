@@ -6,6 +6,10 @@
 //!
 //! [`matrix`] is the benchmark runner of `jmdc-bench`: the real binaries over a matrix of link
 //! and device conditions, the adaptive loop against fixed plans and baselines, and the report.
+//!
+//! [`soak`] is `jmdc-bench soak`: many devices with certificates, loss, a blackout and a worker
+//! restart; frames lost, recovery times and memory over time.
 
 pub mod linkemu;
 pub mod matrix;
+pub mod soak;

@@ -94,6 +94,10 @@ pub struct CloudSection {
     /// …up to this.
     #[serde(default = "default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
+    /// For this long after the cloud became unreachable the wait stays at `reconnect_initial_ms`
+    /// (it only starts doubling after), so a short outage ends within about one connect attempt.
+    #[serde(default = "default_reconnect_fast_ms")]
+    pub reconnect_fast_ms: u64,
     /// This many failed frames in a row on one connection drop it and reconnect.
     #[serde(default = "default_failures_before_reconnect")]
     pub failures_before_reconnect: u32,
@@ -219,6 +223,9 @@ fn default_reconnect_initial_ms() -> u64 {
     500
 }
 fn default_reconnect_max_ms() -> u64 {
+    30_000
+}
+fn default_reconnect_fast_ms() -> u64 {
     30_000
 }
 fn default_failures_before_reconnect() -> u32 {

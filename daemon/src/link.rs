@@ -52,6 +52,11 @@ pub struct LinkSettings {
     pub backoff_initial: Duration,
     /// … doubling after each failed round up to this. Also the interval of failback attempts.
     pub backoff_max: Duration,
+    /// For this long after an outage began, a failed round is retried after about
+    /// `backoff_initial` instead of a doubling wait: a link that comes back within it (a radio
+    /// blackout, a worker restart) is used again within about one connect attempt, not after a wait
+    /// that grew while it was down. Longer outages back off exponentially. Zero: double at once.
+    pub fast_retry_for: Duration,
     /// This many consecutive failed or timed-out requests on one connection drop it.
     pub failures_before_reconnect: u32,
 }
@@ -613,9 +618,16 @@ impl Driver {
                     drain_and_close(old.client);
                     self.shared.stats(|s| s.endpoint = None);
                 }
-                let delay = self
-                    .backoff
-                    .next_delay(&prepared.settings, self.jitter.unit());
+                let outage_age = self
+                    .outage
+                    .as_ref()
+                    .map_or(Duration::ZERO, |o| o.since.elapsed());
+                let delay = if outage_age < prepared.settings.fast_retry_for {
+                    Backoff::first_delay(&prepared.settings, self.jitter.unit())
+                } else {
+                    self.backoff
+                        .next_delay(&prepared.settings, self.jitter.unit())
+                };
                 self.shared.stats(|s| s.failed_rounds += 1);
                 let outage = self.outage.get_or_insert(Outage {
                     since: Instant::now(),
@@ -858,6 +870,12 @@ impl Backoff {
         base / 2 + (base / 2).mul_f64(unit.clamp(0.0, 1.0))
     }
 
+    /// The first delay (`backoff_initial` with the same jitter), without advancing.
+    fn first_delay(s: &LinkSettings, unit: f64) -> Duration {
+        let base = s.backoff_initial.min(s.backoff_max);
+        base / 2 + (base / 2).mul_f64(unit.clamp(0.0, 1.0))
+    }
+
     fn reset(&mut self) {
         self.next = None;
     }
@@ -909,6 +927,7 @@ mod tests {
             connect_timeout: Duration::from_millis(500),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_millis(800),
+            fast_retry_for: Duration::ZERO,
             failures_before_reconnect: 3,
         }
     }
@@ -932,6 +951,10 @@ mod tests {
         assert_eq!(b.next_delay(&s, 1.0), Duration::from_millis(800));
         b.reset();
         assert_eq!(b.next_delay(&s, 1.0), Duration::from_millis(100));
+        // The fast-retry delay does not advance the doubling.
+        assert_eq!(Backoff::first_delay(&s, 0.0), Duration::from_millis(50));
+        assert_eq!(Backoff::first_delay(&s, 1.0), Duration::from_millis(100));
+        assert_eq!(b.next_delay(&s, 1.0), Duration::from_millis(200));
     }
 
     #[test]

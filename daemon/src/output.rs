@@ -28,6 +28,8 @@ enum Target {
 #[derive(Debug, Serialize)]
 pub struct ResultLine<'a> {
     pub frame: u64,
+    /// When the result was written, milliseconds since the Unix epoch (wall clock).
+    pub unix_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<&'a str>,
     /// Ground truth, when the source knows it.
@@ -126,10 +128,17 @@ fn class_name(package: &ModelPackage, i: usize) -> &str {
     package.classes().get(i).map_or("?", String::as_str)
 }
 
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The JSON line of one frame.
 pub fn json_line(package: &ModelPackage, r: &FrameRecord) -> io::Result<String> {
     let line = ResultLine {
         frame: r.frame_id,
+        unix_ms: unix_ms_now(),
         origin: r.origin.as_deref(),
         label: r.label.map(|l| class_name(package, usize::from(l))),
         class: class_name(package, r.predicted),

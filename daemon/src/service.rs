@@ -121,6 +121,7 @@ pub fn link_settings(cloud: &CloudSection) -> LinkSettings {
         connect_timeout: Duration::from_millis(cloud.connect_timeout_ms),
         backoff_initial: Duration::from_millis(cloud.reconnect_initial_ms),
         backoff_max: Duration::from_millis(cloud.reconnect_max_ms),
+        fast_retry_for: Duration::from_millis(cloud.reconnect_fast_ms),
         failures_before_reconnect: cloud.failures_before_reconnect,
     }
 }

@@ -58,6 +58,7 @@ fn settings(endpoint: SocketAddr, ca: &std::path::Path) -> LinkSettings {
         connect_timeout: Duration::from_millis(300),
         backoff_initial: Duration::from_millis(100),
         backoff_max: Duration::from_millis(500),
+        fast_retry_for: Duration::ZERO,
         failures_before_reconnect: FAILURES,
     }
 }

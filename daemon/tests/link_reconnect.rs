@@ -28,6 +28,7 @@ fn settings(endpoints: Vec<SocketAddr>, ca: &Path) -> LinkSettings {
         connect_timeout: Duration::from_millis(500),
         backoff_initial: Duration::from_millis(100),
         backoff_max: Duration::from_secs(1),
+        fast_retry_for: Duration::ZERO,
         failures_before_reconnect: 3,
     }
 }
@@ -541,6 +542,33 @@ fn start_outside_a_runtime_is_an_error() {
     let err =
         CloudLink::start(settings(vec![common::unused_udp_addr()], &cert)).expect_err("no runtime");
     assert!(matches!(err, LinkError::NoRuntime), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_young_outage_retries_at_the_initial_wait_then_backs_off() {
+    tokio::time::timeout(WHOLE_TEST, async {
+        let (_certs, cert, _key) = common::make_cert();
+        let mut s = settings(vec![common::unused_udp_addr()], &cert);
+        s.connect_timeout = Duration::from_millis(200);
+        s.backoff_initial = Duration::from_millis(100);
+        s.backoff_max = Duration::from_secs(2);
+        s.fast_retry_for = Duration::from_secs(3);
+        let link = CloudLink::start(s).expect("start");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Within the fast window each round is 200 ms + a 50–100 ms wait: 10–12 rounds in 3 s
+        // (doubling waits would allow about 5).
+        let young = link.stats().failed_rounds;
+        println!("fast window, 3 s: {young} rounds");
+        assert!((8..=13).contains(&young), "rounds {young}");
+        // After it the waits double (100, 200, 400 … 2000 ms): at most 5 more rounds in 3 s.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let old = link.stats().failed_rounds - young;
+        println!("after the fast window, 3 s: {old} rounds");
+        assert!((2..=6).contains(&old), "rounds {old}");
+        link.close().await;
+    })
+    .await
+    .expect("test finished in time");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,6 +31,7 @@ async fn reconnect_cycles_do_not_leak_sockets_and_close_is_clean() {
             connect_timeout: Duration::from_millis(500),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(1),
+            fast_retry_for: Duration::ZERO,
             failures_before_reconnect: 1,
         })
         .expect("start");

@@ -43,6 +43,9 @@ enum Command {
         #[arg(long)]
         report: Option<PathBuf>,
     },
+    /// Many simulated devices with certificates against one worker through the link emulator:
+    /// 5 % and 30 % loss, a 10 s blackout and a worker restart (`make soak`, `make soak-short`).
+    Soak(SoakArgs),
     /// Busy-loop on one core for a while (the competing CPU load of `busy` cells).
     Spin {
         #[arg(long)]
@@ -123,6 +126,92 @@ struct RunArgs {
     keep_work: bool,
 }
 
+#[derive(Debug, Args)]
+struct SoakArgs {
+    /// Simulated devices (one jmdc-edge process each).
+    #[arg(long, default_value_t = 64)]
+    devices: usize,
+    /// Measured length in seconds (at least 100; the blackout is 10 s whatever the length).
+    #[arg(long, default_value_t = 600)]
+    duration_s: u64,
+    /// Frame-rate cap of each device.
+    #[arg(long, default_value_t = 4.0)]
+    fps: f64,
+    /// One-way delay of the emulated link, ms.
+    #[arg(long, default_value_t = 5)]
+    delay_ms: u64,
+    /// RSS sampling period, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    sample_s: f64,
+    /// Fail when a device takes longer than this to use the cloud again after the link returns or
+    /// the worker restarts.
+    #[arg(long, default_value_t = 2000)]
+    max_recovery_ms: u64,
+    /// Output folder: report.md, devices.csv, rss.csv (and work/ with logs and per-frame results).
+    #[arg(long, default_value = "target/soak")]
+    out: PathBuf,
+    /// Folder with jmdc-edge and jmdc-cloud.
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// Repository root (models/packages, models/samples).
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+}
+
+fn soak(args: SoakArgs) -> Result<i32> {
+    use jmdc_bench::soak::{report as soak_report, runner, schedule};
+    anyhow::ensure!(args.devices >= 1, "--devices must be ≥ 1");
+    anyhow::ensure!(args.fps.is_finite() && args.fps > 0.0, "--fps must be > 0");
+    anyhow::ensure!(
+        args.sample_s.is_finite() && args.sample_s > 0.0,
+        "--sample-s must be > 0"
+    );
+    let phases = schedule::phases(std::time::Duration::from_secs(args.duration_s))
+        .map_err(anyhow::Error::msg)?;
+    let bench = std::env::current_exe().context("this program's path")?;
+    // Absolute: the certificate tools run inside the work folder.
+    let bin_dir =
+        std::fs::canonicalize(&args.bin_dir).with_context(|| args.bin_dir.display().to_string())?;
+    let bins = Binaries::in_dir(&bin_dir, bench)?;
+    process::install_interrupt_handler()?;
+    let repo =
+        std::fs::canonicalize(&args.repo).with_context(|| args.repo.display().to_string())?;
+    std::fs::create_dir_all(&args.out).with_context(|| args.out.display().to_string())?;
+    let out = std::fs::canonicalize(&args.out).with_context(|| args.out.display().to_string())?;
+    let work = out.join("work");
+    let _ = std::fs::remove_dir_all(&work);
+    let settings = runner::SoakSettings {
+        repo,
+        work,
+        devices: args.devices,
+        fps: args.fps,
+        delay: std::time::Duration::from_millis(args.delay_ms),
+        phases,
+        sample_every: std::time::Duration::from_secs_f64(args.sample_s),
+        plan: runner::PlanSpec {
+            variant: "keep050".into(),
+            split: 6,
+            codec: "int4".into(),
+        },
+    };
+    let outcome = runner::run_soak(&bins, &settings)?;
+    let targets = soak_report::Targets {
+        max_recovery_ms: args.max_recovery_ms,
+    };
+    let analysed = soak_report::analyse(&outcome, &settings, &targets);
+    let command = format!(
+        "jmdc-bench soak --devices {} --duration-s {} --fps {}",
+        args.devices, args.duration_s, args.fps
+    );
+    let md = soak_report::markdown(&outcome, &settings, &analysed, &command);
+    let report_path = out.join("report.md");
+    std::fs::write(&report_path, &md).with_context(|| report_path.display().to_string())?;
+    soak_report::write_csvs(&out, &outcome, &analysed)?;
+    println!("{md}");
+    eprintln!("soak report: {}", report_path.display());
+    Ok(i32::from(!analysed.failures.is_empty()))
+}
+
 fn main() -> Result<()> {
     if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
         std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
@@ -146,6 +235,13 @@ fn main() -> Result<()> {
                 rendered.figures.len(),
                 from.display()
             );
+            Ok(())
+        }
+        Command::Soak(args) => {
+            let code = soak(args)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
             Ok(())
         }
         Command::Run(args) => {

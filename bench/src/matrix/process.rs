@@ -229,6 +229,20 @@ impl Proc {
         }
     }
 
+    /// Sends SIGTERM (through `kill`, the standard tool) without waiting; false when the child had
+    /// already ended or the signal could not be sent.
+    pub fn send_term(&mut self) -> bool {
+        if matches!(self.try_status(), Ok(Some(_))) {
+            return false;
+        }
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
     /// Asks the child to stop with SIGTERM (through `kill`, the standard tool) and waits up to
     /// `grace` before killing it.
     pub fn terminate(&mut self, grace: Duration) {
