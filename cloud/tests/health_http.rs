@@ -263,6 +263,20 @@ async fn ready_after_start_metrics_move_and_503_while_draining() {
     assert_eq!(sample(&draining, "jmdc_cloud_requests_in_flight"), 1);
     assert!(!serve.is_finished(), "drain ended with a request in flight");
 
+    // A stream opened after the drain began is not waited for (under steady traffic new streams
+    // would keep the drain from ever ending): hold one unfinished, it does not count.
+    let (mut late_send, _late_recv) = conn.open_bi().await.expect("open late stream");
+    late_send
+        .write_all(b"JMD")
+        .await
+        .expect("partial late request");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        stats.in_flight.load(Ordering::SeqCst),
+        1,
+        "only the stream from before the drain is waited for"
+    );
+
     // Let the held request end (it is malformed: three bytes); the drain then completes.
     send.finish().expect("finish held stream");
     let reply = tokio::time::timeout(T, recv.read_to_end(protocol::MAX_RESPONSE_BYTES))
