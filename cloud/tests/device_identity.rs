@@ -17,7 +17,7 @@ use jmdc_core::protocol::{self, ProbeRequest, ServerMessage};
 
 mod common;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
 fn run(args: &[&str]) -> String {
     let out = Command::new(BIN)
@@ -104,6 +104,23 @@ fn start_worker(dir: &Path, extra: &str) -> Worker {
 
 /// A client trusting the worker's certificate, presenting `identity` (cert, key) if given.
 fn client(dir: &Path, identity: Option<&str>) -> quinn::Endpoint {
+    let identity = identity.map(|name| {
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(dir.join(format!("{name}.pem")))
+                .expect("pem")
+                .map(|c| c.expect("cert"))
+                .collect();
+        let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}-key.pem"))).expect("key");
+        (chain, key)
+    });
+    client_presenting(dir, identity)
+}
+
+/// [`client`] presenting a certificate chain and key given as DER.
+fn client_presenting(
+    dir: &Path,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> quinn::Endpoint {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(dir.join("cert.pem")).expect("pem") {
         roots.add(c.expect("cert")).expect("trust");
@@ -114,18 +131,9 @@ fn client(dir: &Path, identity: Option<&str>) -> quinn::Endpoint {
         .with_root_certificates(roots);
     let mut tls = match identity {
         None => builder.with_no_client_auth(),
-        Some(name) => {
-            let chain: Vec<CertificateDer<'static>> =
-                CertificateDer::pem_file_iter(dir.join(format!("{name}.pem")))
-                    .expect("pem")
-                    .map(|c| c.expect("cert"))
-                    .collect();
-            let key =
-                PrivateKeyDer::from_pem_file(dir.join(format!("{name}-key.pem"))).expect("key");
-            builder
-                .with_client_auth_cert(chain, key)
-                .expect("client cert")
-        }
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .expect("client cert"),
     };
     tls.alpn_protocols = vec![protocol::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
@@ -172,7 +180,11 @@ async fn connect(endpoint: &quinn::Endpoint, addr: SocketAddr) -> Option<quinn::
 
 /// Whether a probe gets its answer over a connection made with `identity`.
 async fn served(dir: &Path, addr: SocketAddr, identity: Option<&str>) -> bool {
-    let endpoint = client(dir, identity);
+    served_by(client(dir, identity), addr).await
+}
+
+/// Whether a probe gets its answer over a connection from `endpoint`.
+async fn served_by(endpoint: quinn::Endpoint, addr: SocketAddr) -> bool {
     let ok = match connect(&endpoint, addr).await {
         Some(conn) => {
             let ok = probe(&conn).await;
@@ -251,6 +263,31 @@ async fn only_current_devices_of_the_device_ca_are_served() {
     assert!(
         !served(dir, worker.addr, Some("pi-lost")).await,
         "revoked device served"
+    );
+    // Its certificate with the other valid ECDSA signature (another fingerprint, made without
+    // the CA's key) is refused too; it got in before the deny list checked these twins.
+    let lost = CertificateDer::pem_file_iter(dir.join("pi-lost.pem"))
+        .expect("pem")
+        .next()
+        .expect("a certificate")
+        .expect("cert");
+    // Of its twins (one per ECDSA curve) the one of the CA's curve verifies when not revoked.
+    let unrevoked =
+        jmdc_cloud::identity::client_verifier(&dir.join("device-ca.pem"), Arc::default())
+            .expect("verifier");
+    let twin = jmdc_cloud::identity::ecdsa_twins(lost.as_ref())
+        .into_iter()
+        .find(|t| {
+            unrevoked
+                .verify_client_cert(&CertificateDer::from(t.as_slice()), &[], UnixTime::now())
+                .is_ok()
+        })
+        .expect("a twin that verifies");
+    let key = PrivateKeyDer::from_pem_file(dir.join("pi-lost-key.pem")).expect("key");
+    let twin_client = client_presenting(dir, Some((vec![CertificateDer::from(twin)], key)));
+    assert!(
+        !served_by(twin_client, worker.addr).await,
+        "revoked device served with its certificate's other ECDSA signature"
     );
     assert!(
         served(dir, worker.addr, Some("pi-good")).await,
