@@ -9,7 +9,7 @@ VERIFY_VENV := .cache/verify-venv
 # Prefer the training venv when it exists (it has everything); otherwise a light one without PyTorch.
 MODELS_PY = $(if $(wildcard $(TRAIN_VENV)/bin/python),$(TRAIN_VENV)/bin/python,$(VERIFY_VENV)/bin/python)
 
-.PHONY: demo test bench bench-ci bench-bins ort build lint fmt models-venv models-verify verify-venv deploy-check cross-ci debs clean
+.PHONY: demo test bench bench-ci soak soak-short bench-bins ort build lint fmt models-venv models-verify verify-venv deploy-check cross-ci debs clean
 
 ## Run the bundled model on the bundled sample frames: cloud worker + edge on loopback, four plans compared.
 demo: ort
@@ -34,6 +34,15 @@ bench: ort bench-bins
 bench-ci: ort bench-bins
 	target/release/jmdc-bench run --cells ci --frames 64 --repeats 6 --no-dynamic --fail-above 1.25 \
 		--out target/bench-ci --report target/bench-ci/benchmarks.md
+
+## Soak and fault run (about 12 minutes): 64 simulated devices with certificates, 10 minutes through the
+## link emulator with 5 % and 30 % loss, a 10 s blackout and a worker restart → docs/soak/ (docs/reliability.md).
+soak: ort bench-bins
+	target/release/jmdc-bench soak --devices 64 --duration-s 600 --out docs/soak
+
+## The same in 100 s (CI): fails on a lost frame, a panic, an unclean exit or a recovery over 2 s → target/soak/.
+soak-short: ort bench-bins
+	target/release/jmdc-bench soak --devices 64 --duration-s 100 --out target/soak
 
 bench-bins:
 	$(CARGO) build --release -p jmdc-edge -p jmdc-cloud -p jmdc-bench

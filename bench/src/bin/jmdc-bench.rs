@@ -147,9 +147,12 @@ struct SoakArgs {
     /// the worker restarts.
     #[arg(long, default_value_t = 2000)]
     max_recovery_ms: u64,
-    /// Output folder: report.md, devices.csv, rss.csv (and work/ with logs and per-frame results).
+    /// Output folder: report.md, devices.csv, rss.csv.
     #[arg(long, default_value = "target/soak")]
     out: PathBuf,
+    /// Scratch folder (emptied first): certificates, configurations, logs, per-frame results.
+    #[arg(long, default_value = "target/soak-work")]
+    work: PathBuf,
     /// Folder with jmdc-edge and jmdc-cloud.
     #[arg(long, default_value = "target/release")]
     bin_dir: PathBuf,
@@ -178,8 +181,9 @@ fn soak(args: SoakArgs) -> Result<i32> {
         std::fs::canonicalize(&args.repo).with_context(|| args.repo.display().to_string())?;
     std::fs::create_dir_all(&args.out).with_context(|| args.out.display().to_string())?;
     let out = std::fs::canonicalize(&args.out).with_context(|| args.out.display().to_string())?;
-    let work = out.join("work");
-    let _ = std::fs::remove_dir_all(&work);
+    let _ = std::fs::remove_dir_all(&args.work);
+    std::fs::create_dir_all(&args.work).with_context(|| args.work.display().to_string())?;
+    let work = std::fs::canonicalize(&args.work).with_context(|| args.work.display().to_string())?;
     let settings = runner::SoakSettings {
         repo,
         work,
