@@ -2,6 +2,9 @@
 //! TCP ports, scraped with raw HTTP requests (and curl when installed); the body is checked line
 //! by line against the Prometheus text exposition format.
 
+#[path = "support/require.rs"]
+mod require;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -737,7 +740,7 @@ async fn curl_scrapes_the_unix_socket() {
         .output()
         .await;
     if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIP: curl is not installed");
+        require::missing(require::Need::Tool, "curl is not installed");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

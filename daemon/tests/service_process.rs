@@ -7,6 +7,9 @@
 //! - The cloud worker killed (SIGKILL) in the middle of a 1000-frame run: every frame gets exactly
 //!   one result in order, fallbacks are counted, and the edge reconnects when the worker returns.
 
+#[path = "support/require.rs"]
+mod require;
+
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
@@ -526,7 +529,10 @@ fn ffmpeg_available() -> bool {
 #[test]
 fn mjpeg_camera_pipe_runs_until_sigterm() {
     if !ffmpeg_available() {
-        println!("skipped: ffmpeg is not installed (apt install ffmpeg)");
+        require::missing(
+            require::Need::Tool,
+            "ffmpeg is not installed (apt install ffmpeg)",
+        );
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

@@ -1,6 +1,9 @@
 //! CIFAR source: ids, labels and pixels match the file; limit, repeat and max_fps work;
 //! bad input names the file.
 
+#[path = "support/require.rs"]
+mod require;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -138,7 +141,10 @@ async fn real_test_batch_when_present() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/datasets/cifar-10/cifar-10-batches-bin/test_batch.bin");
     if !path.exists() {
-        println!("skipped: {} not present", path.display());
+        require::missing(
+            require::Need::Shared,
+            &format!("{} not present", path.display()),
+        );
         return;
     }
     let file = jmdc_core::cifar::CifarFile::open(&path).expect("open");

@@ -2,6 +2,9 @@
 //! with backoff, newest-frame-wins drops with contiguous ids, the child killed on drop, and a
 //! missing program named. Skipped (with a message) when ffmpeg is not on PATH.
 
+#[path = "support/require.rs"]
+mod require;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -18,7 +21,7 @@ fn have_ffmpeg() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        println!("skipped: ffmpeg is not on PATH");
+        require::missing(require::Need::Tool, "ffmpeg is not on PATH");
     }
     ok
 }
