@@ -18,6 +18,8 @@
 mod bits;
 mod decode;
 mod encode;
+#[cfg(test)]
+mod golden;
 
 use std::fmt;
 use std::str::FromStr;
