@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use jmdc_core::codec::{self, DecodeLimits};
 use jmdc_core::jpeg;
-use jmdc_core::package::ModelPackage;
+use jmdc_core::package::{ModelPackage, Normalization};
 use jmdc_core::preprocess;
 use jmdc_core::protocol::{ErrorKind, ErrorReply, InferRequest, InferResult, PayloadKind};
 use jmdc_core::runner::{LayerRunner, RunnerOptions, RunnerPool};
@@ -177,47 +177,83 @@ impl TailEngine {
     ) -> Result<ArrayD<f32>, String> {
         let expected = package
             .split_tensor_shape(variant, split)
-            .map_err(|e| e.to_string())?
-            .to_vec();
-        match req.payload_kind {
-            PayloadKind::Image | PayloadKind::Jpeg => {
-                let is_jpeg = matches!(req.payload_kind, PayloadKind::Jpeg);
-                if split != 0 {
-                    let what = if is_jpeg { "a JPEG" } else { "an image" };
-                    return Err(format!("{what} payload needs split 0, not {split}"));
-                }
-                let shape: [usize; 3] = package
-                    .input_shape()
-                    .try_into()
-                    .map_err(|_| "model input is not an image [C, H, W]".to_string())?;
-                let decoded;
-                let pixels: &[u8] = if is_jpeg {
-                    // Refuses a JPEG whose header is not exactly H×W before decoding any pixel.
-                    decoded = jpeg::decode_chw(&req.payload, shape).map_err(|e| e.to_string())?;
-                    &decoded
-                } else {
-                    &req.payload
-                };
-                preprocess::normalize_chw_u8(pixels, shape, package.normalization())
-                    .map(|a| a.into_dyn())
-                    .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        let tail = TailInput {
+            variant,
+            split,
+            input_shape: package.input_shape(),
+            split_shape: expected,
+            normalization: package.normalization(),
+        };
+        payload_input(&tail, req.payload_kind, &req.payload)
+    }
+}
+
+/// What a request's payload must become: the model's input and the tensor at the split.
+#[derive(Debug, Clone, Copy)]
+pub struct TailInput<'a> {
+    /// The variant (named in errors).
+    pub variant: &'a str,
+    /// The first layer the worker runs.
+    pub split: usize,
+    /// The model's input `[C, H, W]` (image payloads).
+    pub input_shape: &'a [usize],
+    /// The tensor at `split` without the batch axis (feature payloads).
+    pub split_shape: &'a [usize],
+    /// How image pixels are normalised.
+    pub normalization: &'a Normalization,
+}
+
+/// Decodes a request's payload (peer-controlled bytes) into the tail's input tensor `[1, …]`, as
+/// the worker does before inference: a raw or JPEG image (split 0 only; the JPEG's header must
+/// give exactly H×W) normalised, or a feature tensor (`jmdc_core::codec`, at most the split
+/// tensor's elements) of exactly the split's shape. Errors are messages for a `BadPayload`
+/// reply. Pure; public for the fuzz target `cloud/fuzz` `request_payload`.
+pub fn payload_input(
+    tail: &TailInput<'_>,
+    kind: PayloadKind,
+    payload: &[u8],
+) -> Result<ArrayD<f32>, String> {
+    let split = tail.split;
+    match kind {
+        PayloadKind::Image | PayloadKind::Jpeg => {
+            let is_jpeg = matches!(kind, PayloadKind::Jpeg);
+            if split != 0 {
+                let what = if is_jpeg { "a JPEG" } else { "an image" };
+                return Err(format!("{what} payload needs split 0, not {split}"));
             }
-            PayloadKind::Feature => {
-                let limits = DecodeLimits {
-                    max_elements: expected.iter().product::<usize>().max(1),
-                    ..DecodeLimits::default()
-                };
-                let decoded = codec::decode(&req.payload, &limits).map_err(|e| e.to_string())?;
-                if decoded.shape != expected {
-                    return Err(format!(
-                        "tensor shape {:?} does not match split {split} of `{variant}` (expects {:?})",
-                        decoded.shape, expected
-                    ));
-                }
-                let mut shape = vec![1];
-                shape.extend_from_slice(&decoded.shape);
-                ArrayD::from_shape_vec(IxDyn(&shape), decoded.data).map_err(|e| e.to_string())
+            let shape: [usize; 3] = tail
+                .input_shape
+                .try_into()
+                .map_err(|_| "model input is not an image [C, H, W]".to_string())?;
+            let decoded;
+            let pixels: &[u8] = if is_jpeg {
+                // Refuses a JPEG whose header is not exactly H×W before decoding any pixel.
+                decoded = jpeg::decode_chw(payload, shape).map_err(|e| e.to_string())?;
+                &decoded
+            } else {
+                payload
+            };
+            preprocess::normalize_chw_u8(pixels, shape, tail.normalization)
+                .map(|a| a.into_dyn())
+                .map_err(|e| e.to_string())
+        }
+        PayloadKind::Feature => {
+            let expected = tail.split_shape;
+            let limits = DecodeLimits {
+                max_elements: expected.iter().product::<usize>().max(1),
+                ..DecodeLimits::default()
+            };
+            let decoded = codec::decode(payload, &limits).map_err(|e| e.to_string())?;
+            if decoded.shape != expected {
+                return Err(format!(
+                    "tensor shape {:?} does not match split {split} of `{}` (expects {:?})",
+                    decoded.shape, tail.variant, expected
+                ));
             }
+            let mut shape = vec![1];
+            shape.extend_from_slice(&decoded.shape);
+            ArrayD::from_shape_vec(IxDyn(&shape), decoded.data).map_err(|e| e.to_string())
         }
     }
 }
