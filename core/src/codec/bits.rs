@@ -41,8 +41,9 @@ impl<'a> BitWriter<'a> {
     }
 }
 
-/// Reads fixed-width codes from a byte slice, LSB-first. Reads past the end yield zero bits; callers
-/// validate the slice length beforehand.
+/// Reads fixed-width codes from a byte slice, LSB-first. Reads past the end yield zero bits
+/// (reference implementation for tests; the decoder unpacks groups of 8 codes directly).
+#[cfg(test)]
 #[derive(Debug)]
 pub(crate) struct BitReader<'a> {
     bytes: &'a [u8],
@@ -51,6 +52,7 @@ pub(crate) struct BitReader<'a> {
     nbits: u32,
 }
 
+#[cfg(test)]
 impl<'a> BitReader<'a> {
     pub(crate) fn new(bytes: &'a [u8]) -> Self {
         BitReader {
@@ -82,6 +84,123 @@ impl<'a> BitReader<'a> {
         self.acc >>= width;
         self.nbits -= width;
         v
+    }
+}
+
+/// Packs groups of 8 codes (each `< 2^B`) into `B` bytes each, LSB-first: code `i` of a group
+/// occupies bits `i·B .. i·B+B` of the group's little-endian `B`-byte word. `codes.len()` is a
+/// multiple of 8 and `dst.len() == codes.len() / 8 · B` (extra codes or bytes are ignored).
+///
+/// `B` is a constant so that every shift is one, and 2, 4 and 8 bits (whole codes per byte) are
+/// plain byte loops the compiler vectorizes.
+#[inline(always)]
+pub(crate) fn pack_groups<const B: usize>(codes: &[u8], dst: &mut [u8]) {
+    match B {
+        8 => {
+            for (d, &c) in dst.iter_mut().zip(codes) {
+                *d = c;
+            }
+        }
+        4 => {
+            // Two codes as one little-endian u16 (contiguous loads the compiler vectorizes).
+            for (d, c) in dst.iter_mut().zip(codes.as_chunks::<2>().0) {
+                let v = u16::from_le_bytes(*c);
+                *d = (v | (v >> 4)) as u8;
+            }
+        }
+        2 => {
+            for (d, c) in dst.iter_mut().zip(codes.as_chunks::<4>().0) {
+                let v = u32::from_le_bytes(*c);
+                *d = (v | (v >> 6) | (v >> 12) | (v >> 18)) as u8;
+            }
+        }
+        _ => {
+            // SWAR: merge neighbouring codes pairwise, 8 → 4 → 2 → 1 fields of B, 2B, 4B, 8B bits.
+            const M8: u64 = 0x00ff_00ff_00ff_00ff;
+            const M16: u64 = 0x0000_ffff_0000_ffff;
+            for (d, g) in dst.chunks_exact_mut(B).zip(codes.as_chunks::<8>().0) {
+                let w = u64::from_le_bytes(*g);
+                let w = (w & M8) | (((w >> 8) & M8) << B);
+                let w = (w & M16) | (((w >> 16) & M16) << (2 * B));
+                let w = (w & 0xffff_ffff) | ((w >> 32) << (4 * B));
+                d.copy_from_slice(&w.to_le_bytes()[..B]);
+            }
+        }
+    }
+}
+
+/// The inverse of [`pack_groups`] through a lookup table: every `B` bytes of `src` give 8 values
+/// `table[code]`. `out.len()` is a multiple of 8 and `src.len() == out.len() / 8 · B` (extra values
+/// or bytes are ignored).
+#[inline(always)]
+pub(crate) fn unpack_groups<const B: usize>(src: &[u8], table: &[f32; 256], out: &mut [f32]) {
+    match B {
+        8 => {
+            for (o, &c) in out.iter_mut().zip(src) {
+                *o = table[usize::from(c)];
+            }
+        }
+        4 => {
+            for (o, &c) in out.as_chunks_mut::<2>().0.iter_mut().zip(src) {
+                *o = [table[usize::from(c & 0x0f)], table[usize::from(c >> 4)]];
+            }
+        }
+        2 => {
+            for (o, &c) in out.as_chunks_mut::<4>().0.iter_mut().zip(src) {
+                *o = [
+                    table[usize::from(c & 3)],
+                    table[usize::from((c >> 2) & 3)],
+                    table[usize::from((c >> 4) & 3)],
+                    table[usize::from(c >> 6)],
+                ];
+            }
+        }
+        _ => {
+            let mask = (1u64 << B) - 1;
+            for (o, s) in out.chunks_exact_mut(8).zip(src.chunks_exact(B)) {
+                let mut word = [0u8; 8];
+                word[..B].copy_from_slice(s);
+                let w = u64::from_le_bytes(word);
+                for (i, o) in o.iter_mut().enumerate() {
+                    // Masked to < 2^B ≤ 256.
+                    *o = table[((w >> (i * B)) & mask) as usize];
+                }
+            }
+        }
+    }
+}
+
+/// The codes of [`pack_groups`] back: every `B` bytes of `src` give 8 codes. `out.len()` is a
+/// multiple of 8 and `src.len() == out.len() / 8 · B` (extra codes or bytes are ignored).
+#[inline(always)]
+pub(crate) fn unpack_codes<const B: usize>(src: &[u8], out: &mut [u8]) {
+    match B {
+        8 => {
+            for (o, &c) in out.iter_mut().zip(src) {
+                *o = c;
+            }
+        }
+        4 => {
+            for (o, &c) in out.as_chunks_mut::<2>().0.iter_mut().zip(src) {
+                *o = [c & 0x0f, c >> 4];
+            }
+        }
+        2 => {
+            for (o, &c) in out.as_chunks_mut::<4>().0.iter_mut().zip(src) {
+                *o = [c & 3, (c >> 2) & 3, (c >> 4) & 3, c >> 6];
+            }
+        }
+        _ => {
+            let mask = (1u64 << B) - 1;
+            for (o, s) in out.chunks_exact_mut(8).zip(src.chunks_exact(B)) {
+                let mut word = [0u8; 8];
+                word[..B].copy_from_slice(s);
+                let w = u64::from_le_bytes(word);
+                for (i, o) in o.iter_mut().enumerate() {
+                    *o = ((w >> (i * B)) & mask) as u8;
+                }
+            }
+        }
     }
 }
 
@@ -130,6 +249,39 @@ mod tests {
                 assert_eq!(r.get(width), c, "width {width}");
             }
         }
+    }
+
+    /// The group packers against the bit-at-a-time reference, every width, full groups.
+    #[test]
+    fn groups_match_reference() {
+        fn check<const B: usize>() {
+            let codes: Vec<u8> = (0..8 * 37u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8 & ((1u16 << B) - 1) as u8)
+                .collect();
+            let mut reference = Vec::new();
+            let mut w = BitWriter::new(&mut reference);
+            for &c in &codes {
+                w.put(u32::from(c), B as u32);
+            }
+            w.finish();
+            let mut packed = vec![0u8; codes.len() / 8 * B];
+            pack_groups::<B>(&codes, &mut packed);
+            assert_eq!(packed, reference, "{B} bits");
+            let table: [f32; 256] = std::array::from_fn(|i| i as f32);
+            let mut values = vec![0.0f32; codes.len()];
+            unpack_groups::<B>(&packed, &table, &mut values);
+            let back: Vec<u8> = values.iter().map(|&v| v as u8).collect();
+            assert_eq!(back, codes, "{B} bits");
+            let mut back = vec![0u8; codes.len()];
+            unpack_codes::<B>(&packed, &mut back);
+            assert_eq!(back, codes, "{B} bits");
+        }
+        check::<2>();
+        check::<3>();
+        check::<4>();
+        check::<5>();
+        check::<6>();
+        check::<8>();
     }
 
     #[test]

@@ -229,7 +229,11 @@ fn matches_baseline() {
     let mut base_enc = baseline::Encoder::new();
     let mut out = Vec::new();
     let mut base_out = Vec::new();
-    let iterations = if cfg!(debug_assertions) { 3000 } else { 20_000 };
+    // JMDC_CODEC_DIFF_ITERS=1000000 for a long run.
+    let iterations = std::env::var("JMDC_CODEC_DIFF_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if cfg!(debug_assertions) { 3000 } else { 20_000 });
     for _ in 0..iterations {
         let rank = rng.below(5) as usize;
         let shape: Vec<usize> = (0..rank)
@@ -298,4 +302,40 @@ fn matches_baseline() {
             }
         }
     }
+}
+
+/// The header's `min` is the first of the smallest kept values in wire order, so a zero min
+/// keeps the sign of the first zero: `+0.0` and `-0.0` mixed in every order, with and without a
+/// mask, give the frozen implementation's bytes (and both signs do occur in the headers).
+#[test]
+fn zero_signs_match_baseline() {
+    let mut rng = Rng(0x7a65_726f_7369_676e);
+    let mut seen = [false; 2];
+    for shape in [&[1000usize][..], &[16, 8, 8], &[3, 5, 7], &[64, 5, 5]] {
+        let n: usize = shape.iter().product();
+        for trial in 0..40 {
+            let data: Vec<f32> = (0..n)
+                .map(|_| match rng.below(4) {
+                    0 => 0.0,
+                    1 => -0.0,
+                    _ if trial % 2 == 0 => rng.unit() * 5.0,
+                    _ => rng.unit() * 5.0 - 2.5,
+                })
+                .collect();
+            for keep_ratio in KEEPS {
+                for mode in [QuantMode::Bits(2), QuantMode::Bits(4), QuantMode::Bits(8)] {
+                    let p = CodecParams { keep_ratio, mode };
+                    let new = encode(&data, shape, &p).unwrap();
+                    let old = baseline::encode(&data, shape, &p).unwrap();
+                    assert_eq!(new, old, "{shape:?} {p:?}");
+                    let at = 8 + 4 * shape.len() + 8;
+                    let min = f32::from_le_bytes(new[at..at + 4].try_into().unwrap());
+                    if min == 0.0 {
+                        seen[usize::from(min.is_sign_negative())] = true;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(seen, [true, true]);
 }
