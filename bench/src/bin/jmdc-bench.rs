@@ -183,7 +183,8 @@ fn soak(args: SoakArgs) -> Result<i32> {
     let out = std::fs::canonicalize(&args.out).with_context(|| args.out.display().to_string())?;
     let _ = std::fs::remove_dir_all(&args.work);
     std::fs::create_dir_all(&args.work).with_context(|| args.work.display().to_string())?;
-    let work = std::fs::canonicalize(&args.work).with_context(|| args.work.display().to_string())?;
+    let work =
+        std::fs::canonicalize(&args.work).with_context(|| args.work.display().to_string())?;
     let settings = runner::SoakSettings {
         repo,
         work,
