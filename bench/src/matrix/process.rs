@@ -246,16 +246,7 @@ impl Proc {
     /// Asks the child to stop with SIGTERM (through `kill`, the standard tool) and waits up to
     /// `grace` before killing it.
     pub fn terminate(&mut self, grace: Duration) {
-        if matches!(self.try_status(), Ok(Some(_))) {
-            return;
-        }
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if sent {
+        if self.send_term() {
             let deadline = Instant::now() + grace;
             while Instant::now() < deadline {
                 if matches!(self.try_status(), Ok(Some(_)) | Err(_)) {

@@ -257,7 +257,7 @@ fn has_results(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|t| t.contains('\n'))
 }
 
-/// Log files (and their lines) that mention a panic.
+/// Log files that mention a panic.
 fn find_panics(logs: &[PathBuf]) -> Vec<PathBuf> {
     logs.iter()
         .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("panicked")))
