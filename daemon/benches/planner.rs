@@ -15,6 +15,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use jmdc_core::optimizer::Conditions;
 use jmdc_core::package::ModelPackage;
 use jmdc_edge::adaptive::{AdaptiveConfig, Planner};
+use jmdc_edge::emulation::EdgeSpeed;
 
 fn planner_decide(c: &mut Criterion) {
     jmdc_core::runtime::init_onnxruntime(None).expect("ONNX Runtime (make ort)");
@@ -25,7 +26,8 @@ fn planner_decide(c: &mut Criterion) {
         profile_runs: 5,
         ..AdaptiveConfig::default()
     };
-    let mut planner = Planner::new(package, &settings, Some(1), 1.0).expect("planner");
+    let mut planner =
+        Planner::new(package, &settings, Some(1), EdgeSpeed::default()).expect("planner");
     println!(
         "{} candidates",
         planner.candidate_count().expect("candidates")

@@ -84,6 +84,10 @@ impl Planning {
     }
 }
 
+/// Tiny exchanges that measure the connection's propagation round trip before the first decision
+/// ([`NetworkMonitor::ping`]; the probe task goes on pinging now and then).
+const PINGS: usize = 3;
+
 /// Re-plan triggers that no monitor reported: their decisions are damped against flapping
 /// ([`Planner::decide`]).
 const TIMER: &str = "timer";
@@ -176,7 +180,7 @@ impl AdaptiveSession {
         for variant in package.variant_names() {
             pipeline.prepare(variant)?;
         }
-        let speed = pipeline.speed().factor();
+        let speed = pipeline.speed();
         let planner = tokio::task::block_in_place(|| {
             Planner::new(package.clone(), settings, threads, speed)
         })?;
@@ -227,6 +231,9 @@ impl AdaptiveSession {
             explored_frames: 0,
         };
         if let Some(client) = &cloud {
+            if let Err(e) = session.net.ping(client, PINGS).await {
+                tracing::warn!(error = %e, "first round-trip measurement failed");
+            }
             if let Err(e) = session.net.probe(client).await {
                 tracing::warn!(error = %e, "first bandwidth probe failed");
             }

@@ -201,3 +201,62 @@ async fn background_prober_and_passive_samples() {
     .await;
     outcome.expect("test finished within 60 s");
 }
+
+/// At 1 Mbit/s with 5 ms each way, quinn's path minimum after the handshake carries the
+/// serialisation of 1,200-byte packets (≈ 9.6 ms each); tiny pings measure the propagation round
+/// trip (10 ms plus a little), and the estimate's base RTT follows the shortest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_measure_the_propagation_round_trip_on_a_slow_link() {
+    let outcome = tokio::time::timeout(Duration::from_secs(60), async {
+        let cloud = common::Cloud::start(4).await;
+        let link = LinkParams::unlimited()
+            .with_rate_mbit(1.0)
+            .with_delay(DELAY);
+        let relay = Relay::bind(
+            RelayConfig::new("127.0.0.1:0".parse().expect("addr"), cloud.addr).with_both(link),
+        )
+        .await
+        .expect("relay");
+        let config = client_config(&cloud.cert).expect("client config");
+        let client = CloudClient::connect(
+            relay.local_addr(),
+            "localhost",
+            config,
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("connect through the relay");
+        let monitor = NetworkMonitor::new(NetworkMonitorConfig::default());
+        monitor.observe_connection(client.connection());
+        let quinn_min = monitor.estimate().min_rtt_s;
+        let mut pings = Vec::new();
+        for _ in 0..8 {
+            let p = monitor.ping(&client, 1).await.expect("ping");
+            pings.push(format!("{:.2}", p.as_secs_f64() * 1e3));
+        }
+        println!("pings (ms): {}", pings.join(", "));
+        let ping = monitor.ping(&client, 1).await.expect("ping");
+        let base = monitor.estimate().base_rtt_s;
+        println!(
+            "quinn min RTT after the handshake {:.2} ms, last ping {:.2} ms, base RTT {:.2} ms",
+            quinn_min * 1e3,
+            ping.as_secs_f64() * 1e3,
+            base * 1e3
+        );
+        let propagation = 2.0 * DELAY.as_secs_f64();
+        // The shortest of nine pings, the first of which queue behind the handshake's leftovers.
+        assert!(base >= propagation, "{base}");
+        assert!(base < propagation + 0.004, "{base}");
+        assert!(
+            quinn_min > base + 0.004,
+            "quinn {quinn_min} s, base {base} s"
+        );
+        assert!(base <= ping.as_secs_f64());
+
+        client.close().await;
+        relay.shutdown().await;
+        cloud.stop().await;
+    })
+    .await;
+    outcome.expect("test finished within 60 s");
+}

@@ -15,16 +15,18 @@ use jmdc_core::optimizer::{
 };
 use jmdc_core::package::ModelPackage;
 use jmdc_core::profiling::{
-    build_optimizer_profile, measure_codec_costs, measure_edge_profile, measure_input_codec_costs,
-    split_shapes, CloudProfileEstimator, CodecCosts, OnlineProfile, OnlineProfileConfig,
+    build_optimizer_profile, measure_codec_costs, measure_input_codec_costs, split_shapes,
+    CloudProfileEstimator, CodecCosts, OnlineProfile, OnlineProfileConfig,
 };
 use jmdc_core::runner::RunnerOptions;
 use serde::Deserialize;
 
+use crate::emulation::EdgeSpeed;
 use crate::pipeline::FrameObservation;
 
 mod correction;
 mod damping;
+mod head_profile;
 use crate::plan_spec::{CodecSpec, InputSpec, PlanSpec, SplitSpec};
 use correction::{Correction, CorrectionPolicy};
 use damping::FlapDamping;
@@ -301,13 +303,14 @@ pub struct Planner {
 
 impl Planner {
     /// Loads the accuracy table (refusing one made for another package) and profiles the edge:
-    /// per-layer latency of every variant and the codec's cost, multiplied by the emulated edge
-    /// speed factor (`crate::emulation`; 1 on a real device).
+    /// per-layer latency of every variant (measured as frames run it, [`head_profile`]) and the
+    /// codec's cost, on the emulated edge when `speed` says so (`crate::emulation`; native on a
+    /// real device).
     pub fn new(
         package: Arc<ModelPackage>,
         settings: &AdaptiveConfig,
         threads: Option<usize>,
-        speed_factor: f64,
+        speed: EdgeSpeed,
     ) -> Result<Self, PlannerError> {
         let table = match &settings.calibration {
             Some(path) => CalibrationTable::load_for(path, &package)?,
@@ -317,19 +320,18 @@ impl Planner {
             intra_op_threads: threads,
             ..RunnerOptions::default()
         };
-        let factor = if speed_factor.is_finite() {
-            speed_factor.max(1.0)
-        } else {
-            1.0
-        };
+        let factor = speed.factor();
         let mut edge_us = BTreeMap::new();
         let mut shapes = Vec::new();
         for variant in package.variant_names() {
-            let base = measure_edge_profile(&package, variant, 5, settings.profile_runs, &options)?;
-            edge_us.insert(
-                variant.to_owned(),
-                base.iter().map(|t| t * factor).collect::<Vec<_>>(),
-            );
+            let head_us = head_profile::measure_head_profile(
+                &package,
+                variant,
+                settings.profile_runs,
+                &options,
+                speed,
+            )?;
+            edge_us.insert(variant.to_owned(), head_us);
             shapes.extend(split_shapes(&package, variant)?);
         }
         let modes: Vec<QuantMode> = table.modes();
