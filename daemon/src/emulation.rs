@@ -154,11 +154,27 @@ impl EdgeSpeed {
     /// this host's contention is not multiplied. Returns the emulated wall duration. Blocking: call
     /// from a blocking context (the pipeline runs it inside `block_in_place`).
     pub fn finish(&self, watch: Stopwatch) -> Duration {
+        self.finish_with_reference(watch, None)
+    }
+
+    /// [`finish`](Self::finish) for work with a known warm time (`reference`: the same layers run
+    /// back to back on this host): the CPU time multiplied is at most the reference, and what
+    /// the run took beyond it counts once. On a shared host a run after a stretch (or after any
+    /// idle time) starts with caches other processes have used: AlexNet keep050's head took
+    /// 282 µs back to back, 405 µs after a 2.6 ms spin and 497 µs after 5 ms on the development
+    /// VM. Multiplying that made an emulated `pi4` 1.5–2.4× slower than its factor says and as
+    /// noisy (the same fixed plan measured 2.9 and 4.5 ms in two runs a minute apart); the
+    /// emulated device is `factor ×` this host's warm time, and this host's cache noise is not
+    /// the device's.
+    pub fn finish_with_reference(&self, watch: Stopwatch, reference: Option<Duration>) -> Duration {
         let wall = watch.wall.elapsed();
         let Some(cpu_start) = watch.cpu else {
             return wall;
         };
-        let cpu = cpu_start.elapsed().min(wall);
+        let mut cpu = cpu_start.elapsed().min(wall);
+        if let Some(reference) = reference {
+            cpu = cpu.min(reference);
+        }
         let target = wall + cpu.mul_f64(self.factor - 1.0);
         let deadline = watch.wall + target;
         while Instant::now() < deadline {

@@ -56,8 +56,36 @@ pub struct FrameObservation {
 /// Runs of a new session chain before it serves frames.
 const WARM_UP_RUNS: usize = 3;
 
+/// Timed runs of a new session chain that give the emulation its reference layer times.
+const REFERENCE_RUNS: usize = 10;
+
 /// Sessions of one variant, shared between the head (main loop) and edge fallbacks (frame tasks).
-type SharedRunner = Arc<Mutex<LayerRunner>>;
+type SharedRunner = Arc<VariantRunner>;
+
+/// One variant's session chain and, under emulation, its layers' warm back-to-back times.
+#[derive(Debug)]
+struct VariantRunner {
+    runner: Mutex<LayerRunner>,
+    /// Median time of each layer run back to back after warm-up (empty when not emulated): what
+    /// the emulation multiplies, so that this host's cache noise is not (`crate::emulation`).
+    reference: Vec<Duration>,
+}
+
+impl VariantRunner {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, LayerRunner>, PipelineError> {
+        self.runner
+            .lock()
+            .map_err(|_| PipelineError::Model("runner lock poisoned".into()))
+    }
+
+    /// The reference time of `layers`, when there is one.
+    fn reference(&self, layers: std::ops::Range<usize>) -> Option<Duration> {
+        self.reference
+            .get(layers)
+            .filter(|r| !r.is_empty())
+            .map(|r| r.iter().sum())
+    }
+}
 
 /// The edge side: sessions per variant, an encoder, the request builder.
 ///
@@ -194,7 +222,30 @@ impl EdgePipeline {
             tokio::task::block_in_place(|| runner.run_range(0..layers, zeros.view()))
                 .map_err(|e| PipelineError::Model(e.to_string()))?;
         }
-        let runner = Arc::new(Mutex::new(runner));
+        let reference = if self.speed.is_emulated() {
+            let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(REFERENCE_RUNS); layers];
+            for _ in 0..REFERENCE_RUNS {
+                let (_, timings) =
+                    tokio::task::block_in_place(|| runner.run_range_timed(0..layers, zeros.view()))
+                        .map_err(|e| PipelineError::Model(e.to_string()))?;
+                for (s, t) in samples.iter_mut().zip(timings) {
+                    s.push(t);
+                }
+            }
+            samples
+                .iter_mut()
+                .map(|s| {
+                    s.sort_unstable();
+                    s.get(s.len() / 2).copied().unwrap_or_default()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let runner = Arc::new(VariantRunner {
+            runner: Mutex::new(runner),
+            reference,
+        });
         self.runners.insert(variant.to_owned(), runner.clone());
         Ok(runner)
     }
@@ -248,13 +299,12 @@ impl EdgePipeline {
         let split_tensor = if edge_layers > 0 {
             let ((out, timings), emulated) = tokio::task::block_in_place(|| {
                 let watch = speed.start();
-                let mut runner = runner
-                    .lock()
-                    .map_err(|_| PipelineError::Model("runner lock poisoned".into()))?;
                 let out = runner
+                    .lock()?
                     .run_range_timed(0..edge_layers, input.view())
                     .map_err(|e| PipelineError::Model(e.to_string()))?;
-                Ok::<_, PipelineError>((out, speed.finish(watch)))
+                let emulated = speed.finish_with_reference(watch, runner.reference(0..edge_layers));
+                Ok::<_, PipelineError>((out, emulated))
             })?;
             observation.head_timings = timings;
             observation.head_emulated = emulated;
@@ -460,14 +510,12 @@ impl PendingFrame {
         let speed = self.speed;
         let out = tokio::task::block_in_place(|| {
             let watch = speed.start();
-            let mut runner = self
+            let out = self
                 .runner
-                .lock()
-                .map_err(|_| PipelineError::Model("runner lock poisoned".into()))?;
-            let out = runner
-                .run_range(range, self.split_tensor.view())
+                .lock()?
+                .run_range(range.clone(), self.split_tensor.view())
                 .map_err(|e| PipelineError::Model(e.to_string()));
-            speed.finish(watch);
+            speed.finish_with_reference(watch, self.runner.reference(range));
             out
         })?;
         Ok(out.iter().copied().collect())

@@ -18,7 +18,7 @@ use jmdc_bench::matrix::plans::{self, FixedPlan, PlanKind};
 use jmdc_bench::matrix::process::{self, interrupted};
 use jmdc_bench::matrix::report::{self, ci_table};
 use jmdc_bench::matrix::results::ResultsFile;
-use jmdc_bench::matrix::runner::{probe_plan, run_cell, RunSettings};
+use jmdc_bench::matrix::runner::{probe_plan, run_cell, RunSettings, SAMPLE_IMAGES};
 use jmdc_bench::matrix::services::{Binaries, Worker};
 use jmdc_bench::matrix::BenchError;
 
@@ -109,6 +109,12 @@ struct RunArgs {
     /// Relay queue per direction, bytes.
     #[arg(long, default_value_t = 65536)]
     queue_bytes: usize,
+    /// Frames each adaptive run (JMDC loop, Neurosurgeon) runs before its measured frames; the
+    /// JMDC loop's first --frames frames are reported apart as its cold start. A multiple of 256
+    /// (the sample file), so the measured frames are the fixed plans' images; 0: measure from the
+    /// start.
+    #[arg(long, default_value_t = 256)]
+    warm_up_frames: usize,
     /// Skip the dynamic run.
     #[arg(long)]
     no_dynamic: bool,
@@ -310,6 +316,12 @@ fn run(args: RunArgs) -> Result<i32> {
     );
     anyhow::ensure!((1..=20).contains(&args.repeats), "--repeats must be 1..=20");
     anyhow::ensure!(
+        args.warm_up_frames.is_multiple_of(SAMPLE_IMAGES) && args.warm_up_frames <= 16 * SAMPLE_IMAGES,
+        "--warm-up-frames must be a multiple of {SAMPLE_IMAGES} (the sample file's images, so the \
+         measured frames are the fixed plans' images), at most {}",
+        16 * SAMPLE_IMAGES
+    );
+    anyhow::ensure!(
         args.screen_factor.is_finite() && args.screen_factor >= 1.0,
         "--screen-factor must be ≥ 1"
     );
@@ -390,6 +402,7 @@ fn run(args: RunArgs) -> Result<i32> {
         screen_frames: args.screen_frames,
         screen_factor: args.screen_factor,
         queue_bytes: args.queue_bytes,
+        warm_up_frames: args.warm_up_frames,
         work: scratch.path.clone(),
     };
     let mut results = ResultsFile::create(&args.out.join("results.csv"))?;
@@ -501,6 +514,7 @@ fn run(args: RunArgs) -> Result<i32> {
         queue_bytes: args.queue_bytes,
         screen_factor: args.screen_factor,
         screen_frames: args.screen_frames,
+        warm_up_frames: args.warm_up_frames,
         plans: fixed,
         jpeg,
         cells: timings,

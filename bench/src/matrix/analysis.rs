@@ -23,6 +23,8 @@ pub struct Agg {
     pub network_mean_ms: f64,
     pub fps: Option<f64>,
     pub prediction_error: Option<f64>,
+    /// Error of the mean prediction (mean over repeats), fraction.
+    pub prediction_bias: Option<f64>,
     pub fallbacks: usize,
 }
 
@@ -46,6 +48,7 @@ impl Agg {
             network_mean_ms: mean(rows.iter().map(|r| r.network_mean_us / 1000.0))?,
             fps: mean(rows.iter().filter_map(|r| r.fps())),
             prediction_error: mean(rows.iter().filter_map(|r| r.prediction_error)),
+            prediction_bias: mean(rows.iter().filter_map(|r| r.prediction_bias)),
             fallbacks: rows.iter().map(|r| r.fallbacks).sum(),
         })
     }
@@ -153,6 +156,8 @@ pub struct CellResult {
     /// Fixed plans, in order of first appearance.
     pub plans: Vec<PlanResult>,
     pub adaptive: Option<PlanResult>,
+    /// The JMDC loop's first frames after start (same runs as `adaptive`).
+    pub adaptive_cold: Option<PlanResult>,
     pub neurosurgeon: Option<PlanResult>,
     /// Index into `plans` of the oracle: the fixed plan with the lowest mean latency among plans
     /// whose calibrated top-1 meets the floor.
@@ -175,6 +180,11 @@ impl CellResult {
     /// Adaptive mean ÷ best baseline mean.
     pub fn ratio_baseline(&self) -> Option<f64> {
         ratio(self.adaptive.as_ref()?, &self.best_baseline.as_ref()?.agg)
+    }
+
+    /// The loop's first frames (cold start) ÷ oracle mean.
+    pub fn ratio_cold_oracle(&self) -> Option<f64> {
+        ratio(self.adaptive_cold.as_ref()?, &self.oracle_plan()?.agg)
     }
 
     /// Neurosurgeon mean ÷ oracle mean.
@@ -245,6 +255,7 @@ fn analyse_cell(cell: Cell, all_rows: &[&ResultRow], floor: f64) -> CellResult {
     }
     let mut plans = Vec::new();
     let mut adaptive = None;
+    let mut adaptive_cold = None;
     let mut neurosurgeon = None;
     for (strategy, plan) in keys {
         let runs: Vec<&ResultRow> = rows
@@ -265,6 +276,7 @@ fn analyse_cell(cell: Cell, all_rows: &[&ResultRow], floor: f64) -> CellResult {
         };
         match strategy {
             Strategy::Adaptive => adaptive = Some(result),
+            Strategy::AdaptiveCold => adaptive_cold = Some(result),
             Strategy::Neurosurgeon => neurosurgeon = Some(result),
             Strategy::Fixed(_) => plans.push(result),
         }
@@ -303,6 +315,7 @@ fn analyse_cell(cell: Cell, all_rows: &[&ResultRow], floor: f64) -> CellResult {
         cell,
         plans,
         adaptive,
+        adaptive_cold,
         neurosurgeon,
         oracle,
         best_baseline,
@@ -499,6 +512,7 @@ mod tests {
             wall_s: 1.0,
             fallbacks: 0,
             prediction_error: (strategy == Strategy::Adaptive).then_some(0.12),
+            prediction_bias: (strategy == Strategy::Adaptive).then_some(0.03),
             plans_used: Vec::new(),
             edge_speed: "native".into(),
         }

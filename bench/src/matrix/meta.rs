@@ -55,6 +55,9 @@ pub struct RunMeta {
     pub screen_factor: f64,
     #[serde(default)]
     pub screen_frames: usize,
+    /// Frames each adaptive run ran before its measured frames (0 in runs made before it existed).
+    #[serde(default)]
+    pub warm_up_frames: usize,
     pub plans: Vec<FixedPlan>,
     pub jpeg: Vec<JpegStatus>,
     pub cells: Vec<CellTiming>,

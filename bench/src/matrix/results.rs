@@ -22,6 +22,9 @@ pub enum Strategy {
     Adaptive,
     /// The adaptive loop, `strategy = "neurosurgeon"`.
     Neurosurgeon,
+    /// The JMDC loop's first frames after it started (start-up profiling, the first decisions),
+    /// from the same run as [`Strategy::Adaptive`], which counts the frames after its warm-up.
+    AdaptiveCold,
 }
 
 impl Strategy {
@@ -30,6 +33,7 @@ impl Strategy {
             Strategy::Fixed(k) => k.name(),
             Strategy::Adaptive => "adaptive",
             Strategy::Neurosurgeon => "neurosurgeon",
+            Strategy::AdaptiveCold => "adaptive-cold",
         }
     }
 }
@@ -50,6 +54,7 @@ impl FromStr for Strategy {
             "jmdc" => Strategy::Fixed(PlanKind::Jmdc),
             "adaptive" => Strategy::Adaptive,
             "neurosurgeon" => Strategy::Neurosurgeon,
+            "adaptive-cold" => Strategy::AdaptiveCold,
             _ => return Err(format!("unknown strategy `{s}`")),
         })
     }
@@ -80,6 +85,8 @@ pub struct ResultRow {
     pub wall_s: f64,
     pub fallbacks: usize,
     pub prediction_error: Option<f64>,
+    /// |mean measured − mean predicted| ÷ mean measured (adaptive runs).
+    pub prediction_bias: Option<f64>,
     /// Plans used, with frame counts when known (`label=count`), in order of first use.
     pub plans_used: Vec<String>,
     pub edge_speed: String,
@@ -117,6 +124,7 @@ impl ResultRow {
             wall_s: s.wall_s,
             fallbacks: s.fallbacks,
             prediction_error: s.prediction_error,
+            prediction_bias: s.prediction_bias,
             plans_used: s.plans_used.clone(),
             edge_speed: s.edge_speed.clone(),
         }
@@ -132,7 +140,7 @@ impl ResultRow {
         (self.wall_s > 0.0).then(|| self.frames as f64 / self.wall_s)
     }
 
-    pub const HEADER: [&'static str; 24] = [
+    pub const HEADER: [&'static str; 25] = [
         "cell",
         "profile",
         "load",
@@ -154,6 +162,7 @@ impl ResultRow {
         "fps",
         "fallbacks",
         "prediction_error",
+        "prediction_bias",
         "plans_used",
         "edge_speed",
         "emulated",
@@ -186,6 +195,7 @@ impl ResultRow {
             opt(self.fps(), 2),
             self.fallbacks.to_string(),
             opt(self.prediction_error, 4),
+            opt(self.prediction_bias, 4),
             self.plans_used.join(" | "),
             self.edge_speed.clone(),
             self.cell.profile.emulated().to_string(),
@@ -243,6 +253,12 @@ impl ResultRow {
             wall_s: num("wall_s")?,
             fallbacks: int("fallbacks")?,
             prediction_error: opt("prediction_error")?,
+            // Absent in files written before the column existed.
+            prediction_bias: if m.contains_key("prediction_bias") {
+                opt("prediction_bias")?
+            } else {
+                None
+            },
             plans_used: if plans_used.is_empty() {
                 Vec::new()
             } else {
@@ -330,6 +346,7 @@ mod tests {
             wall_s: 0.68,
             fallbacks: 0,
             prediction_error: (strategy == Strategy::Adaptive).then_some(0.1406),
+            prediction_bias: (strategy == Strategy::Adaptive).then_some(0.0312),
             plans_used: vec![
                 "keep050 edge-only=12".into(),
                 "keep050 split@6 keep=1.00 int3=52".into(),

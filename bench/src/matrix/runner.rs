@@ -11,13 +11,16 @@ use super::plans::{FixedPlan, PlanKind};
 use super::process::check_interrupt;
 use super::results::{ResultRow, Strategy};
 use super::services::{start_spinner, Binaries, LinkEmu, LinkSetting, Worker};
-use super::summary::plan_frame_counts;
+use super::summary::summarise_frames;
 
 /// Bound on one frame's share of a process timeout (the edge gives up on the cloud after 2 s and
 /// finishes the frame itself).
 const PER_FRAME_BOUND: Duration = Duration::from_millis(2500);
 /// Fixed part of a process timeout (start-up, profiling, QUIC handshakes).
 const PROCESS_BOUND: Duration = Duration::from_secs(60);
+
+/// Images in the bundled sample file the edge reads (`models/samples/cifar10-test-256.bin`).
+pub const SAMPLE_IMAGES: usize = 256;
 
 /// Settings shared by every cell.
 #[derive(Debug, Clone)]
@@ -38,6 +41,11 @@ pub struct RunSettings {
     pub screen_factor: f64,
     /// Relay queue per direction.
     pub queue_bytes: usize,
+    /// Frames each adaptive run (JMDC and Neurosurgeon) runs before the measured ones: the loop's
+    /// start-up (profiling, first decisions, first corrections) is reported apart, as
+    /// `adaptive-cold` (its first `frames` frames). A multiple of [`SAMPLE_IMAGES`], so the
+    /// measured frames are the fixed plans' images.
+    pub warm_up_frames: usize,
     /// Scratch folder (configs, logs, per-frame files).
     pub work: PathBuf,
 }
@@ -143,9 +151,9 @@ pub fn run_cell(
         profile: cell.profile,
         in_flight: s.in_flight,
         floor_pct: s.floor_pct,
+        repeat_source: adaptive.is_some() && s.warm_up_frames > 0,
         adaptive,
         frames_to: frames.map(Some),
-        repeat_source: false,
     };
     let fixed_cfg = dir.join("edge-fixed.toml");
     setup(None, None).write(&fixed_cfg)?;
@@ -210,31 +218,56 @@ pub fn run_cell(
             check_interrupt()?;
             let _ = std::fs::remove_file(frames);
             let name = strategy.name();
+            let warm = s.warm_up_frames as u64;
+            let measured = s.frames as u64;
             let summaries = run_edge(
                 bins,
                 &EdgeRun {
                     config: cfg,
                     plans: &[],
-                    frames: s.frames,
+                    frames: s.warm_up_frames + s.frames,
                     summary: &dir.join(format!("{name}-{repeat}.json")),
                     stderr: &dir.join(format!("{name}-{repeat}.log")),
-                    timeout: s.process_timeout(1),
+                    timeout: s.process_timeout_for(1, s.warm_up_frames + s.frames),
                     quiet: false,
                 },
             )?;
             let Some(sum) = summaries.first() else {
                 continue;
             };
-            let mut row = ResultRow::from_summary(*cell, repeat, *strategy, name, sum);
-            if let Ok(text) = std::fs::read_to_string(frames) {
-                let (counts, _) = plan_frame_counts(&text);
-                if !counts.is_empty() {
-                    row.plans_used = counts.iter().map(|(p, n)| format!("{p}={n}")).collect();
+            let text = std::fs::read_to_string(frames).map_err(|e| BenchError::io(frames, e))?;
+            let kept = dir.join(format!("frames-{name}-{repeat}.jsonl"));
+            let _ = std::fs::rename(frames, &kept);
+            // The frames after the warm-up are the run's figures; the first ones (from the
+            // process start) are the cold start, reported apart for the JMDC loop.
+            let after_warm_up =
+                summarise_frames(&text, warm..warm + measured, &sum.plan, &sum.edge_speed)
+                    .ok_or_else(|| {
+                        BenchError::Invalid(format!(
+                            "{}: no frames {warm}..{} in the per-frame results",
+                            kept.display(),
+                            warm + measured
+                        ))
+                    })?;
+            rows.push(ResultRow::from_summary(
+                *cell,
+                repeat,
+                *strategy,
+                name,
+                &after_warm_up,
+            ));
+            if *strategy == Strategy::Adaptive && warm > 0 {
+                if let Some(cold) = summarise_frames(&text, 0..measured, &sum.plan, &sum.edge_speed)
+                {
+                    rows.push(ResultRow::from_summary(
+                        *cell,
+                        repeat,
+                        Strategy::AdaptiveCold,
+                        Strategy::AdaptiveCold.name(),
+                        &cold,
+                    ));
                 }
-                let kept = dir.join(format!("frames-{name}-{repeat}.jsonl"));
-                let _ = std::fs::rename(frames, kept);
             }
-            rows.push(row);
         }
     }
     relay.stop();

@@ -37,6 +37,11 @@ pub struct EdgeSummary {
     pub wall_s: f64,
     #[serde(default)]
     pub prediction_error: Option<f64>,
+    /// |mean measured − mean predicted| ÷ mean measured: the error of the prediction on average,
+    /// without the frame-to-frame noise in `prediction_error` (computed by
+    /// [`summarise_frames`]; the daemon's own summary reports it per part).
+    #[serde(skip)]
+    pub prediction_bias: Option<f64>,
     #[serde(default)]
     pub edge_speed: String,
     #[serde(default)]
@@ -68,6 +73,12 @@ pub fn read_summaries(path: &Path) -> Result<Vec<EdgeSummary>, BenchError> {
 #[derive(Debug, Clone, Deserialize)]
 pub struct FrameLine {
     pub frame: u64,
+    #[serde(default)]
+    pub unix_ms: Option<u64>,
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub class: Option<String>,
     pub plan: String,
     #[serde(default)]
     pub fallback: bool,
@@ -82,33 +93,127 @@ pub struct FrameLine {
 #[derive(Debug, Clone, Copy, Deserialize)]
 pub struct FrameLatency {
     pub total: f64,
+    #[serde(default)]
+    pub network: f64,
+}
+
+/// The figures of frames `range` (by frame number) of a per-frame JSON-lines file, as the edge's
+/// summary would give them for those frames alone; `None` when none of them is there. Used for
+/// the adaptive loop's runs, whose first frames (start-up, first decisions) are reported apart
+/// from the frames after them. `wall_s` runs from the first frame's start to the last one's end.
+pub fn summarise_frames(
+    text: &str,
+    range: std::ops::Range<u64>,
+    plan: &str,
+    edge_speed: &str,
+) -> Option<EdgeSummary> {
+    let lines: Vec<FrameLine> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<FrameLine>(l).ok())
+        .filter(|f| range.contains(&f.frame))
+        .collect();
+    let first = lines.first()?;
+    let n = lines.len() as f64;
+    let mut totals: Vec<f64> = lines.iter().map(|f| f.latency_ms.total * 1000.0).collect();
+    totals.sort_by(f64::total_cmp);
+    let labelled: Vec<&FrameLine> = lines.iter().filter(|f| f.label.is_some()).collect();
+    let correct = labelled
+        .iter()
+        .filter(|f| f.label.is_some() && f.label == f.class)
+        .count();
+    let predicted: Vec<(f64, f64)> = lines
+        .iter()
+        .filter(|f| !f.fallback && f.latency_ms.total > 0.0)
+        .filter_map(|f| f.predicted_ms.map(|p| (f.latency_ms.total, p)))
+        .collect();
+    let prediction_error = (!predicted.is_empty()).then(|| {
+        predicted
+            .iter()
+            .map(|(m, p)| (m - p).abs() / m)
+            .sum::<f64>()
+            / predicted.len() as f64
+    });
+    let prediction_bias = (!predicted.is_empty()).then(|| {
+        let measured: f64 = predicted.iter().map(|(m, _)| m).sum();
+        let modelled: f64 = predicted.iter().map(|(_, p)| p).sum();
+        (measured - modelled).abs() / measured
+    });
+    let wall_s = match (first.unix_ms, lines.last().and_then(|l| l.unix_ms)) {
+        (Some(a), Some(b)) => (b.saturating_sub(a) as f64 + first.latency_ms.total) / 1000.0,
+        _ => 0.0,
+    };
+    let counts = count_plans(lines.iter().map(|f| f.plan.as_str()));
+    Some(EdgeSummary {
+        plan: plan.to_string(),
+        frames: lines.len(),
+        top1: (!labelled.is_empty()).then(|| correct as f64 / labelled.len() as f64),
+        fallbacks: lines.iter().filter(|f| f.fallback).count(),
+        total: Percentiles {
+            mean: totals.iter().sum::<f64>() / n,
+            p50: nearest_rank(&totals, 0.50),
+            p95: nearest_rank(&totals, 0.95),
+        },
+        network: Percentiles {
+            mean: lines
+                .iter()
+                .map(|f| f.latency_ms.network * 1000.0)
+                .sum::<f64>()
+                / n,
+            ..Percentiles::default()
+        },
+        bytes_per_frame: lines.iter().map(|f| f.bytes as f64).sum::<f64>() / n,
+        wall_s,
+        prediction_error,
+        prediction_bias,
+        edge_speed: edge_speed.to_string(),
+        plans_used: counts
+            .into_iter()
+            .map(|(p, c)| format!("{p}={c}"))
+            .collect(),
+    })
+}
+
+/// The daemon's percentile rule (`jmdc_edge::stats`): nearest rank of sorted values.
+fn nearest_rank(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
 }
 
 /// Frames per plan of a per-frame JSON-lines file, in order of first use; lines that do not
 /// parse are counted in the second value.
 pub fn plan_frame_counts(text: &str) -> (Vec<(String, usize)>, usize) {
-    let mut order: Vec<String> = Vec::new();
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut plans: Vec<String> = Vec::new();
     let mut bad = 0;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         match serde_json::from_str::<FrameLine>(line) {
-            Ok(f) => {
-                if !counts.contains_key(&f.plan) {
-                    order.push(f.plan.clone());
-                }
-                *counts.entry(f.plan).or_insert(0) += 1;
-            }
+            Ok(f) => plans.push(f.plan),
             Err(_) => bad += 1,
         }
     }
-    let list = order
+    (count_plans(plans.iter().map(String::as_str)), bad)
+}
+
+/// Frames per plan, in order of first use.
+fn count_plans<'a>(plans: impl Iterator<Item = &'a str>) -> Vec<(String, usize)> {
+    let mut order: Vec<String> = Vec::new();
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for p in plans {
+        let n = counts.entry(p).or_insert(0);
+        if *n == 0 {
+            order.push(p.to_string());
+        }
+        *n += 1;
+    }
+    order
         .into_iter()
         .map(|p| {
-            let n = counts.get(&p).copied().unwrap_or(0);
+            let n = counts.get(p.as_str()).copied().unwrap_or(0);
             (p, n)
         })
-        .collect();
-    (list, bad)
+        .collect()
 }
 
 #[cfg(test)]
@@ -138,6 +243,43 @@ mod tests {
         assert_eq!(s[0].prediction_error, None);
         assert_eq!(s[0].top1, None);
         assert!(parse_summaries(r#"[{"frames":1}]"#).is_err());
+    }
+
+    #[test]
+    fn summarises_a_range_of_frames() {
+        let line = |frame: u64,
+                    plan: &str,
+                    total: f64,
+                    predicted: f64,
+                    label: &str,
+                    class: &str| {
+            format!(
+                r#"{{"frame":{frame},"unix_ms":{},"label":"{label}","class":"{class}","plan":"{plan}","fallback":false,"latency_ms":{{"queue":0,"edge":1,"encode":0,"network":0.5,"cloud":0,"total":{total}}},"predicted_ms":{predicted},"bytes":100}}"#,
+                1000 + frame * 10
+            )
+        };
+        let text = [
+            line(0, "A", 9.0, 3.0, "cat", "dog"),
+            line(1, "A", 8.0, 3.0, "cat", "cat"),
+            line(2, "B", 2.0, 2.5, "cat", "cat"),
+            line(3, "B", 4.0, 3.0, "dog", "cat"),
+            line(4, "A", 3.0, 3.0, "dog", "dog"),
+        ]
+        .join("\n");
+        let s = summarise_frames(&text, 2..5, "adaptive", "native").expect("frames 2-4");
+        assert_eq!(s.frames, 3);
+        assert!((s.top1.expect("labelled") - 2.0 / 3.0).abs() < 1e-12);
+        assert!((s.total.mean - 3000.0).abs() < 1e-9);
+        assert_eq!(s.total.p50, 3000.0);
+        assert_eq!(s.total.p95, 4000.0);
+        assert!((s.network.mean - 500.0).abs() < 1e-9);
+        // per frame: 0.25, 0.25, 0 → mean 1/6; on average: |9 − 8.5| ÷ 9
+        assert!((s.prediction_error.expect("predicted") - 1.0 / 6.0).abs() < 1e-12);
+        assert!((s.prediction_bias.expect("predicted") - 0.5 / 9.0).abs() < 1e-12);
+        assert_eq!(s.plans_used, vec!["B=2".to_string(), "A=1".to_string()]);
+        // 20 ms between the first and last result, plus the first frame's 2 ms
+        assert!((s.wall_s - 0.022).abs() < 1e-12);
+        assert!(summarise_frames(&text, 10..20, "adaptive", "native").is_none());
     }
 
     #[test]
