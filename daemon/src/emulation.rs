@@ -4,7 +4,8 @@
 //! are many times faster than a Raspberry Pi. With a factor `f > 1`, every piece of edge compute
 //! (head layers, feature or JPEG encoding, the fallback tail) is followed by a busy wait so that its
 //! CPU time counts `f ×` (time spent waiting for a CPU taken by other processes on this host counts
-//! once, so a busy development machine is not multiplied into a much busier Pi). The wait spins
+//! once, so a busy development machine is not multiplied into a much busier Pi; for the model's
+//! layers only their warm time is multiplied, [`EdgeSpeed::finish_with_reference`]). The wait spins
 //! on the core instead of sleeping: a sleep would end on the timer's next tick (about 1 ms late,
 //! several times the work itself for a light model) and would hand the core to other processes,
 //! so the next computation would start with cold caches.

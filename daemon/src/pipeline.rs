@@ -5,6 +5,7 @@
 //! session chain per variant (all layers) serves every split point through `run_range`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,13 +63,16 @@ const REFERENCE_RUNS: usize = 10;
 /// Sessions of one variant, shared between the head (main loop) and edge fallbacks (frame tasks).
 type SharedRunner = Arc<VariantRunner>;
 
-/// One variant's session chain and, under emulation, its layers' warm back-to-back times.
+/// One variant's session chain and, under emulation, its layers' warm times.
 #[derive(Debug)]
 struct VariantRunner {
     runner: Mutex<LayerRunner>,
-    /// Median time of each layer run back to back after warm-up (empty when not emulated): what
-    /// the emulation multiplies, so that this host's cache noise is not (`crate::emulation`).
-    reference: Vec<Duration>,
+    /// Shortest time of each layer seen so far, ns: first over back-to-back runs after the
+    /// warm-up, then over every frame's head (empty when not emulated). What the emulation
+    /// multiplies, so that this host's cache noise is not (`crate::emulation`). The minimum, not
+    /// the median: one busy moment while the sessions were created must not slow the emulated
+    /// device for the rest of the run.
+    reference_ns: Vec<AtomicU64>,
 }
 
 impl VariantRunner {
@@ -80,10 +84,17 @@ impl VariantRunner {
 
     /// The reference time of `layers`, when there is one.
     fn reference(&self, layers: std::ops::Range<usize>) -> Option<Duration> {
-        self.reference
+        self.reference_ns
             .get(layers)
             .filter(|r| !r.is_empty())
-            .map(|r| r.iter().sum())
+            .map(|r| Duration::from_nanos(r.iter().map(|t| t.load(Ordering::Relaxed)).sum()))
+    }
+
+    /// Lowers the reference of layers `first..` to what a run measured, where it was faster.
+    fn observe(&self, first: usize, timings: &[Duration]) {
+        for (slot, t) in self.reference_ns.iter().skip(first).zip(timings) {
+            slot.fetch_min(nanos(*t), Ordering::Relaxed);
+        }
     }
 }
 
@@ -222,29 +233,23 @@ impl EdgePipeline {
             tokio::task::block_in_place(|| runner.run_range(0..layers, zeros.view()))
                 .map_err(|e| PipelineError::Model(e.to_string()))?;
         }
-        let reference = if self.speed.is_emulated() {
-            let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(REFERENCE_RUNS); layers];
+        let reference_ns: Vec<AtomicU64> = if self.speed.is_emulated() {
+            let shortest: Vec<AtomicU64> = (0..layers).map(|_| AtomicU64::new(u64::MAX)).collect();
             for _ in 0..REFERENCE_RUNS {
                 let (_, timings) =
                     tokio::task::block_in_place(|| runner.run_range_timed(0..layers, zeros.view()))
                         .map_err(|e| PipelineError::Model(e.to_string()))?;
-                for (s, t) in samples.iter_mut().zip(timings) {
-                    s.push(t);
+                for (slot, t) in shortest.iter().zip(timings) {
+                    slot.fetch_min(nanos(t), Ordering::Relaxed);
                 }
             }
-            samples
-                .iter_mut()
-                .map(|s| {
-                    s.sort_unstable();
-                    s.get(s.len() / 2).copied().unwrap_or_default()
-                })
-                .collect()
+            shortest
         } else {
             Vec::new()
         };
         let runner = Arc::new(VariantRunner {
             runner: Mutex::new(runner),
-            reference,
+            reference_ns,
         });
         self.runners.insert(variant.to_owned(), runner.clone());
         Ok(runner)
@@ -303,8 +308,10 @@ impl EdgePipeline {
                     .lock()?
                     .run_range_timed(0..edge_layers, input.view())
                     .map_err(|e| PipelineError::Model(e.to_string()))?;
+                let (out, timings) = out;
+                runner.observe(0, &timings);
                 let emulated = speed.finish_with_reference(watch, runner.reference(0..edge_layers));
-                Ok::<_, PipelineError>((out, emulated))
+                Ok::<_, PipelineError>(((out, timings), emulated))
             })?;
             observation.head_timings = timings;
             observation.head_emulated = emulated;
@@ -530,6 +537,10 @@ pub fn image_shape(package: &ModelPackage) -> Result<[usize; 3], PipelineError> 
             package.input_shape()
         ))
     })
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn micros(d: Duration) -> u64 {
