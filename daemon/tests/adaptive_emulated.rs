@@ -190,7 +190,7 @@ async fn plan_follows_bandwidth_steps_50_1_20_mbit() {
     let (slow_bytes, slow_plan) = settled_bytes(phase_starts[2]);
     println!("0.5 Mbit/s settled on {slow_plan} ({slow_bytes} B)");
     // Back at 20 Mbit/s the plan need not send more bytes (JPEG cloud-only, say, is good at both
-    // rates), but latency must follow the bandwidth: the 0.5 Mbit/s optimum costs ≥ 10 ms, at
+    // rates), but latency must follow the bandwidth: the 0.5 Mbit/s optimum costs 7–9 ms, at
     // 20 Mbit/s cloud-only costs a few ms. Reaction = the first 5 frames in a row averaging under
     // RECOVERED × the settled 0.5 Mbit/s latency.
     let slow: Vec<f64> = samples

@@ -316,7 +316,8 @@ fn run(args: RunArgs) -> Result<i32> {
     );
     anyhow::ensure!((1..=20).contains(&args.repeats), "--repeats must be 1..=20");
     anyhow::ensure!(
-        args.warm_up_frames.is_multiple_of(SAMPLE_IMAGES) && args.warm_up_frames <= 16 * SAMPLE_IMAGES,
+        args.warm_up_frames.is_multiple_of(SAMPLE_IMAGES)
+            && args.warm_up_frames <= 16 * SAMPLE_IMAGES,
         "--warm-up-frames must be a multiple of {SAMPLE_IMAGES} (the sample file's images, so the \
          measured frames are the fixed plans' images), at most {}",
         16 * SAMPLE_IMAGES
