@@ -5,7 +5,6 @@
 //! session chain per variant (all layers) serves every split point through `run_range`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -67,14 +66,14 @@ type SharedRunner = Arc<VariantRunner>;
 #[derive(Debug)]
 struct VariantRunner {
     runner: Mutex<LayerRunner>,
-    /// Shortest time of each layer over [`REFERENCE_RUNS`] back-to-back runs after the warm-up,
-    /// ns (empty when not emulated): what the emulation multiplies, so that this host's cache
+    /// Shortest time of each layer over [`REFERENCE_RUNS`] back-to-back runs after the warm-up
+    /// (empty when not emulated): what the emulation multiplies, so that this host's cache
     /// noise is not (`crate::emulation`). The minimum, not the median: one busy moment while the
     /// sessions were created must not slow the emulated device for the whole run. Fixed once
     /// measured: a minimum kept over every frame falls with the number of frames, so long runs
     /// emulated a faster device (in the benchmark the loop, measured after 256 warm-up frames, ran
     /// the oracle's own plan 7–15 % faster than that plan run fixed for 64 frames).
-    reference_ns: Vec<AtomicU64>,
+    reference: Vec<Duration>,
 }
 
 impl VariantRunner {
@@ -86,10 +85,10 @@ impl VariantRunner {
 
     /// The reference time of `layers`, when there is one.
     fn reference(&self, layers: std::ops::Range<usize>) -> Option<Duration> {
-        self.reference_ns
+        self.reference
             .get(layers)
             .filter(|r| !r.is_empty())
-            .map(|r| Duration::from_nanos(r.iter().map(|t| t.load(Ordering::Relaxed)).sum()))
+            .map(|r| r.iter().sum())
     }
 }
 
@@ -228,14 +227,14 @@ impl EdgePipeline {
             tokio::task::block_in_place(|| runner.run_range(0..layers, zeros.view()))
                 .map_err(|e| PipelineError::Model(e.to_string()))?;
         }
-        let reference_ns: Vec<AtomicU64> = if self.speed.is_emulated() {
-            let shortest: Vec<AtomicU64> = (0..layers).map(|_| AtomicU64::new(u64::MAX)).collect();
+        let reference: Vec<Duration> = if self.speed.is_emulated() {
+            let mut shortest = vec![Duration::MAX; layers];
             for _ in 0..REFERENCE_RUNS {
                 let (_, timings) =
                     tokio::task::block_in_place(|| runner.run_range_timed(0..layers, zeros.view()))
                         .map_err(|e| PipelineError::Model(e.to_string()))?;
-                for (slot, t) in shortest.iter().zip(timings) {
-                    slot.fetch_min(nanos(t), Ordering::Relaxed);
+                for (s, t) in shortest.iter_mut().zip(timings) {
+                    *s = (*s).min(t);
                 }
             }
             shortest
@@ -244,7 +243,7 @@ impl EdgePipeline {
         };
         let runner = Arc::new(VariantRunner {
             runner: Mutex::new(runner),
-            reference_ns,
+            reference,
         });
         self.runners.insert(variant.to_owned(), runner.clone());
         Ok(runner)
@@ -530,10 +529,6 @@ pub fn image_shape(package: &ModelPackage) -> Result<[usize; 3], PipelineError> 
             package.input_shape()
         ))
     })
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn micros(d: Duration) -> u64 {

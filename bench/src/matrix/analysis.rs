@@ -182,6 +182,34 @@ impl CellResult {
         ratio(self.adaptive.as_ref()?, &self.best_baseline.as_ref()?.agg)
     }
 
+    /// How good the loop's choice was, apart from the run-to-run spread of its own run: the
+    /// frame-weighted mean latency of the plans it ran, as each measured when run fixed in this
+    /// cell (screening-pass figures for plans not measured further), ÷ the oracle's. `None` when
+    /// a plan it ran was not run fixed here.
+    pub fn ratio_choice_oracle(&self) -> Option<f64> {
+        let a = self.adaptive.as_ref()?;
+        let oracle = self.oracle_plan()?.agg.mean_ms;
+        let mut frames = 0usize;
+        let mut weighted = 0.0;
+        for (label, n) in &a.plans_used {
+            let n = (*n)?;
+            let fixed_ms = self
+                .plans
+                .iter()
+                .find(|p| &p.label == label)
+                .map(|p| p.agg.mean_ms)
+                .or_else(|| {
+                    self.screened_out
+                        .iter()
+                        .find(|(l, _)| l == label)
+                        .map(|(_, ms)| *ms)
+                })?;
+            frames += n;
+            weighted += n as f64 * fixed_ms;
+        }
+        (frames > 0 && oracle > 0.0).then(|| weighted / frames as f64 / oracle)
+    }
+
     /// The loop's first frames (cold start) ÷ oracle mean.
     pub fn ratio_cold_oracle(&self) -> Option<f64> {
         ratio(self.adaptive_cold.as_ref()?, &self.oracle_plan()?.agg)
@@ -582,6 +610,57 @@ mod tests {
             row(Strategy::Neurosurgeon, "neurosurgeon", None, 1, 8.5),
             row(Strategy::Neurosurgeon, "neurosurgeon", None, 2, 8.7),
         ]
+    }
+
+    #[test]
+    fn the_choice_is_judged_by_the_fixed_runs_of_the_plans_the_loop_ran() {
+        use PlanKind::*;
+        let labelled = |strategy, plan: &str, label: &str, repeat, mean_ms| ResultRow {
+            label: label.into(),
+            ..row(strategy, plan, Some(0.82), repeat, mean_ms)
+        };
+        let mut rows = vec![
+            labelled(
+                Strategy::Fixed(EdgeOnly),
+                "variant=keep050,split=edge-only",
+                "keep050 edge-only",
+                1,
+                4.0,
+            ),
+            labelled(
+                Strategy::Fixed(Jpeg),
+                "variant=keep050,split=cloud-only,codec=jpeg75",
+                "keep050 cloud-only jpeg q75",
+                1,
+                2.0,
+            ),
+            // screened out: its screening figure stands in
+            labelled(
+                Strategy::Fixed(Jmdc),
+                "variant=keep050,split=6,keep=1,codec=int3",
+                "keep050 split@6 keep=1.00 int3",
+                0,
+                8.0,
+            ),
+            ResultRow {
+                plans_used: vec![
+                    "keep050 edge-only=16".into(),
+                    "keep050 cloud-only jpeg q75=44".into(),
+                    "keep050 split@6 keep=1.00 int3=4".into(),
+                ],
+                ..row(Strategy::Adaptive, "adaptive", None, 1, 2.5)
+            },
+        ];
+        let cells = analyse(&rows, 0.80);
+        let choice = cells[0]
+            .ratio_choice_oracle()
+            .expect("every plan was run fixed");
+        assert!((choice - (16.0 * 4.0 + 44.0 * 2.0 + 4.0 * 8.0) / 64.0 / 2.0).abs() < 1e-12);
+        // a plan the loop ran that no fixed run measured: no figure rather than a wrong one
+        rows[3]
+            .plans_used
+            .push("keep100 split@12 keep=1.00 int2=1".into());
+        assert_eq!(analyse(&rows, 0.80)[0].ratio_choice_oracle(), None);
     }
 
     #[test]
