@@ -5,7 +5,8 @@
 //! at both); every plan must meet the accuracy floor.
 //!
 //! The development machine's CPU runs AlexNet in well under a millisecond, where sending anything
-//! never pays; an emulated edge speed of ×25 (about a Raspberry Pi Zero 2 W, `docs/edge-profiles.md`) stretches edge compute (really, by spinning) to
+//! never pays; an emulated edge speed of ×40 (slower than a Raspberry Pi Zero 2 W's ×25,
+//! `docs/edge-profiles.md`; see [`SLOWDOWN`]) stretches edge compute (really, by spinning) to
 //! slow-Raspberry-Pi-like times so that offloading is worth it on a fast link.
 //!
 //! The slow phase is 0.5 Mbit/s, not 1: under `make test` the two cores are shared with other test
@@ -16,10 +17,17 @@
 
 mod common;
 
-/// After the recovery the latency must fall below this fraction of the 0.5 Mbit/s phase's. At ×25
-/// the 0.5 Mbit/s phase runs keep050 edge-only at about 7.5 ms and JPEG cloud-only at 20 Mbit/s
-/// takes about 4 ms (ratio ≈ 0.55); the old emulation, which multiplied this host's cache noise
-/// too, made edge-only about 1.7× slower and the ratio about 0.3, when the bound was ½.
+/// Emulated edge speed. ×25 made edge-only and cloud-only within 10–30 % of each other at 50 Mbit/s
+/// once the emulation stopped multiplying this host's cache noise (edge-only keep050 7.5–9.6 ms,
+/// JPEG cloud-only 4–12 ms with `make test` loading both cores): the loop rightly chose edge-only
+/// at 50 Mbit/s in some runs, and the test, which needs a lighter plan to move to at 0.5 Mbit/s,
+/// passed 16 of 20 runs under load (`scripts/adaptive-under-load.sh`). ×40 gives the margins the
+/// test was designed with (the old emulation ran 1.5–1.7× slower than its factor, measured at
+/// ×7.6: its ×25 was about ×37–43).
+const SLOWDOWN: f64 = 40.0;
+
+/// After the recovery the latency must fall below this fraction of the 0.5 Mbit/s phase's
+/// (edge-only keep050 about 12 ms at ×40; JPEG cloud-only at 20 Mbit/s about 4–5 ms).
 const RECOVERED: f64 = 0.7;
 
 use std::sync::Arc;
@@ -101,7 +109,7 @@ async fn plan_follows_bandwidth_steps_50_1_20_mbit() {
         Duration::from_secs(3),
         Some(1),
     )
-    .with_speed(EdgeSpeed::custom(25.0));
+    .with_speed(EdgeSpeed::custom(SLOWDOWN));
     let mut session = AdaptiveSession::start(pipeline, &settings, Some(client.clone()), Some(1))
         .await
         .expect("adaptive session");
