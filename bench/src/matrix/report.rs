@@ -201,7 +201,7 @@ fn markdown(meta: &RunMeta, out: &Path, f: &Figures<'_>, link: &dyn Fn(&Path) ->
     let _ = writeln!(w, "- Started {}, finished {}", meta.started, meta.finished);
     let _ = writeln!(
         w,
-        "- Machine: {} ({} logical CPUs, kernel {}), shared with other work; runs of the same plan differ by up to ±25 %",
+        "- Machine: {} ({} logical CPUs, kernel {}), shared with other work; runs of the same plan differ from one another (the spread in parentheses shows by how much)",
         meta.machine.cpu_model, meta.machine.cores, meta.machine.kernel
     );
     let _ = writeln!(
