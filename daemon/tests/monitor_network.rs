@@ -15,6 +15,28 @@ use jmdc_edge::monitor::network::{
 
 const DELAY: Duration = Duration::from_millis(5);
 
+/// A worker behind the link emulator at `rate_mbit` with [`DELAY`] each way, and a client
+/// connected through it (handshake allowed `connect_within`).
+async fn through_link(
+    rate_mbit: f64,
+    connect_within: Duration,
+) -> (common::Cloud, LinkParams, Relay, CloudClient) {
+    let cloud = common::Cloud::start(4).await;
+    let link = LinkParams::unlimited()
+        .with_rate_mbit(rate_mbit)
+        .with_delay(DELAY);
+    let relay = Relay::bind(
+        RelayConfig::new("127.0.0.1:0".parse().expect("addr"), cloud.addr).with_both(link),
+    )
+    .await
+    .expect("relay");
+    let config = client_config(&cloud.cert).expect("client config");
+    let client = CloudClient::connect(relay.local_addr(), "localhost", config, connect_within)
+        .await
+        .expect("connect through the relay");
+    (cloud, link, relay, client)
+}
+
 fn within(x: f64, target: f64, tol: f64) -> bool {
     (x - target).abs() <= tol * target
 }
@@ -22,20 +44,8 @@ fn within(x: f64, target: f64, tol: f64) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_estimates_follow_a_rate_step() {
     let outcome = tokio::time::timeout(Duration::from_secs(90), async {
-        let cloud = common::Cloud::start(4).await;
-        let link = LinkParams::unlimited()
-            .with_rate_mbit(10.0)
-            .with_delay(DELAY);
-        let relay = Relay::bind(
-            RelayConfig::new("127.0.0.1:0".parse().expect("addr"), cloud.addr).with_both(link),
-        )
-        .await
-        .expect("relay");
+        let (cloud, link, relay, client) = through_link(10.0, Duration::from_secs(5)).await;
         let handle = relay.handle();
-        let config = client_config(&cloud.cert).expect("client config");
-        let client = CloudClient::connect(relay.local_addr(), "localhost", config, Duration::from_secs(5))
-            .await
-            .expect("connect through the relay");
         let monitor = NetworkMonitor::new(NetworkMonitorConfig {
             probe_timeout: Duration::from_secs(10),
             ..NetworkMonitorConfig::default()
@@ -114,26 +124,8 @@ async fn probe_estimates_follow_a_rate_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_prober_and_passive_samples() {
     let outcome = tokio::time::timeout(Duration::from_secs(60), async {
-        let cloud = common::Cloud::start(4).await;
-        let link = LinkParams::unlimited()
-            .with_rate_mbit(10.0)
-            .with_delay(DELAY);
-        let relay = Relay::bind(
-            RelayConfig::new("127.0.0.1:0".parse().expect("addr"), cloud.addr).with_both(link),
-        )
-        .await
-        .expect("relay");
-        let config = client_config(&cloud.cert).expect("client config");
-        let client = Arc::new(
-            CloudClient::connect(
-                relay.local_addr(),
-                "localhost",
-                config,
-                Duration::from_secs(5),
-            )
-            .await
-            .expect("connect"),
-        );
+        let (cloud, _link, relay, client) = through_link(10.0, Duration::from_secs(5)).await;
+        let client = Arc::new(client);
         let monitor = Arc::new(NetworkMonitor::new(NetworkMonitorConfig {
             min_probe_interval: Duration::from_millis(300),
             stale_after: Duration::from_millis(300),
@@ -208,24 +200,7 @@ async fn background_prober_and_passive_samples() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pings_measure_the_propagation_round_trip_on_a_slow_link() {
     let outcome = tokio::time::timeout(Duration::from_secs(60), async {
-        let cloud = common::Cloud::start(4).await;
-        let link = LinkParams::unlimited()
-            .with_rate_mbit(1.0)
-            .with_delay(DELAY);
-        let relay = Relay::bind(
-            RelayConfig::new("127.0.0.1:0".parse().expect("addr"), cloud.addr).with_both(link),
-        )
-        .await
-        .expect("relay");
-        let config = client_config(&cloud.cert).expect("client config");
-        let client = CloudClient::connect(
-            relay.local_addr(),
-            "localhost",
-            config,
-            Duration::from_secs(10),
-        )
-        .await
-        .expect("connect through the relay");
+        let (cloud, _link, relay, client) = through_link(1.0, Duration::from_secs(10)).await;
         let monitor = NetworkMonitor::new(NetworkMonitorConfig::default());
         monitor.observe_connection(client.connection());
         let quinn_min = monitor.estimate().min_rtt_s;
