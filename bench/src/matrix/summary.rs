@@ -117,10 +117,7 @@ pub fn summarise_frames(
     let mut totals: Vec<f64> = lines.iter().map(|f| f.latency_ms.total * 1000.0).collect();
     totals.sort_by(f64::total_cmp);
     let labelled: Vec<&FrameLine> = lines.iter().filter(|f| f.label.is_some()).collect();
-    let correct = labelled
-        .iter()
-        .filter(|f| f.label.is_some() && f.label == f.class)
-        .count();
+    let correct = labelled.iter().filter(|f| f.label == f.class).count();
     let predicted: Vec<(f64, f64)> = lines
         .iter()
         .filter(|f| !f.fallback && f.latency_ms.total > 0.0)

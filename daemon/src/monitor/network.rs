@@ -874,6 +874,21 @@ mod sample_selection_tests {
 mod base_rtt_tests {
     use super::*;
 
+    #[test]
+    fn pings_come_often_at_first_then_every_two_seconds() {
+        let t0 = Instant::now();
+        let mut s = PingSchedule::default();
+        assert!(s.due(t0), "a connection with no ping yet");
+        s.last = Some(t0);
+        s.count = 1;
+        assert!(!s.due(t0 + EARLY_PING_INTERVAL / 2));
+        assert!(s.due(t0 + EARLY_PING_INTERVAL));
+        s.count = EARLY_PINGS;
+        assert!(!s.due(t0 + EARLY_PING_INTERVAL));
+        assert!(!s.due(t0 + PING_INTERVAL / 2));
+        assert!(s.due(t0 + PING_INTERVAL));
+    }
+
     fn pinged(m: &NetworkMonitor, rtt: Duration) {
         m.with_state(|st| {
             st.ping_rtt_s = Some(rtt.as_secs_f64());
