@@ -12,21 +12,30 @@ def variant_dir_name(ratio):
     return f"keep{int(round(ratio * 100)):03d}"
 
 
-def export_variant(layers, weights, input_shape, out_dir, fold_bn=True):
-    """Writes ``layerNN.onnx`` + ``full.onnx`` into ``out_dir``; returns the manifest variant
-    entry (without name/keep_ratio/dir/accuracy)."""
+def export_variant(layers, weights, input_shape, out_dir, fold_bn=True, storage="fp32",
+                   full=True):
+    """Writes ``layerNN.onnx`` (+ ``full.onnx`` when ``full``) into ``out_dir`` with weights in
+    ``storage`` (see ``onnx_build``); returns the manifest variant entry (without
+    name/keep_ratio/dir/accuracy)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     info = S.infer(layers, input_shape)
     entries = []
     for i in range(len(layers)):
         fname = f"layer{i:02d}.onnx"
-        data = OB.save(OB.layer_model(layers, weights, input_shape, i, fold_bn), out / fname)
+        data = OB.save(OB.layer_model(layers, weights, input_shape, i, fold_bn, storage),
+                       out / fname)
         entries.append({"index": i, "file": fname, "sha256": hashlib.sha256(data).hexdigest(),
                         "input_shape": info[i]["input_shape"],
                         "output_shape": info[i]["output_shape"],
                         "macs": info[i]["macs"], "params": info[i]["params"]})
-    data = OB.save(OB.full_model(layers, weights, input_shape, fold_bn), out / "full.onnx")
+    if not full:
+        stale = out / "full.onnx"
+        if stale.exists():
+            stale.unlink()
+        return {"layers": entries}
+    data = OB.save(OB.full_model(layers, weights, input_shape, fold_bn, storage),
+                   out / "full.onnx")
     return {"full_model": {"file": "full.onnx", "sha256": hashlib.sha256(data).hexdigest()},
             "layers": entries}
 

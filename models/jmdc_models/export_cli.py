@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from . import export, nets, zoo
+from . import onnx_build as OB
 
 
 def main(argv=None):
@@ -23,6 +24,11 @@ def main(argv=None):
     p.add_argument("run_dir")
     p.add_argument("package")
     p.add_argument("--description", default="")
+    p.add_argument("--weights", default="fp32", choices=OB.STORAGES,
+                   help="weight storage in the ONNX files (see jmdc_models.onnx_build); fp16 and "
+                        "int8 are converted to float32 by ONNX Runtime when a session is created")
+    p.add_argument("--no-full", action="store_true",
+                   help="write only the per-layer files (no full.onnx; halves the package)")
     a = p.parse_args(argv)
     run = Path(a.run_dir)
     ckpts = sorted((run / "weights").glob("keep*.pt"), reverse=True)
@@ -30,6 +36,15 @@ def main(argv=None):
         print(f"no checkpoints in {run / 'weights'}", file=sys.stderr)
         return 1
     training = json.loads((run / "training.json").read_text()) if (run / "training.json").is_file() else {}
+    training["export"] = {
+        "weight_storage": {"fp32": "float32",
+                           "fp16": "float16 + Cast (folded to float32 by ONNX Runtime at load)",
+                           "int8": "int8 per output channel, symmetric, + Cast and Mul by a "
+                                   "float32 scale (folded to float32 by ONNX Runtime at load)"
+                           }[a.weights],
+        "applies_to": "conv and linear weights (biases, folded BN shifts stay float32)",
+        "full_model": not a.no_full,
+    }
     pkg = Path(a.package)
     manifest = None
     for c in ckpts:
@@ -52,7 +67,7 @@ def main(argv=None):
                              for k, v in ck["state_dict"].items()})
         name = export.variant_dir_name(ck["keep_ratio"])
         entry = export.export_variant(net.layer_specs, nets.numpy_weights(net), input_shape,
-                                      pkg / name)
+                                      pkg / name, storage=a.weights, full=not a.no_full)
         export.set_variant(manifest, ck["keep_ratio"], entry)
         print(f"exported {name} from {c}")
     (pkg / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -194,7 +194,7 @@ def state_dict_cpu(net, half=False):
         if ".gate." in k:
             continue
         v = v.detach().cpu()
-        if half and v.is_floating_point():
+        if half and v.is_floating_point() and v.ndim >= 2:  # conv/linear weights; BN stays fp32
             v = v.half()
         sd[k] = v
     return sd

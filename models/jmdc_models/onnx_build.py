@@ -14,6 +14,15 @@ Per layer:
   for ``k + alpha/size * sum``, ``d**0.75`` as ``Sqrt(d) * Sqrt(Sqrt(d))``, ``Div``.
 - maxpool: ``MaxPool``. linear: ``Flatten`` (first linear only, when its input is 4-D) + ``Gemm``
   (+ ``Relu``).
+
+Weight storage (``storage``; conv and linear weight tensors only, biases stay float32):
+- ``fp32`` (default): plain float32 initializers.
+- ``fp16``: float16 initializer + ``Cast(to=FLOAT)``.
+- ``int8``: symmetric int8 per output channel, ``w = q * scale[c]``: int8 initializer +
+  ``Cast(to=FLOAT)`` + ``Mul`` by a float32 scale of shape ``[C, 1, ...]``.
+Both casts have only constant inputs, so ONNX Runtime folds them into float32 weights when the
+session is created (graph optimisation level basic or higher): the files are 2x / 4x smaller and
+inference runs on float32 weights exactly as with ``fp32`` storage.
 """
 
 import numpy as np
@@ -28,12 +37,41 @@ INPUT = "x"
 OUTPUT = "y"
 
 
+STORAGES = ("fp32", "fp16", "int8")
+
+
+def quantize_int8(arr):
+    """Symmetric per-output-channel (axis 0) int8: returns ``(q, scale)`` with
+    ``arr ~= q * scale`` and ``scale`` shaped ``[C, 1, ...]`` (an all-zero channel gets scale 1)."""
+    a = np.asarray(arr, np.float32)
+    amax = np.abs(a.reshape(a.shape[0], -1)).max(axis=1)
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    scale = scale.reshape((-1,) + (1,) * (a.ndim - 1))
+    q = np.clip(np.rint(a / scale), -127, 127).astype(np.int8)
+    return q, scale
+
+
 class _G:
-    def __init__(self, prefix):
+    def __init__(self, prefix, storage="fp32"):
+        if storage not in STORAGES:
+            raise ValueError(f"unknown weight storage {storage!r}; known: {', '.join(STORAGES)}")
         self.prefix = prefix
+        self.storage = storage
         self.nodes = []
         self.inits = []
         self.n = 0
+
+    def weight(self, base, arr):
+        """A conv/linear weight tensor in this graph's storage; returns the float32 value name."""
+        arr = np.asarray(arr, np.float32)
+        if self.storage == "fp16":
+            return self.node("Cast", [self.const(base + "_f16", arr.astype(np.float16))],
+                             to=TensorProto.FLOAT)
+        if self.storage == "int8":
+            q, scale = quantize_int8(arr)
+            wf = self.node("Cast", [self.const(base + "_q", q)], to=TensorProto.FLOAT)
+            return self.node("Mul", [wf, self.const(base + "_scale", scale)])
+        return self.const(base, arr)
 
     def name(self, base):
         self.n += 1
@@ -81,7 +119,7 @@ def _emit_layer(g, i, layers, weights, info, x, y, folded):
             b = b * scale + shift
         p = l.get("pad", 0)
         s = l.get("stride", 1)
-        out = g.node("Conv", [x, g.const("W", wt), g.const("B", b)],
+        out = g.node("Conv", [x, g.weight("W", wt), g.const("B", b)],
                      None if relu else y, kernel_shape=[l["k"], l["k"]], pads=[p, p, p, p],
                      strides=[s, s])
         if relu:
@@ -130,7 +168,7 @@ def _emit_layer(g, i, layers, weights, info, x, y, folded):
     elif kind == "linear":
         if len(info[i]["input_shape"]) > 1:
             x = g.node("Flatten", [x], axis=1)
-        out = g.node("Gemm", [x, g.const("W", w["weight"].astype(np.float32)),
+        out = g.node("Gemm", [x, g.weight("W", w["weight"].astype(np.float32)),
                               g.const("B", w["bias"].astype(np.float32))],
                      None if relu else y, transB=1)
         if relu:
@@ -150,19 +188,19 @@ def _model(g, in_shape, out_shape, graph_name, doc=""):
     return m
 
 
-def layer_model(layers, weights, input_shape, i, fold_bn=True):
+def layer_model(layers, weights, input_shape, i, fold_bn=True, storage="fp32"):
     info = S.infer(layers, input_shape)
     folded = plan_folding(layers, fold_bn)
-    g = _G(f"l{i:02d}_")
+    g = _G(f"l{i:02d}_", storage)
     _emit_layer(g, i, layers, weights, info, INPUT, OUTPUT, folded)
     return _model(g, info[i]["input_shape"], info[i]["output_shape"],
                   f"layer{i:02d}_{layers[i]['name']}")
 
 
-def full_model(layers, weights, input_shape, fold_bn=True):
+def full_model(layers, weights, input_shape, fold_bn=True, storage="fp32"):
     info = S.infer(layers, input_shape)
     folded = plan_folding(layers, fold_bn)
-    g = _G("")
+    g = _G("", storage)
     x = INPUT
     for i in range(len(layers)):
         y = OUTPUT if i == len(layers) - 1 else f"t{i:02d}"

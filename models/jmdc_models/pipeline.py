@@ -50,10 +50,15 @@ def parse_args(argv=None):
     p.add_argument("--schedule", default="onecycle", choices=["onecycle", "cosine"])
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--cutout", type=int, default=0,
+                   help="cutout square side in pixels for every training stage (0 = off)")
     p.add_argument("--clip", type=float, default=0.0, help="gradient-norm clipping (0 = off)")
     p.add_argument("--stuck-epoch", type=int, default=4,
                    help="restart the base run once with half the LR if its training loss is "
                         "still near chance after this many epochs (0 = off)")
+    p.add_argument("--init-from",
+                   help="checkpoint (weights/keep100.pt of an earlier run) the base run continues "
+                        "from, instead of a fresh initialisation")
     p.add_argument("--gate-epochs", type=int, default=8)
     p.add_argument("--gate-lr", type=float, default=0.01)
     p.add_argument("--gate-lr-mult", type=float, default=100.0,
@@ -169,7 +174,9 @@ def main(argv=None):
         "optimizer": "SGD momentum 0.9 nesterov", "weight_decay": args.weight_decay,
         "label_smoothing": args.label_smoothing, "batch": args.batch,
         "schedule": args.schedule, "base_peak_lr": args.lr, "grad_clip": args.clip or None,
-        "augmentation": "random crop 32 from zero padding 4, horizontal flip (on device)",
+        "augmentation": "random crop 32 from zero padding 4, horizontal flip"
+                        + (f", cutout {args.cutout}x{args.cutout}" if args.cutout else "")
+                        + " (on device)",
         "amp": "bf16 autocast" if amp else "float32", "channels_last": args.channels_last,
         "channel_selection": "squeeze-and-excitation gates after each conv activation (after "
                              "BN+ReLU when a BN follows), trained with the network from the base "
@@ -235,7 +242,17 @@ def main(argv=None):
 
     # ---- base ---------------------------------------------------------------------------------
     torch.manual_seed(args.seed)
-    base = nets.build(layers, input_shape).to(dev)
+    base = nets.build(layers, input_shape)
+    if args.init_from:
+        ck = torch.load(args.init_from, map_location="cpu")
+        if ck.get("model") != args.model or ck.get("keep_ratio") != 1.0:
+            raise SystemExit(f"--init-from {args.init_from}: not a keep100 checkpoint of {args.model}")
+        base.load_state_dict({k: v.float() if v.is_floating_point() else v
+                              for k, v in ck["state_dict"].items()})
+        training["base_init"] = {"from": Path(args.init_from).name,
+                                 "note": "continued from an earlier run's base (see its log)"}
+        log(f"base: continuing from {args.init_from}")
+    base = base.to(dev)
     if args.channels_last:
         base = base.to(memory_format=torch.channels_last)
     left = deadline.left()
@@ -245,7 +262,7 @@ def main(argv=None):
                 seed=args.seed, schedule=args.schedule, weight_decay=args.weight_decay,
                 label_smoothing=args.label_smoothing, amp=amp, budget_s=budget,
                 min_epochs=min(args.epochs, args.min_epochs), tag=f"{args.model} base",
-                eval_every=10, clip=args.clip or None,
+                eval_every=10, clip=args.clip or None, cutout=args.cutout,
                 stuck_epoch=args.stuck_epoch if args.epochs > args.stuck_epoch else 0)
     acc = evaluate(base, test_d, amp=amp)
     log(f"base top-1 (PyTorch) {acc:.4f}")
@@ -270,7 +287,8 @@ def main(argv=None):
                          batch=args.batch, seed=args.seed + 1, schedule="cosine",
                          weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                          amp=amp, budget_s=budget, gate_l1=args.gate_l1, tag=f"{args.model} gates",
-                         clip=args.clip or None, gate_lr_mult=args.gate_lr_mult)
+                         clip=args.clip or None, gate_lr_mult=args.gate_lr_mult,
+                         cutout=args.cutout)
             scores = gate_scores(gated, train_d, amp=amp)
             gacc = evaluate(gated, test_d, amp=amp)
             training["timings_s"]["gates"] = round(time.time() - t, 1)
@@ -321,7 +339,7 @@ def main(argv=None):
                                  weight_decay=args.weight_decay,
                                  label_smoothing=args.label_smoothing, amp=amp, budget_s=budget,
                                  teacher=teacher, kd_alpha=args.kd, tag=f"{args.model} keep {r}",
-                                 eval_every=10, clip=args.clip or None)
+                                 eval_every=10, clip=args.clip or None, cutout=args.cutout)
                 acc = evaluate(net, test_d, amp=amp)
                 log(f"keep {r}: top-1 (PyTorch) {acc:.4f}")
                 training["timings_s"][export.variant_dir_name(r)] = frec["seconds"]

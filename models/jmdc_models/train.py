@@ -32,8 +32,10 @@ class DeviceData:
             out = out.contiguous(memory_format=torch.channels_last)
         return out
 
-    def augmented(self, idx, gen, pad=4):
-        """Random crop 32 from the zero-padded image (padding 4) + random horizontal flip."""
+    def augmented(self, idx, gen, pad=4, cutout=0):
+        """Random crop 32 from the zero-padded image (padding 4) + random horizontal flip, then
+        (``cutout`` > 0) one ``cutout`` x ``cutout`` square at a uniformly random centre set to the
+        channel mean (zero after normalisation), clipped at the border (DeVries & Taylor 2017)."""
         if self.padded is None:
             self.padded = F.pad(self.x, (pad, pad, pad, pad))
         b = idx.shape[0]
@@ -48,8 +50,19 @@ class DeviceData:
         c = src.shape[1]
         bi = torch.arange(b, device=self.device)[:, None, None, None]
         ci = torch.arange(c, device=self.device)[None, :, None, None]
-        out = src[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
-        return self.norm(out), self.y[idx]
+        out = self.norm(src[bi, ci, rows[:, None, :, None], cols[:, None, None, :]])
+        if cutout:
+            cy = torch.randint(0, h, (b,), device=self.device, generator=gen)
+            cx = torch.randint(0, w, (b,), device=self.device, generator=gen)
+            ys = torch.arange(h, device=self.device)[None, :]
+            xs = torch.arange(w, device=self.device)[None, :]
+            y0 = (cy - cutout // 2)[:, None]
+            x0 = (cx - cutout // 2)[:, None]
+            in_y = (ys >= y0) & (ys < y0 + cutout)  # b,h
+            in_x = (xs >= x0) & (xs < x0 + cutout)  # b,w
+            hole = in_y[:, None, :, None] & in_x[:, None, None, :]  # b,1,h,w
+            out = out.masked_fill(hole, 0.0)
+        return out, self.y[idx]
 
 
 def lr_at(progress, peak, schedule, warmup=0.15, final_div=100.0):
@@ -88,7 +101,7 @@ def autocast(device, amp):
 def train(net, train_data, test_data, *, epochs, lr, batch, seed, schedule="onecycle",
           weight_decay=5e-4, momentum=0.9, label_smoothing=0.1, amp=False, budget_s=None,
           min_epochs=1, teacher=None, kd_alpha=0.5, kd_temp=4.0, gate_l1=0.0, tag="train",
-          eval_every=0, clip=None, gate_lr_mult=10.0, stuck_epoch=0, stuck_loss=2.15):
+          eval_every=0, clip=None, gate_lr_mult=10.0, stuck_epoch=0, stuck_loss=2.15, cutout=0):
     """SGD (Nesterov) with a per-step LR schedule. If ``budget_s`` is given, the number of
     epochs is reduced (never below ``min_epochs``) as soon as the measured epoch time says the
     plan does not fit; the schedule then follows the new total.
@@ -135,7 +148,7 @@ def train(net, train_data, test_data, *, epochs, lr, batch, seed, schedule="onec
         loss_sum = torch.zeros((), device=train_data.device)
         for s in range(steps_per_epoch):
             idx = perm[s * batch:(s + 1) * batch]
-            xb, yb = train_data.augmented(idx, gen)
+            xb, yb = train_data.augmented(idx, gen, cutout=cutout)
             progress = step / max(1, total_epochs * steps_per_epoch)
             cur_lr = lr_at(progress, lr, schedule) * lr_scale
             for g in opt.param_groups:
