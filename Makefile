@@ -9,12 +9,14 @@ VERIFY_VENV := .cache/verify-venv
 # Prefer the training venv when it exists (it has everything); otherwise a light one without PyTorch.
 MODELS_PY = $(if $(wildcard $(TRAIN_VENV)/bin/python),$(TRAIN_VENV)/bin/python,$(VERIFY_VENV)/bin/python)
 
-.PHONY: demo test bench bench-ci soak soak-short bench-bins ort build lint fmt models-venv models-verify verify-venv deploy-check cross-ci debs clean
+.PHONY: demo test bench bench-vgg16 bench-ci soak soak-short bench-bins ort build lint fmt models-venv models-verify verify-venv deploy-check cross-ci debs clean
 
-## Run the bundled model on the bundled sample frames: cloud worker + edge on loopback, four plans compared.
+## Run the bundled model on the bundled sample frames: cloud worker + edge on loopback, five plans compared,
+## then the adaptive loop. MODEL=vgg16-cifar10 runs the VGG16 package instead of AlexNet.
+MODEL ?= alexnet-cifar10
 demo: ort
 	$(CARGO) build --release -p jmdc-edge -p jmdc-cloud
-	scripts/demo.sh
+	JMDC_DEMO_MODEL=$(MODEL) scripts/demo.sh
 
 ## Everything CI checks: formatting, lints, Rust tests (real ONNX Runtime + QUIC on loopback), model packages,
 ## the systemd units (systemd-analyze verify + exposure), the container/Kubernetes files (offline schema check).
@@ -29,6 +31,13 @@ test: ort lint models-verify
 ## and Neurosurgeon over emulated links (jmdc-linkemu) and emulated Pi-speed edges → docs/bench/, docs/benchmarks.md.
 bench: ort bench-bins
 	target/release/jmdc-bench run --cells full --out docs/bench --report docs/benchmarks.md
+	$(MAKE) bench-vgg16
+
+## VGG16 cells (about 20 minutes): pi4/pi3 edges at 1–50 Mbit/s, floor 88 % → docs/bench-vgg16/, docs/benchmarks-vgg16.md.
+bench-vgg16: ort bench-bins
+	target/release/jmdc-bench run --model vgg16-cifar10 --floor-pct 88 --cells grid --profiles pi4,pi3 \
+		--bandwidths 1,5,20,50 --rtts 20 --loads idle --no-dynamic --frames 64 --repeats 2 \
+		--out docs/bench-vgg16 --report docs/benchmarks-vgg16.md
 
 ## Quick benchmark check (3 cells, a few minutes): fails when adaptive ÷ oracle > 1.25 in any cell → target/bench-ci/.
 bench-ci: ort bench-bins

@@ -95,6 +95,10 @@ struct RunArgs {
     /// Top-1 floor, percent.
     #[arg(long, default_value_t = 80.0)]
     floor_pct: f64,
+    /// Model package (under models/packages) the edge and the worker run; its calibration table
+    /// gives the plans.
+    #[arg(long, default_value = "alexnet-cifar10")]
+    model: String,
     /// At most this many JMDC split plans per cell (Pareto set first).
     #[arg(long, default_value_t = 12)]
     max_jmdc_plans: usize,
@@ -338,7 +342,10 @@ fn run(args: RunArgs) -> Result<i32> {
     process::install_interrupt_handler()?;
 
     let floor = args.floor_pct / 100.0;
-    let table_path = repo.join("models/packages/alexnet-cifar10/calibration.json");
+    let table_path = repo
+        .join("models/packages")
+        .join(&args.model)
+        .join("calibration.json");
     let entries = plans::load_calibration(&table_path)?;
     let mut jmdc = plans::pruned_cloud_only(&entries, floor);
     jmdc.extend(plans::select_jmdc(&entries, floor, args.max_jmdc_plans));
@@ -359,7 +366,7 @@ fn run(args: RunArgs) -> Result<i32> {
     let mut fixed: Vec<FixedPlan> = Vec::new();
     for p in baselines {
         if p.kind == PlanKind::Jpeg {
-            let status = probe_plan(&bins, &worker, &repo, &scratch.path, &p.spec);
+            let status = probe_plan(&bins, &worker, &repo, &args.model, &scratch.path, &p.spec);
             jpeg.push(JpegStatus {
                 spec: p.spec.clone(),
                 available: status.is_ok(),
@@ -396,6 +403,7 @@ fn run(args: RunArgs) -> Result<i32> {
 
     let settings = RunSettings {
         repo: repo.clone(),
+        model: args.model.clone(),
         frames: args.frames,
         repeats: args.repeats,
         in_flight: args.in_flight,
@@ -512,6 +520,7 @@ fn run(args: RunArgs) -> Result<i32> {
         repeats: args.repeats,
         in_flight: args.in_flight,
         floor_pct: args.floor_pct,
+        model: args.model.clone(),
         queue_bytes: args.queue_bytes,
         screen_factor: args.screen_factor,
         screen_frames: args.screen_frames,

@@ -412,6 +412,7 @@ pub fn run_dynamic(
     let cfg = dir.join("edge.toml");
     EdgeSetup {
         repo: settings.repo.clone(),
+        model: settings.model.clone(),
         endpoint: relay.addr,
         cert: worker.cert.clone(),
         profile: spec.profile,

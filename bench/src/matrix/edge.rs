@@ -31,6 +31,8 @@ impl LoopStrategy {
 #[derive(Debug, Clone)]
 pub struct EdgeSetup {
     pub repo: PathBuf,
+    /// Model package name under `models/packages`.
+    pub model: String,
     pub endpoint: SocketAddr,
     pub cert: PathBuf,
     pub profile: Profile,
@@ -53,8 +55,9 @@ impl EdgeSetup {
         let mut t = String::new();
         t.push_str("device_id = \"jmdc-bench\"\nlog_level = \"warn\"\n");
         t.push_str(&format!(
-            "[model]\npackages_dir = {}\nname = \"alexnet-cifar10\"\n",
-            path(&self.repo.join("models/packages"))
+            "[model]\npackages_dir = {}\nname = {}\n",
+            path(&self.repo.join("models/packages")),
+            toml_str(&self.model)
         ));
         // The base plan; every --plan names all its keys, so this only matters without --plan.
         t.push_str("[plan]\nvariant = \"keep100\"\nsplit = \"edge-only\"\n");
@@ -158,6 +161,7 @@ mod tests {
     fn config_has_the_bench_settings() {
         let setup = EdgeSetup {
             repo: PathBuf::from("/repo"),
+            model: "alexnet-cifar10".into(),
             endpoint: "127.0.0.1:4000".parse().expect("addr"),
             cert: PathBuf::from("/w/cert.pem"),
             profile: Profile::Pi3,

@@ -51,6 +51,9 @@ pub struct RunMeta {
     pub repeats: usize,
     pub in_flight: usize,
     pub floor_pct: f64,
+    /// Model package benchmarked (runs made before the option existed: AlexNet).
+    #[serde(default = "default_model")]
+    pub model: String,
     pub queue_bytes: usize,
     pub screen_factor: f64,
     #[serde(default)]
@@ -70,6 +73,10 @@ pub struct RunMeta {
     pub report: PathBuf,
     /// False when the run was interrupted.
     pub complete: bool,
+}
+
+fn default_model() -> String {
+    "alexnet-cifar10".into()
 }
 
 impl RunMeta {

@@ -255,12 +255,14 @@ fn markdown(meta: &RunMeta, out: &Path, f: &Figures<'_>, link: &dyn Fn(&Path) ->
     );
     let _ = writeln!(
         w,
-        "- Accuracy floor {:.0} % (calibrated top-1, `models/packages/alexnet-cifar10/calibration.json`, 10,000 images). \
+        "- Model `{}`. Accuracy floor {:.0} % (calibrated top-1, `models/packages/{}/calibration.json`). \
          **Oracle** of a cell = the fixed plan with the lowest mean latency among those whose calibrated top-1 meets the \
          floor. **Best baseline** = the fastest of edge-only (variants meeting the floor), cloud-only raw, cloud-only \
          JPEG and Neurosurgeon (the adaptive loop with `strategy = \"neurosurgeon\"`: unpruned model, one split, \
          f32 tensor). **Adaptive** = the loop with `strategy = \"jmdc\"`, objective min-latency. {}",
+        meta.model,
         meta.floor_pct,
+        meta.model,
         if meta.warm_up_frames > 0 {
             format!(
                 "Each adaptive run (JMDC and Neurosurgeon) is a fresh process that first runs {} frames (the \

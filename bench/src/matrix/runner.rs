@@ -26,6 +26,8 @@ pub const SAMPLE_IMAGES: usize = 256;
 #[derive(Debug, Clone)]
 pub struct RunSettings {
     pub repo: PathBuf,
+    /// Model package name under `models/packages`.
+    pub model: String,
     /// Frames per plan and per adaptive run.
     pub frames: usize,
     pub repeats: usize,
@@ -146,6 +148,7 @@ pub fn run_cell(
     };
     let setup = |adaptive: Option<LoopStrategy>, frames: Option<PathBuf>| EdgeSetup {
         repo: s.repo.clone(),
+        model: s.model.clone(),
         endpoint: relay.addr,
         cert: worker.cert.clone(),
         profile: cell.profile,
@@ -283,6 +286,7 @@ pub fn probe_plan(
     bins: &Binaries,
     worker: &Worker,
     repo: &Path,
+    model: &str,
     work: &Path,
     spec: &str,
 ) -> Result<(), String> {
@@ -293,6 +297,7 @@ pub fn probe_plan(
     let cfg = work.join(format!("probe-{tag}.toml"));
     let setup = EdgeSetup {
         repo: repo.to_path_buf(),
+        model: model.to_owned(),
         endpoint: worker.addr,
         cert: worker.cert.clone(),
         profile: Profile::Native,
