@@ -165,6 +165,26 @@ pub fn device_name(i: usize) -> String {
     format!("soak-dev-{i:03}")
 }
 
+/// The soak's model: its worker loads only this package, so that a worker restart is not slowed
+/// down by loading every other package of the repository.
+const SOAK_MODEL: &str = "alexnet-cifar10";
+
+/// `work/models/`: a folder holding only [`SOAK_MODEL`] (a symbolic link to the repository's).
+fn soak_models_dir(settings: &SoakSettings) -> PathBuf {
+    settings.work.join("models")
+}
+
+fn link_soak_model(settings: &SoakSettings) -> Result<(), BenchError> {
+    let dir = soak_models_dir(settings);
+    std::fs::create_dir_all(&dir).map_err(|e| BenchError::io(&dir, e))?;
+    let link = dir.join(SOAK_MODEL);
+    if !link.exists() {
+        let target = settings.repo.join("models/packages").join(SOAK_MODEL);
+        std::os::unix::fs::symlink(&target, &link).map_err(|e| BenchError::io(&link, e))?;
+    }
+    Ok(())
+}
+
 fn worker_config(settings: &SoakSettings, listen: &str) -> String {
     let w = |f: &str| toml_str(&settings.work.join(f).to_string_lossy());
     format!(
@@ -174,7 +194,7 @@ fn worker_config(settings: &SoakSettings, listen: &str) -> String {
          # Every simulated device reaches the worker from 127.0.0.1 (through the relay), as devices\n\
          # behind one NAT would: the per-address cap must admit all of them.\n\
          [limits]\nmax_connections_per_address = {}\n",
-        toml_str(&settings.repo.join("models/packages").to_string_lossy()),
+        toml_str(&soak_models_dir(settings).to_string_lossy()),
         w("cert.pem"),
         w("key.pem"),
         w("ca.pem"),
@@ -217,7 +237,7 @@ fn edge_config(
     let w = |f: &str| p(&settings.work.join(f));
     format!(
         "device_id = \"{name}\"\nlog_level = \"info\"\n\
-         [model]\npackages_dir = {}\nname = \"alexnet-cifar10\"\n\
+         [model]\npackages_dir = {}\nname = \"{SOAK_MODEL}\"\n\
          [plan]\nvariant = \"{}\"\nsplit = {}\ncodec = \"{}\"\n\
          [cloud]\nendpoint = \"{endpoint}\"\nserver_name = \"localhost\"\nca_cert = {}\n\
          client_cert = {}\nclient_key = {}\n\
@@ -227,7 +247,7 @@ fn edge_config(
          [metrics]\nenabled = false\n\
          [output]\nper_frame = true\nformat = \"json\"\nfile = {}\n\
          [adaptive]\nenabled = false\n",
-        p(&settings.repo.join("models/packages")),
+        p(&soak_models_dir(settings)),
         settings.plan.variant,
         settings.plan.split,
         settings.plan.codec,
@@ -283,6 +303,7 @@ pub fn run_soak(bins: &Binaries, settings: &SoakSettings) -> Result<SoakOutcome,
         settings.work.display()
     );
     make_certificates(bins, &settings.work, settings.devices)?;
+    link_soak_model(settings)?;
 
     let (mut worker, worker_addr) = start_worker(bins, settings, "127.0.0.1:0", 1)?;
     let mut logs = vec![settings.work.join("cloud-1.log")];
