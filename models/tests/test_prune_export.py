@@ -138,3 +138,43 @@ def test_gates_attach_after_activation():
     a = nets.build(*zoo.get("alexnet-cifar10")[:2])
     g2 = nets.attach_gates(a)
     assert sorted(g2.values()) == [0, 3, 6, 7, 8]
+
+
+def test_quantize_int8_per_output_channel():
+    from jmdc_models import onnx_build as OB
+    w = np.random.RandomState(0).randn(6, 4, 3, 3).astype(np.float32)
+    w[2] *= 100.0  # one channel with a far larger range must not coarsen the others
+    w[4] = 0.0  # an all-zero channel gets scale 1 and stays zero
+    q, scale = OB.quantize_int8(w)
+    assert q.dtype == np.int8 and scale.shape == (6, 1, 1, 1) and np.abs(q).max() <= 127
+    err = np.abs(q * scale - w)
+    assert (err <= scale / 2 + 1e-6).all()
+    assert scale[4, 0, 0, 0] == 1.0 and not q[4].any()
+    assert scale[0, 0, 0, 0] < scale[2, 0, 0, 0] / 50
+
+
+@pytest.mark.parametrize("storage", ["fp16", "int8"])
+def test_compact_weight_storage_runs_like_float32(tmp_path, storage):
+    torch.manual_seed(0)
+    layers, shape = MINI_BN, [3, 16, 16]
+    net = nets.build(layers, shape).eval()
+    _randomize_bn(net)
+    weights = nets.numpy_weights(net)
+    ref_dir, dir_ = tmp_path / "fp32", tmp_path / storage
+    ref = export.export_variant(layers, weights, shape, ref_dir)
+    entry = export.export_variant(layers, weights, shape, dir_, storage=storage, full=False)
+    assert "full_model" not in entry and not (dir_ / "full.onnx").exists()
+    size = lambda d: sum((d / l["file"]).stat().st_size for l in ref["layers"])  # noqa: E731
+    assert size(dir_) < size(ref_dir) * (0.6 if storage == "fp16" else 0.4)
+    for l in entry["layers"]:
+        m = onnx.load(str(dir_ / l["file"]))
+        kinds = {t.data_type for t in m.graph.initializer}
+        if layers[l["index"]]["kind"] in ("conv", "linear"):
+            want = onnx.TensorProto.FLOAT16 if storage == "fp16" else onnx.TensorProto.INT8
+            assert want in kinds
+    x = np.random.RandomState(1).randn(4, *shape).astype(np.float32)
+    a = ortchain.Chain(ref_dir, {"layers": ref["layers"]}).run(x)
+    b = ortchain.Chain(dir_, {"layers": entry["layers"]}).run(x)
+    tol = 0.01 if storage == "fp16" else 0.05
+    assert np.abs(a - b).max() <= tol * np.abs(a).max()
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.75
