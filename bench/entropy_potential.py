@@ -14,7 +14,8 @@ codes are sized five ways:
   per-chan   H0 of codes quantized per channel, plus 4 bytes of ranges (f16 min + scale) per channel
   zlib, lzma general-purpose compressors over the packed codes
 
-Calibrated top-1 comes from the package's `calibration.json` (10,000 test images, the real codec).
+Calibrated top-1 comes from the package's `calibration.json` (the real codec; 10,000 test images for
+AlexNet, 2,000 for VGG16). `--model vgg16-cifar10` measures the bundled VGG16 at its calibrated splits.
 Needs numpy and onnxruntime (e.g. `python3 -m venv /tmp/ev && /tmp/ev/bin/pip install numpy onnxruntime`).
 """
 import json
@@ -28,13 +29,20 @@ import numpy as np
 import onnxruntime as ort
 
 REPO = Path(__file__).resolve().parent.parent
-PKG = REPO / "models/packages/alexnet-cifar10"
 SAMPLES = REPO / "models/samples/cifar10-test-256.bin"
-CASES = [
+ALEXNET_CASES = [
     ("keep050", 6, 1.0, 3), ("keep050", 6, 1.0, 2), ("keep050", 6, 0.75, 3), ("keep100", 6, 1.0, 3),
     ("keep100", 6, 1.0, 2), ("keep075", 6, 1.0, 3), ("keep050", 3, 1.0, 3), ("keep050", 3, 0.5, 2),
     ("keep050", 7, 1.0, 2), ("keep100", 7, 1.0, 3), ("keep100", 12, 1.0, 2), ("keep050", 10, 0.75, 2),
 ]
+# VGG16: splits 10 (pool2, 128x8x8), 17 (pool3, 256x4x4), 24 (pool4, 512x2x2), 31 (pool5, 512x1x1)
+VGG16_CASES = [
+    ("keep100", 10, 0.5, 2), ("keep100", 17, 0.75, 2), ("keep100", 17, 0.75, 3), ("keep100", 24, 1.0, 2),
+    ("keep100", 24, 0.75, 2), ("keep100", 31, 1.0, 2), ("keep050", 17, 0.5, 2), ("keep050", 24, 0.5, 2),
+    ("keep050", 31, 1.0, 2), ("keep050", 31, 1.0, 4), ("keep075", 31, 1.0, 2),
+]
+MODELS = {"alexnet-cifar10": ALEXNET_CASES, "vgg16-cifar10": VGG16_CASES}
+PKG = REPO / "models/packages/alexnet-cifar10"
 
 
 def images(manifest):
@@ -97,13 +105,21 @@ def top1(table, variant, split, keep, bits):
 
 
 def main():
+    global PKG
+    model = "alexnet-cifar10"
+    if len(sys.argv) == 3 and sys.argv[1] == "--model" and sys.argv[2] in MODELS:
+        model = sys.argv[2]
+    elif len(sys.argv) != 1:
+        print(f"usage: {sys.argv[0]} [--model {'|'.join(MODELS)}]", file=sys.stderr)
+        return 2
+    PKG = REPO / "models/packages" / model
     manifest = json.loads((PKG / "manifest.json").read_text())
     table = json.loads((PKG / "calibration.json").read_text())
     xs = images(manifest)
     cache = {}
     print("| variant | split | keep | bits | top-1 | elements | fixed B | H0 B (bit/elem) | static B | per-chan B | zlib B | lzma B | zero codes |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for variant, split, keep, bits in CASES:
+    for variant, split, keep, bits in MODELS[model]:
         tensors = cache.setdefault((variant, split), head(xs, variant, split))
         n = len(tensors)
         sums = dict(fixed=0.0, h0=0.0, per_chan=0.0, zlib=0.0, lzma=0.0, masks=0.0, zeros=0.0, elements=0)
