@@ -178,11 +178,12 @@ fn link_soak_model(settings: &SoakSettings) -> Result<(), BenchError> {
     let dir = soak_models_dir(settings);
     std::fs::create_dir_all(&dir).map_err(|e| BenchError::io(&dir, e))?;
     let link = dir.join(SOAK_MODEL);
-    if !link.exists() {
-        let target = settings.repo.join("models/packages").join(SOAK_MODEL);
-        std::os::unix::fs::symlink(&target, &link).map_err(|e| BenchError::io(&link, e))?;
+    // A link left by an earlier run may point at another checkout: make it anew.
+    if link.symlink_metadata().is_ok() {
+        std::fs::remove_file(&link).map_err(|e| BenchError::io(&link, e))?;
     }
-    Ok(())
+    let target = settings.repo.join("models/packages").join(SOAK_MODEL);
+    std::os::unix::fs::symlink(&target, &link).map_err(|e| BenchError::io(&link, e))
 }
 
 fn worker_config(settings: &SoakSettings, listen: &str) -> String {
