@@ -42,7 +42,6 @@ VGG16_CASES = [
     ("keep050", 31, 1.0, 2), ("keep050", 31, 1.0, 4), ("keep075", 31, 1.0, 2),
 ]
 MODELS = {"alexnet-cifar10": ALEXNET_CASES, "vgg16-cifar10": VGG16_CASES}
-PKG = REPO / "models/packages/alexnet-cifar10"
 
 
 def images(manifest):
@@ -54,10 +53,10 @@ def images(manifest):
     return (x - mean) / std
 
 
-def head(xs, variant, split):
+def head(pkg, xs, variant, split):
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
-    sessions = [ort.InferenceSession(str(PKG / variant / f"layer{i:02d}.onnx"), so) for i in range(split)]
+    sessions = [ort.InferenceSession(str(pkg / variant / f"layer{i:02d}.onnx"), so) for i in range(split)]
     out = []
     for x in xs:
         t = x[None]
@@ -105,22 +104,23 @@ def top1(table, variant, split, keep, bits):
 
 
 def main():
-    global PKG
     model = "alexnet-cifar10"
     if len(sys.argv) == 3 and sys.argv[1] == "--model" and sys.argv[2] in MODELS:
         model = sys.argv[2]
     elif len(sys.argv) != 1:
         print(f"usage: {sys.argv[0]} [--model {'|'.join(MODELS)}]", file=sys.stderr)
         return 2
-    PKG = REPO / "models/packages" / model
-    manifest = json.loads((PKG / "manifest.json").read_text())
-    table = json.loads((PKG / "calibration.json").read_text())
+    pkg = REPO / "models/packages" / model
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    table = json.loads((pkg / "calibration.json").read_text())
     xs = images(manifest)
     cache = {}
     print("| variant | split | keep | bits | top-1 | elements | fixed B | H0 B (bit/elem) | static B | per-chan B | zlib B | lzma B | zero codes |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for variant, split, keep, bits in MODELS[model]:
-        tensors = cache.setdefault((variant, split), head(xs, variant, split))
+        if (variant, split) not in cache:  # setdefault would run the head for every case
+            cache[(variant, split)] = head(pkg, xs, variant, split)
+        tensors = cache[(variant, split)]
         n = len(tensors)
         sums = dict(fixed=0.0, h0=0.0, per_chan=0.0, zlib=0.0, lzma=0.0, masks=0.0, zeros=0.0, elements=0)
         codes_all = []
