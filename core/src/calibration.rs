@@ -173,24 +173,28 @@ pub struct CalibrationTable {
     pub entries: Vec<CalibrationEntry>,
 }
 
-/// The name a table uses for a quantization mode: `f32`, `f16`, `int2` … `int8`.
+/// The name a table uses for a quantization mode: `f32`, `f16`, `int2` … `int8`, `int2ac` …
+/// `int8ac` (entropy-coded).
 pub fn codec_name(mode: QuantMode) -> String {
     match mode {
         QuantMode::Bits(b) => format!("int{b}"),
+        QuantMode::Coded(b) => format!("int{b}ac"),
         QuantMode::F16 => "f16".to_string(),
         QuantMode::F32 => "f32".to_string(),
     }
 }
 
-/// Parses a codec name: `f32`, `f16`, `intN` or `qN` (N a supported width), case-insensitive.
+/// Parses a codec name: `f32`, `f16`, `intN` or `qN` (N a supported width), with the suffix `ac`
+/// for the entropy-coded form (`int4ac`), case-insensitive.
 pub fn parse_codec(name: &str) -> Result<QuantMode, String> {
     let lower = name.trim().to_ascii_lowercase();
     let as_q = match lower.strip_prefix("int") {
         Some(bits) => format!("q{bits}"),
         None => lower,
     };
-    as_q.parse::<QuantMode>()
-        .map_err(|_| format!("unknown codec {name:?} (expected f32, f16 or int2…int8)"))
+    as_q.parse::<QuantMode>().map_err(|_| {
+        format!("unknown codec {name:?} (expected f32, f16, int2…int8 or int2ac…int8ac)")
+    })
 }
 
 /// Parses a comma-separated codec list (`"f32,f16,int8"`).
@@ -573,6 +577,20 @@ impl CalibrationTable {
             let name = &profile.variants.get(v)?.name;
             self.accuracy(name, s, codec)
         });
+        // Entropy-coded plans carry their measured mean size.
+        for c in &mut out {
+            let Some(codec) = c.codec.filter(|p| p.mode.is_coded()) else {
+                continue;
+            };
+            let bytes = profile
+                .variants
+                .get(c.variant)
+                .and_then(|v| self.entry(&v.name, c.split, &codec))
+                .and_then(|e| u32::try_from(e.bytes).ok());
+            if let Some(bytes) = bytes {
+                *c = c.with_mean_payload_bytes(bytes);
+            }
+        }
         for (v, variant) in profile.variants.iter().enumerate() {
             for e in self
                 .entries
@@ -662,37 +680,36 @@ impl CalibrationTable {
     /// Drops every entry dominated within its own (variant, split, input kind): another entry
     /// with no more bytes and no fewer correct images, strictly better in one of the two (of
     /// exact duplicates in both, the first in table order is kept). Raw and JPEG cloud-only
-    /// entries are separate groups (a JPEG costs encode/decode time a raw image does not). Same
-    /// rule as
+    /// entries are separate groups (a JPEG costs encode/decode time a raw image does not), and so
+    /// are entropy-coded and fixed-width split entries. Same rule as
     /// [`Optimizer::prune_dominated`](crate::optimizer::Optimizer::prune_dominated). Returns the
     /// number of entries dropped and marks the table `pareto_pruned`.
     pub fn pareto_prune(&mut self) -> usize {
         let n = self.entries.len();
         let mut order: Vec<usize> = (0..n).collect();
         let es = &self.entries;
+        fn group_of(e: &CalibrationEntry) -> (&str, usize, bool, bool) {
+            let coded = parse_codec(&e.codec).is_ok_and(QuantMode::is_coded);
+            (
+                e.variant.as_str(),
+                e.split,
+                e.jpeg_quality().is_some(),
+                coded,
+            )
+        }
         order.sort_by(|&a, &b| {
             let (x, y) = (&es[a], &es[b]);
-            (
-                x.variant.as_str(),
-                x.split,
-                x.jpeg_quality().is_some(),
-                x.bytes,
-            )
-                .cmp(&(
-                    y.variant.as_str(),
-                    y.split,
-                    y.jpeg_quality().is_some(),
-                    y.bytes,
-                ))
+            (group_of(x), x.bytes)
+                .cmp(&(group_of(y), y.bytes))
                 .then(y.correct.cmp(&x.correct))
                 .then(a.cmp(&b))
         });
         let mut keep = vec![false; n];
-        let mut group: Option<(&str, usize, bool)> = None;
+        let mut group = None;
         let mut best: Option<u64> = None;
         for &i in &order {
             let e = &es[i];
-            let key = (e.variant.as_str(), e.split, e.jpeg_quality().is_some());
+            let key = group_of(e);
             if group != Some(key) {
                 group = Some(key);
                 best = None;

@@ -751,9 +751,23 @@ pub struct CodecCosts {
     pub encode_samples: Vec<CodecSample>,
     /// See [`encode_samples`](Self::encode_samples).
     pub decode_samples: Vec<CodecSample>,
+    /// The entropy-coded modes (`QuantMode::Coded`), fitted on their own with `bytes` = the
+    /// fixed-width size ([`Profile::coded_encode`]); `None` when no coded mode was timed.
+    pub coded: Option<CodedCosts>,
     /// Costs of the cloud-only input paths, when measured ([`measure_input_codec_costs`]);
     /// [`build_optimizer_profile`] copies them into the profile (else they stay zero).
     pub input: Option<InputCosts>,
+}
+
+/// Encode and decode fits of the entropy-coded modes; samples' `bytes` are the fixed-width size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodedCosts {
+    /// Edge-side encoding (quantization and the range coder).
+    pub encode: CodecFit,
+    /// Cloud-side decoding.
+    pub decode: CodecFit,
+    /// The raw samples (encode, decode), for reports.
+    pub samples: Vec<(CodecSample, CodecSample)>,
 }
 
 /// Costs of sending the model input on cloud-only plans: raw 8-bit image or JPEG.
@@ -919,6 +933,7 @@ pub fn measure_codec_costs(
     let mut out = Vec::new();
     let mut enc_samples = Vec::new();
     let mut dec_samples = Vec::new();
+    let mut coded_samples = Vec::new();
     let mut times = Vec::with_capacity(runs);
     for (si, shape) in shapes.iter().enumerate() {
         let elements: usize = shape.iter().product();
@@ -937,12 +952,18 @@ pub fn measure_codec_costs(
                     encoder.encode_into(&data, shape, &params, &mut out)?;
                     times.push(us(t0.elapsed()));
                 }
-                let bytes = out.len();
-                enc_samples.push(CodecSample {
+                // The range coder's work follows the code bits: coded modes are sized by their
+                // fixed-width form.
+                let bytes = if mode.is_coded() {
+                    codec::encoded_len(shape, &params)?
+                } else {
+                    out.len()
+                };
+                let enc = CodecSample {
                     elements,
                     bytes,
                     us: median(&mut times),
-                });
+                };
                 codec::decode(&out, &limits)?;
                 times.clear();
                 for _ in 0..runs {
@@ -951,19 +972,35 @@ pub fn measure_codec_costs(
                     times.push(us(t0.elapsed()));
                     drop(d);
                 }
-                dec_samples.push(CodecSample {
+                let dec = CodecSample {
                     elements,
                     bytes,
                     us: median(&mut times),
-                });
+                };
+                if mode.is_coded() {
+                    coded_samples.push((enc, dec));
+                } else {
+                    enc_samples.push(enc);
+                    dec_samples.push(dec);
+                }
             }
         }
     }
+    let coded = (!coded_samples.is_empty()).then(|| {
+        let (enc, dec): (Vec<CodecSample>, Vec<CodecSample>) =
+            coded_samples.iter().copied().unzip();
+        CodedCosts {
+            encode: fit_codec_cost(&enc),
+            decode: fit_codec_cost(&dec),
+            samples: coded_samples,
+        }
+    });
     Ok(CodecCosts {
         encode: fit_codec_cost(&enc_samples),
         decode: fit_codec_cost(&dec_samples),
         encode_samples: enc_samples,
         decode_samples: dec_samples,
+        coded,
         input: None,
     })
 }
@@ -1156,6 +1193,10 @@ pub fn build_optimizer_profile(
     let mut profile = Profile::new(variants);
     profile.encode = codec.encode.cost;
     profile.decode = codec.decode.cost;
+    if let Some(coded) = &codec.coded {
+        profile.coded_encode = coded.encode.cost;
+        profile.coded_decode = coded.decode.cost;
+    }
     if let Some(input) = &codec.input {
         profile.input_encode = input.raw_encode;
         profile.input_decode = input.raw_decode;

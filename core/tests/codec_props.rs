@@ -15,6 +15,14 @@ fn mode_strategy() -> impl Strategy<Value = QuantMode> {
     ]
 }
 
+fn coded_strategy() -> impl Strategy<Value = QuantMode> {
+    prop::sample::select(vec![2u8, 3, 4, 5, 6, 8]).prop_map(QuantMode::Coded)
+}
+
+fn any_mode_strategy() -> impl Strategy<Value = QuantMode> {
+    prop_oneof![mode_strategy(), coded_strategy()]
+}
+
 fn keep_ratio_strategy() -> impl Strategy<Value = f32> {
     prop_oneof![
         Just(1.0f32),
@@ -127,7 +135,7 @@ fn check_value(x: f32, y: f32, mode: QuantMode, scale: f32) -> Result<(), TestCa
                 prop_assert_eq!(y, 65504.0f32.copysign(x));
             }
         }
-        QuantMode::Bits(_) => {
+        QuantMode::Bits(_) | QuantMode::Coded(_) => {
             // Documented bound: scale/2 plus half an f32 ulp of the reconstruction.
             let tol = f64::from(scale) / 2.0 * (1.0 + 1e-9)
                 + f64::from(x.abs().max(y.abs())) * f64::from(f32::EPSILON) / 2.0
@@ -214,6 +222,37 @@ proptest! {
     }
 
     #[test]
+    fn entropy_stage_is_lossless_and_never_larger(
+        shape in shape_strategy(),
+        fill in fill_strategy(),
+        seed in any::<u64>(),
+        keep_ratio in keep_ratio_strategy(),
+        mode in coded_strategy(),
+    ) {
+        let n: usize = shape.iter().product();
+        let data = make_data(fill, n, seed);
+        let coded_params = CodecParams { keep_ratio, mode };
+        let fixed_params = CodecParams { keep_ratio, mode: mode.fixed_width() };
+        let coded = encode(&data, &shape, &coded_params).unwrap();
+        let fixed = encode(&data, &shape, &fixed_params).unwrap();
+        prop_assert!(coded.len() <= fixed.len());
+        prop_assert_eq!(fixed.len(), encoded_len(&shape, &coded_params).unwrap());
+        let a = decode(&coded, &DecodeLimits::default()).unwrap();
+        let b = decode(&fixed, &DecodeLimits::default()).unwrap();
+        // Falls back to the fixed-width form (and says so) when coding saves nothing.
+        let expected_mode = if coded.len() < fixed.len() { mode } else { mode.fixed_width() };
+        prop_assert_eq!(a.mode, expected_mode);
+        prop_assert_eq!(&a.shape, &b.shape);
+        let bits_a: Vec<u32> = a.data.iter().map(|x| x.to_bits()).collect();
+        let bits_b: Vec<u32> = b.data.iter().map(|x| x.to_bits()).collect();
+        prop_assert!(bits_a == bits_b, "coded and fixed-width decodes differ");
+        // Same header before the payload but for the mode byte.
+        prop_assert_eq!(&coded[..5], &fixed[..5]);
+        prop_assert_eq!(&coded[6..coded.len().min(fixed.len()).min(8 + 4 * shape.len() + 16)],
+            &fixed[6..coded.len().min(fixed.len()).min(8 + 4 * shape.len() + 16)]);
+    }
+
+    #[test]
     fn encoded_len_is_exact(
         shape in shape_strategy(),
         keep_ratio in keep_ratio_strategy(),
@@ -239,7 +278,7 @@ proptest! {
 
     #[test]
     fn decode_random_header_never_panics(
-        mode in prop::sample::select(vec![2u8, 3, 4, 5, 6, 8, 16, 32]),
+        mode in prop::sample::select(vec![2u8, 3, 4, 5, 6, 8, 16, 32, 0x82, 0x83, 0x84, 0x88, 0x87]),
         dims in prop::collection::vec(any::<u32>(), 0..5),
         tail in prop::collection::vec(any::<u8>(), 0..600),
     ) {
@@ -260,7 +299,7 @@ proptest! {
     fn decode_mutated_never_panics(
         shape in shape_strategy(),
         keep_ratio in keep_ratio_strategy(),
-        mode in mode_strategy(),
+        mode in any_mode_strategy(),
         seed in any::<u64>(),
         flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
         cut in any::<prop::sample::Index>(),

@@ -643,7 +643,8 @@ fn construction_errors() {
             split: 2,
             codec: None,
             input: InputCodec::Raw,
-            accuracy: 0.9
+            accuracy: 0.9,
+            mean_payload_bytes: None,
         }]),
         OptimizerError::CodecPlacement { .. }
     ));
@@ -653,7 +654,8 @@ fn construction_errors() {
             split: 0,
             codec: Some(codec),
             input: InputCodec::Raw,
-            accuracy: 0.9
+            accuracy: 0.9,
+            mean_payload_bytes: None,
         }]),
         OptimizerError::CodecPlacement { .. }
     ));
@@ -1022,4 +1024,53 @@ fn jpeg_construction_errors() {
     let old = r#"{"variant":0,"split":0,"codec":null,"accuracy":0.9}"#;
     let c: Candidate = serde_json::from_str(old).unwrap();
     assert_eq!(c.input, InputCodec::Raw);
+}
+
+/// An entropy-coded plan: its bytes are the calibration table's measured mean, its codec time the
+/// coded fit at its fixed-width size; without a measured mean it is refused.
+#[test]
+fn entropy_coded_plans_use_measured_bytes_and_their_own_cost() {
+    let codec = CodecParams {
+        keep_ratio: 0.25,
+        mode: QuantMode::Bits(4),
+    };
+    let coded = CodecParams {
+        keep_ratio: 0.25,
+        mode: QuantMode::Coded(4),
+    };
+    let acc = accuracy(Some(codec));
+    let mut p = profile();
+    p.coded_encode = CodecCost {
+        fixed_us: 0.0,
+        per_element_us: 0.0,
+        per_byte_us: 1.0,
+    };
+    let err = Optimizer::new(
+        p.clone(),
+        vec![Candidate::split(0, 3, coded, acc)],
+        OptimizerConfig::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, OptimizerError::CodecPlacement { .. }));
+
+    let cands = vec![
+        Candidate::split(0, 3, codec, acc),
+        Candidate::split(0, 3, coded, acc).with_mean_payload_bytes(60),
+    ];
+    let mut opt = Optimizer::new(p, cands, OptimizerConfig::default()).unwrap();
+    assert_eq!(opt.bytes(0), Some(166));
+    assert_eq!(opt.bytes(1), Some(60));
+    // Neither dominates the other (fewer bytes, more codec work): both survive pruning.
+    assert_eq!(opt.prune_dominated(), 0);
+    // 166 µs of coding (166 fixed-width bytes × 1 µs) against 106 B × 8 bits saved: the coded
+    // plan wins below 106·8 / 166e-6 ≈ 5.1 Mbit/s and loses above.
+    let slow = cond(1e6, 0.0, 1.0);
+    let fast = cond(100e6, 0.0, 1.0);
+    let e = |opt: &Optimizer, i, c: &Conditions| opt.evaluate(i, c).unwrap().latency_s;
+    assert!(e(&opt, 1, &slow) < e(&opt, 0, &slow));
+    assert!(e(&opt, 1, &fast) > e(&opt, 0, &fast));
+    assert!(approx(
+        e(&opt, 1, &fast) - e(&opt, 0, &fast),
+        166e-6 - 106.0 * 8.0 / 100e6
+    ));
 }

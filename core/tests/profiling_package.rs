@@ -113,6 +113,7 @@ fn edge_profile_codec_costs_and_optimizer_profile() {
         input.jpeg_decode.rms_residual_us
     );
     let with_input = CodecCosts {
+        coded: None,
         input: Some(input.clone()),
         ..costs.clone()
     };

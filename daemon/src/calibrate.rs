@@ -59,7 +59,8 @@ pub fn last_stage_times() -> Option<StageTimes> {
 /// Default ρ grid.
 pub const DEFAULT_KEEP_RATIOS: [f32; 4] = [1.0, 0.75, 0.5, 0.25];
 /// Default codec grid.
-pub const DEFAULT_CODECS: &str = "f32,f16,int8,int6,int5,int4,int3,int2";
+pub const DEFAULT_CODECS: &str =
+    "f32,f16,int8,int6,int5,int4,int3,int2,int8ac,int6ac,int5ac,int4ac,int3ac,int2ac";
 /// Default images per batch.
 pub const DEFAULT_BATCH: usize = 100;
 
@@ -139,7 +140,8 @@ pub struct CalibrateArgs {
     /// Keep ratios ρ, comma-separated.
     #[arg(long, default_value = "1,0.75,0.5,0.25")]
     pub keep: String,
-    /// Codecs, comma-separated: f32, f16, int2…int8 (int7 is not supported by the codec).
+    /// Codecs, comma-separated: f32, f16, int2…int8 (int7 is not supported by the codec), and
+    /// int2ac…int8ac: the same codes entropy-coded (same accuracy, mean bytes measured).
     #[arg(long, default_value = DEFAULT_CODECS)]
     pub codecs: String,
     /// Only these variants, comma-separated (default: all).
@@ -332,11 +334,15 @@ pub fn summary(table: &CalibrationTable) -> String {
     out
 }
 
-/// One distinct decoded tensor at a split: all candidates with this (mode, kept count) share it.
+/// One distinct decoded tensor at a split: all candidates with this (fixed-width mode, kept
+/// count) share it — an entropy-coded mode decodes to exactly what its fixed-width form does.
 #[derive(Debug, Clone)]
 struct Group {
-    /// Parameters used for the round trip (the first ρ of the grid that maps here).
+    /// Parameters used for the round trip (the first ρ of the grid that maps here; fixed-width).
     params: CodecParams,
+    /// Whether the entropy-coded form is measured too (its bytes, and that it decodes to the
+    /// same tensor).
+    coded: bool,
 }
 
 /// The work for one variant: which splits, their shapes, groups and candidates.
@@ -362,6 +368,8 @@ struct SplitPlan {
 struct Counts {
     unsplit: Vec<u64>,
     groups: Vec<Vec<Vec<u64>>>,
+    /// Entropy-coded bytes summed over images, shaped like `groups` (0 where not measured).
+    coded_bytes: Vec<Vec<Vec<u64>>>,
     jpeg: Vec<Vec<u64>>,
     jpeg_bytes: Vec<u64>,
 }
@@ -373,6 +381,10 @@ impl Counts {
             jpeg_bytes: vec![0; jpeg_qualities],
             unsplit: vec![0; plans.len()],
             groups: plans
+                .iter()
+                .map(|v| v.splits.iter().map(|s| vec![0; s.groups.len()]).collect())
+                .collect(),
+            coded_bytes: plans
                 .iter()
                 .map(|v| v.splits.iter().map(|s| vec![0; s.groups.len()]).collect())
                 .collect(),
@@ -391,10 +403,15 @@ impl Counts {
         for (a, b) in self.jpeg_bytes.iter_mut().zip(&other.jpeg_bytes) {
             *a += b;
         }
-        for (va, vb) in self.groups.iter_mut().zip(&other.groups) {
-            for (sa, sb) in va.iter_mut().zip(vb) {
-                for (a, b) in sa.iter_mut().zip(sb) {
-                    *a += b;
+        for (mine, theirs) in [
+            (&mut self.groups, &other.groups),
+            (&mut self.coded_bytes, &other.coded_bytes),
+        ] {
+            for (va, vb) in mine.iter_mut().zip(theirs) {
+                for (sa, sb) in va.iter_mut().zip(vb) {
+                    for (a, b) in sa.iter_mut().zip(sb) {
+                        *a += b;
+                    }
                 }
             }
         }
@@ -461,12 +478,22 @@ fn plan_variants(pkg: &ModelPackage, opts: &CalibrateOptions) -> Result<Vec<Vari
                         [_, h, w] => kept_positions(*h, *w, keep_ratio),
                         _ => shape.iter().product(),
                     };
-                    let g = *keys.entry((mode, kept)).or_insert_with(|| {
+                    let fixed = mode.fixed_width();
+                    let g = *keys.entry((fixed, kept)).or_insert_with(|| {
                         groups.push(Group {
-                            params: CodecParams { keep_ratio, mode },
+                            params: CodecParams {
+                                keep_ratio,
+                                mode: fixed,
+                            },
+                            coded: false,
                         });
                         groups.len() - 1
                     });
+                    if mode.is_coded() {
+                        if let Some(group) = groups.get_mut(g) {
+                            group.coded = true;
+                        }
+                    }
                     candidates.push((keep_ratio, mode, g));
                 }
             }
@@ -492,6 +519,7 @@ struct Worker {
     encoder: Encoder,
     jpeg: JpegEncoder,
     bytes: Vec<u8>,
+    coded_bytes: Vec<u8>,
     times: StageTimes,
 }
 
@@ -529,6 +557,7 @@ impl Worker {
             encoder: Encoder::new(),
             jpeg: JpegEncoder::new(),
             bytes: Vec::new(),
+            coded_bytes: Vec::new(),
             times: StageTimes::default(),
         })
     }
@@ -609,6 +638,33 @@ impl Worker {
                         })?;
                         if d.shape != sp.shape {
                             bail!("decoded shape {:?} != {:?}", d.shape, sp.shape);
+                        }
+                        if g.coded {
+                            let coded = CodecParams {
+                                mode: QuantMode::Coded(g.params.mode.bits_per_value() as u8),
+                                ..g.params
+                            };
+                            self.encoder
+                                .encode_into(data, &sp.shape, &coded, &mut self.coded_bytes)
+                                .with_context(|| {
+                                    format!("entropy-coding {} split {}", plan.name, sp.split)
+                                })?;
+                            counts.coded_bytes[vi][si][gi] += self.coded_bytes.len() as u64;
+                            let c = decode(&self.coded_bytes, &limits).with_context(|| {
+                                format!("decoding {} split {} (entropy-coded)", plan.name, sp.split)
+                            })?;
+                            let same = c.data.len() == d.data.len()
+                                && c.data
+                                    .iter()
+                                    .zip(&d.data)
+                                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                            if !same {
+                                bail!(
+                                    "{} split {}: the entropy-coded form decoded to another tensor",
+                                    plan.name,
+                                    sp.split
+                                );
+                            }
                         }
                         decoded.extend_from_slice(&d.data);
                     }
@@ -847,8 +903,13 @@ pub fn run_calibration(opts: &CalibrateOptions) -> Result<CalibrationTable> {
         for (si, sp) in plan.splits.iter().enumerate() {
             for &(keep_ratio, mode, g) in &sp.candidates {
                 let params = CodecParams { keep_ratio, mode };
-                let bytes = plan_bytes(&pkg, &plan.name, sp.split, Some(&params))
-                    .map_err(|e| anyhow!(e))?;
+                let bytes = if mode.is_coded() {
+                    // Mean over the N images, to the nearest byte.
+                    let total = counts.coded_bytes[vi][si][g];
+                    usize::try_from((total + n64 / 2) / n64).unwrap_or(usize::MAX)
+                } else {
+                    plan_bytes(&pkg, &plan.name, sp.split, Some(&params)).map_err(|e| anyhow!(e))?
+                };
                 table.entries.push(entry(
                     &plan.name,
                     sp.split,

@@ -48,7 +48,7 @@ impl std::str::FromStr for SplitSpec {
     }
 }
 
-/// How the split tensor is coded: `f32`, `f16` or `int2`…`int8`.
+/// How the split tensor is coded: `f32`, `f16`, `int2`…`int8` or `int2ac`…`int8ac` (entropy-coded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CodecSpec(pub QuantMode);
 
@@ -67,16 +67,25 @@ impl std::str::FromStr for CodecSpec {
             "f32" => QuantMode::F32,
             "f16" => QuantMode::F16,
             _ => {
-                let bits = s
+                let (digits, coded) = match s.strip_suffix("ac") {
+                    Some(d) => (d, true),
+                    None => (s, false),
+                };
+                let bits = digits
                     .strip_prefix("int")
                     .and_then(|b| b.parse::<u8>().ok())
                     .filter(|b| [2, 3, 4, 5, 6, 8].contains(b))
                     .ok_or_else(|| {
                         format!(
-                            "codec `{s}`: expected f32, f16, int2, int3, int4, int5, int6 or int8"
+                            "codec `{s}`: expected f32, f16, int2, int3, int4, int5, int6 or int8, \
+                             or one of the int widths with `ac` (entropy-coded, e.g. int4ac)"
                         )
                     })?;
-                QuantMode::Bits(bits)
+                if coded {
+                    QuantMode::Coded(bits)
+                } else {
+                    QuantMode::Bits(bits)
+                }
             }
         };
         Ok(Self(mode))
@@ -89,6 +98,7 @@ impl fmt::Display for CodecSpec {
             QuantMode::F32 => f.write_str("f32"),
             QuantMode::F16 => f.write_str("f16"),
             QuantMode::Bits(b) => write!(f, "int{b}"),
+            QuantMode::Coded(b) => write!(f, "int{b}ac"),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The feature codec as it was before the performance work of issue 14 (part 4), frozen: encoder,
 //! decoder and the private helpers they used, copied from `core/src/codec/` at commit `4fd09e7`
-//! with only the imports changed. Only for side-by-side benchmarks (`benches/codec/main.rs`) and
+//! with only the imports changed (and `QuantMode::Coded`, added later, matched like `Bits`: the
+//! baseline is only ever given fixed-width modes). Only for side-by-side benchmarks (`benches/codec/main.rs`) and
 //! the differential tests (`core/src/codec/golden.rs`); never used by the library.
 //!
 //! The including module provides `super::api` with the public codec items.
@@ -19,7 +20,7 @@ const HEADER_TAIL: usize = 16;
 
 fn to_byte(m: QuantMode) -> u8 {
     match m {
-        QuantMode::Bits(b) => b,
+        QuantMode::Bits(b) | QuantMode::Coded(b) => b,
         QuantMode::F16 => MODE_F16,
         QuantMode::F32 => MODE_F32,
     }
@@ -266,7 +267,7 @@ impl Encoder {
         };
 
         match params.mode {
-            QuantMode::Bits(bits) => {
+            QuantMode::Bits(bits) | QuantMode::Coded(bits) => {
                 let (min, scale) = write_quantized(&kept, bits, layout.payload_len, out);
                 out[quant_at..quant_at + 4].copy_from_slice(&min.to_le_bytes());
                 out[quant_at + 4..quant_at + 8].copy_from_slice(&scale.to_le_bytes());
@@ -496,7 +497,9 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, CodecError
         });
     }
     let quant_ok = match mode {
-        QuantMode::Bits(_) => min.is_finite() && scale.is_finite() && scale >= 0.0,
+        QuantMode::Bits(_) | QuantMode::Coded(_) => {
+            min.is_finite() && scale.is_finite() && scale >= 0.0
+        }
         QuantMode::F16 | QuantMode::F32 => min.to_bits() == 0 && scale.to_bits() == 0,
     };
     if !quant_ok {
@@ -578,7 +581,7 @@ fn decode_values(
     out: &mut [f32],
 ) -> Result<(), CodecError> {
     match mode {
-        QuantMode::Bits(bits) => {
+        QuantMode::Bits(bits) | QuantMode::Coded(bits) => {
             let mut table = [0.0f32; 256];
             for (q, slot) in table.iter_mut().take(1usize << bits).enumerate() {
                 let v = f64::from(min) + q as f64 * f64::from(scale);

@@ -1,6 +1,7 @@
 //! Decoder: validates everything before allocating, then reconstructs the dense tensor.
 
 use super::bits::{padding_is_zero, unpack_codes, unpack_groups};
+use super::entropy;
 use super::{
     checked_product, validate_keep_ratio, CodecError, DecodeLimits, Decoded, Layout, QuantMode,
     FORMAT_VERSION, MAGIC,
@@ -60,7 +61,7 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, CodecError
     let min = r.f32("min")?;
     let scale = r.f32("scale")?;
 
-    let layout = Layout::from_parts(&shape, elements, keep_ratio, mode)?;
+    let layout = Layout::from_parts(&shape, elements, keep_ratio, mode.fixed_width())?;
     if kept != layout.kept {
         return Err(CodecError::KeptCountMismatch {
             expected: layout.kept,
@@ -68,7 +69,9 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, CodecError
         });
     }
     let quant_ok = match mode {
-        QuantMode::Bits(_) => min.is_finite() && scale.is_finite() && scale >= 0.0,
+        QuantMode::Bits(_) | QuantMode::Coded(_) => {
+            min.is_finite() && scale.is_finite() && scale >= 0.0
+        }
         QuantMode::F16 | QuantMode::F32 => min.to_bits() == 0 && scale.to_bits() == 0,
     };
     if !quant_ok {
@@ -76,7 +79,28 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, CodecError
     }
 
     let mask = r.take(layout.mask_len, "mask")?;
-    let payload = r.rest();
+    let mut payload = r.rest();
+    // The entropy stage: its payload is shorter than the fixed-width one (else the encoder writes
+    // that); decode the codes and re-pack them, then go on as for `Bits`.
+    let repacked;
+    if let QuantMode::Coded(bits) = mode {
+        if payload.len() >= layout.payload_len {
+            return Err(CodecError::EntropyStream(
+                "not smaller than the fixed-width payload",
+            ));
+        }
+        // `kept_values ≤ elements ≤ max_elements`: bounded.
+        let mut codes = vec![0u8; layout.kept_values];
+        let row = match layout.spatial {
+            Some(_) => layout.kept,
+            None => layout.kept_values,
+        };
+        entropy::decode_codes(payload, bits, row, &mut codes)?;
+        let mut fixed = vec![0u8; layout.payload_len];
+        entropy::pack_fixed(&codes, bits, &mut fixed);
+        repacked = fixed;
+        payload = &repacked;
+    }
     if payload.len() != layout.payload_len {
         return Err(CodecError::PayloadLength {
             expected: layout.payload_len,
@@ -112,7 +136,7 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, CodecError
     };
 
     match mode {
-        QuantMode::Bits(bits) => {
+        QuantMode::Bits(bits) | QuantMode::Coded(bits) => {
             if !padding_is_zero(payload, layout.kept_values * usize::from(bits)) {
                 return Err(CodecError::NonZeroPadding("payload"));
             }
@@ -150,7 +174,14 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, CodecError
             next: 0,
         },
     };
-    decode_values(mode, payload, min, scale, layout.kept_values, &mut sink);
+    decode_values(
+        mode.fixed_width(),
+        payload,
+        min,
+        scale,
+        layout.kept_values,
+        &mut sink,
+    );
 
     Ok(Decoded {
         shape,
@@ -239,7 +270,8 @@ impl Sink<'_> {
 /// been validated, into `sink`.
 fn decode_values(mode: QuantMode, payload: &[u8], min: f32, scale: f32, n: usize, sink: &mut Sink) {
     match mode {
-        QuantMode::Bits(bits) => {
+        // Called with fixed-width modes; `Coded` payloads are re-packed first.
+        QuantMode::Bits(bits) | QuantMode::Coded(bits) => {
             let mut table = [0.0f32; 256];
             let (min, scale) = (f64::from(min), f64::from(scale));
             for (q, slot) in (0u32..).zip(table.iter_mut().take(1usize << bits)) {

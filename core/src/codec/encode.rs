@@ -12,7 +12,11 @@
 use half::slice::HalfFloatSliceExt;
 
 use super::bits::pack_groups;
+use super::entropy;
 use super::{CodecError, CodecParams, Layout, QuantMode, FORMAT_VERSION, MAGIC};
+
+/// Offset of the mode byte in the header (after the magic and the version).
+const MODE_BYTE_AT: usize = 5;
 
 /// 2⁵²: for 0 ≤ t < 2⁵¹, the low bits of `(t + 2⁵²).to_bits()` are `t` rounded to nearest.
 const ROUND_MAGIC: f64 = 4_503_599_627_370_496.0;
@@ -65,6 +69,9 @@ pub struct Encoder {
     pos_min: Vec<f32>,
     pos_max: Vec<f32>,
     order: Vec<u32>,
+    /// Codes and entropy-coded bytes of [`QuantMode::Coded`] (`O(kept values)`).
+    codes: Vec<u8>,
+    coded: Vec<u8>,
 }
 
 impl Encoder {
@@ -97,14 +104,16 @@ impl Encoder {
         out: &mut Vec<u8>,
     ) -> Result<(), CodecError> {
         params.validate()?;
-        let layout = Layout::new(shape, params.keep_ratio, params.mode)?;
+        // A coded payload starts as its fixed-width form; the entropy stage rewrites it at the end.
+        let mode = params.mode.fixed_width();
+        let layout = Layout::new(shape, params.keep_ratio, mode)?;
         if data.len() != layout.elements {
             return Err(CodecError::ShapeMismatch {
                 expected: layout.elements,
                 actual: data.len(),
             });
         }
-        let quantized = matches!(params.mode, QuantMode::Bits(_));
+        let quantized = matches!(mode, QuantMode::Bits(_));
         let masked_hw = match layout.spatial {
             Some((_, hw)) if layout.mask_len > 0 => Some(hw),
             _ => None,
@@ -123,7 +132,7 @@ impl Encoder {
         out.reserve(layout.total_len);
         out.extend_from_slice(&MAGIC);
         out.push(FORMAT_VERSION);
-        out.push(params.mode.to_byte());
+        out.push(mode.to_byte());
         out.push(shape.len() as u8); // Layout checked rank ≤ 255.
         out.push(0); // reserved
         for &d in shape {
@@ -152,8 +161,9 @@ impl Encoder {
         };
 
         // ---- payload ----
-        match params.mode {
-            QuantMode::Bits(bits) => {
+        match mode {
+            // `mode` is fixed-width: `Coded` does not occur here.
+            QuantMode::Bits(bits) | QuantMode::Coded(bits) => {
                 let (min, max) = match whole_range {
                     Some(r) => r,
                     None => positions_range(&self.order, &self.pos_min, &self.pos_max),
@@ -180,7 +190,35 @@ impl Encoder {
             }
         }
         debug_assert_eq!(out.len(), layout.total_len);
+        if let QuantMode::Coded(bits) = params.mode {
+            self.entropy_code(out, &layout, bits);
+        }
         Ok(())
+    }
+
+    /// The entropy stage: replaces the fixed-width payload at the end of `out` by its coded form
+    /// and marks the mode byte, unless that would not make it smaller.
+    fn entropy_code(&mut self, out: &mut Vec<u8>, layout: &Layout, bits: u8) {
+        let start = layout.header_len + layout.mask_len;
+        let Some(payload) = out.get(start..) else {
+            return;
+        };
+        self.codes.clear();
+        self.codes.resize(layout.kept_values, 0);
+        entropy::unpack_fixed(payload, bits, &mut self.codes);
+        self.coded.clear();
+        let row = match layout.spatial {
+            Some(_) => layout.kept,
+            None => layout.kept_values,
+        };
+        entropy::encode_codes(&self.codes, bits, row, &mut self.coded);
+        if self.coded.len() < layout.payload_len {
+            out.truncate(start);
+            out.extend_from_slice(&self.coded);
+            if let Some(m) = out.get_mut(MODE_BYTE_AT) {
+                *m = QuantMode::Coded(bits).to_byte();
+            }
+        }
     }
 
     /// Pass 1 with a mask: `importance[p] = Σ_c x[c,p]²` accumulated in `f64` over `c = 0..C` (the

@@ -281,6 +281,11 @@ fn matches_baseline() {
                     }
                     _ => bytes.push(rng.next() as u8),
                 }
+                // A flipped top bit of the mode byte makes an entropy-coded mode, which the
+                // baseline predates: the entropy stage has its own tests.
+                if bytes.get(5).is_some_and(|&b| b & 0x80 != 0) {
+                    continue;
+                }
             }
             let d = decode(&bytes, &limits);
             let bd = baseline::decode(&bytes, &limits);

@@ -9,6 +9,10 @@
 //!    any other rank keep every element and never carry a mask.
 //! 2. **Quantization** of the kept values only: per-tensor affine `b`-bit codes
 //!    (`b ∈ {2,3,4,5,6,8}`), or half precision ([`QuantMode::F16`]), or exact `f32` ([`QuantMode::F32`]).
+//! 3. Optionally (**[`QuantMode::Coded`]**) an **entropy stage** over the `b`-bit codes: an adaptive
+//!    binary range coder with neighbour contexts (`entropy.rs`). It is lossless: the decoded tensor is
+//!    bit for bit the one fixed-width codes give. When coding would not make the payload smaller the
+//!    encoder writes the fixed-width form instead (its header says [`QuantMode::Bits`]).
 //!
 //! The byte format, the size formula and the error bound are documented in `docs/codec.md`.
 //!
@@ -18,6 +22,7 @@
 mod bits;
 mod decode;
 mod encode;
+mod entropy;
 #[cfg(test)]
 mod golden;
 
@@ -39,12 +44,19 @@ pub const MAX_FORMAT_RANK: usize = u8::MAX as usize;
 /// Mode byte values in the header for the float modes (bit widths are stored as themselves).
 pub(crate) const MODE_F16: u8 = 16;
 pub(crate) const MODE_F32: u8 = 32;
+/// Flag added to the bit width in the mode byte of an entropy-coded payload ([`QuantMode::Coded`]).
+pub(crate) const MODE_CODED_FLAG: u8 = 0x80;
 
 /// How kept values are represented on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum QuantMode {
     /// Per-tensor affine quantization to `b` bits per value; `b` is one of [`SUPPORTED_BITS`].
     Bits(u8),
+    /// The same `b`-bit codes, entropy-coded (adaptive binary range coder with neighbour contexts):
+    /// lossless, so exactly as accurate as [`QuantMode::Bits`]`(b)`, and smaller where the codes are
+    /// predictable (ReLU tensors: mostly zeros). Its size depends on the values; the encoder falls
+    /// back to `Bits(b)` when coding would not save a byte.
+    Coded(u8),
     /// IEEE 754 half precision (round to nearest, values beyond ±65504 saturate).
     F16,
     /// Exact `f32`.
@@ -52,7 +64,18 @@ pub enum QuantMode {
 }
 
 impl QuantMode {
-    /// Every supported mode, fewest bits first.
+    /// Every entropy-coded mode ([`QuantMode::Coded`]), fewest bits first.
+    pub const CODED: [QuantMode; 6] = [
+        QuantMode::Coded(2),
+        QuantMode::Coded(3),
+        QuantMode::Coded(4),
+        QuantMode::Coded(5),
+        QuantMode::Coded(6),
+        QuantMode::Coded(8),
+    ];
+
+    /// Every fixed-size mode (fixed-width codes and floats), fewest bits first; the entropy-coded
+    /// ones are [`QuantMode::CODED`].
     pub const ALL: [QuantMode; 8] = [
         QuantMode::Bits(2),
         QuantMode::Bits(3),
@@ -64,19 +87,33 @@ impl QuantMode {
         QuantMode::F32,
     ];
 
-    /// Bits each kept value occupies in the payload.
+    /// Bits each kept value occupies in the payload (for [`QuantMode::Coded`], in the
+    /// fixed-width form that bounds its size).
     pub fn bits_per_value(self) -> u32 {
         match self {
-            QuantMode::Bits(b) => u32::from(b),
+            QuantMode::Bits(b) | QuantMode::Coded(b) => u32::from(b),
             QuantMode::F16 => 16,
             QuantMode::F32 => 32,
         }
     }
 
-    /// Checks that a [`QuantMode::Bits`] width is supported.
+    /// The fixed-width mode with the same codes: `Coded(b)` → `Bits(b)`, others unchanged.
+    pub fn fixed_width(self) -> QuantMode {
+        match self {
+            QuantMode::Coded(b) => QuantMode::Bits(b),
+            m => m,
+        }
+    }
+
+    /// True for [`QuantMode::Coded`]: the encoded size depends on the values.
+    pub fn is_coded(self) -> bool {
+        matches!(self, QuantMode::Coded(_))
+    }
+
+    /// Checks that a [`QuantMode::Bits`] or [`QuantMode::Coded`] width is supported.
     pub fn validate(self) -> Result<(), CodecError> {
         match self {
-            QuantMode::Bits(b) if !SUPPORTED_BITS.contains(&b) => {
+            QuantMode::Bits(b) | QuantMode::Coded(b) if !SUPPORTED_BITS.contains(&b) => {
                 Err(CodecError::UnsupportedBits(b))
             }
             _ => Ok(()),
@@ -87,6 +124,7 @@ impl QuantMode {
     pub(crate) fn to_byte(self) -> u8 {
         match self {
             QuantMode::Bits(b) => b,
+            QuantMode::Coded(b) => MODE_CODED_FLAG | b,
             QuantMode::F16 => MODE_F16,
             QuantMode::F32 => MODE_F32,
         }
@@ -98,16 +136,20 @@ impl QuantMode {
             MODE_F16 => Ok(QuantMode::F16),
             MODE_F32 => Ok(QuantMode::F32),
             b if SUPPORTED_BITS.contains(&b) => Ok(QuantMode::Bits(b)),
+            b if b & MODE_CODED_FLAG != 0 && SUPPORTED_BITS.contains(&(b & !MODE_CODED_FLAG)) => {
+                Ok(QuantMode::Coded(b & !MODE_CODED_FLAG))
+            }
             b => Err(CodecError::UnsupportedMode(b)),
         }
     }
 }
 
 impl fmt::Display for QuantMode {
-    /// `q2` … `q8`, `f16`, `f32` (the inverse of [`FromStr`]).
+    /// `q2` … `q8`, `q2ac` … `q8ac` (entropy-coded), `f16`, `f32` (the inverse of [`FromStr`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             QuantMode::Bits(b) => write!(f, "q{b}"),
+            QuantMode::Coded(b) => write!(f, "q{b}ac"),
             QuantMode::F16 => f.write_str("f16"),
             QuantMode::F32 => f.write_str("f32"),
         }
@@ -117,18 +159,27 @@ impl fmt::Display for QuantMode {
 impl FromStr for QuantMode {
     type Err = CodecError;
 
-    /// Accepts `q2`…`q8` (supported widths only), `f16` and `f32`, case-insensitively.
+    /// Accepts `q2`…`q8` and `q2ac`…`q8ac` (supported widths only), `f16` and `f32`,
+    /// case-insensitively.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let lower = s.trim().to_ascii_lowercase();
         match lower.as_str() {
             "f16" => Ok(QuantMode::F16),
             "f32" => Ok(QuantMode::F32),
             other => {
-                let bits = other
+                let (digits, coded) = match other.strip_suffix("ac") {
+                    Some(d) => (d, true),
+                    None => (other, false),
+                };
+                let bits = digits
                     .strip_prefix('q')
                     .and_then(|d| d.parse::<u8>().ok())
                     .ok_or_else(|| CodecError::InvalidModeName(s.to_owned()))?;
-                let mode = QuantMode::Bits(bits);
+                let mode = if coded {
+                    QuantMode::Coded(bits)
+                } else {
+                    QuantMode::Bits(bits)
+                };
                 mode.validate()?;
                 Ok(mode)
             }
@@ -208,11 +259,11 @@ pub enum CodecError {
     /// ρ is not a finite number in `(0, 1]`.
     #[error("keep ratio {0} is not in (0, 1]")]
     InvalidKeepRatio(f32),
-    /// `QuantMode::Bits(b)` with an unsupported `b`.
+    /// `QuantMode::Bits(b)` or `QuantMode::Coded(b)` with an unsupported `b`.
     #[error("unsupported quantization width {0} bits (supported: 2, 3, 4, 5, 6, 8)")]
     UnsupportedBits(u8),
     /// A mode name that [`QuantMode::from_str`] does not know.
-    #[error("unknown quantization mode {0:?} (expected q2..q8, f16 or f32)")]
+    #[error("unknown quantization mode {0:?} (expected q2..q8, q2ac..q8ac, f16 or f32)")]
     InvalidModeName(String),
     /// `data.len()` differs from the product of `shape`.
     #[error("shape has {expected} elements but {actual} values were given")]
@@ -316,6 +367,9 @@ pub enum CodecError {
         /// `scale` from the header.
         scale: f32,
     },
+    /// An entropy-coded payload is not what the encoder writes (see `docs/codec.md`).
+    #[error("invalid entropy-coded payload: {0}")]
+    EntropyStream(&'static str),
     /// An F16/F32 payload contains NaN or an infinity.
     #[error("non-finite value in payload at kept value {index}")]
     NonFiniteValue {
@@ -351,7 +405,9 @@ pub fn kept_positions(h: usize, w: usize, keep_ratio: f32) -> usize {
 }
 
 /// The exact byte size [`encode`] produces for a tensor of this shape with these parameters
-/// (independent of the values). See `docs/codec.md` for the formula.
+/// (independent of the values), or for [`QuantMode::Coded`] the upper bound: the size of the same
+/// tensor with fixed-width codes (the encoder never writes more). See `docs/codec.md` for the
+/// formula.
 pub fn encoded_len(shape: &[usize], params: &CodecParams) -> Result<usize, CodecError> {
     params.validate()?;
     let layout = Layout::new(shape, params.keep_ratio, params.mode)?;

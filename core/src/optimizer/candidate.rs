@@ -59,6 +59,11 @@ pub struct Candidate {
     pub input: InputCodec,
     /// Top-1 accuracy in `[0, 1]` from the calibration table.
     pub accuracy: f32,
+    /// For an entropy-coded codec ([`QuantMode::Coded`]), whose size depends on the values: the
+    /// **mean payload bytes** per frame the calibration table measured (protocol header not
+    /// included). `None` for every other plan (their size is exact, from the codec's formula).
+    #[serde(default)]
+    pub mean_payload_bytes: Option<u32>,
 }
 
 impl Candidate {
@@ -70,6 +75,15 @@ impl Candidate {
             codec: Some(codec),
             input: InputCodec::Raw,
             accuracy,
+            mean_payload_bytes: None,
+        }
+    }
+
+    /// This plan with the measured mean payload bytes of its (entropy-coded) codec.
+    pub fn with_mean_payload_bytes(self, bytes: u32) -> Self {
+        Candidate {
+            mean_payload_bytes: Some(bytes),
+            ..self
         }
     }
 
@@ -81,6 +95,7 @@ impl Candidate {
             codec: None,
             input: InputCodec::Raw,
             accuracy,
+            mean_payload_bytes: None,
         }
     }
 
@@ -96,6 +111,7 @@ impl Candidate {
                 mean_bytes,
             },
             accuracy,
+            mean_payload_bytes: None,
         }
     }
 
@@ -107,6 +123,7 @@ impl Candidate {
             codec: None,
             input: InputCodec::Raw,
             accuracy,
+            mean_payload_bytes: None,
         }
     }
 }
@@ -140,6 +157,7 @@ where
                         codec: None,
                         input: InputCodec::Raw,
                         accuracy: acc,
+                        mean_payload_bytes: None,
                     });
                 }
                 continue;

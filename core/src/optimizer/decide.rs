@@ -449,18 +449,34 @@ impl Optimizer {
                     true,
                 ),
                 (s, Some(codec), _) if s != 0 && s != l => {
-                    let payload = encoded_len(&v.boundary_shapes[s], &codec).map_err(|source| {
+                    let fixed = encoded_len(&v.boundary_shapes[s], &codec).map_err(|source| {
                         OptimizerError::Codec {
                             candidate: i,
                             source,
                         }
                     })?;
-                    (
-                        payload.saturating_add(overhead),
-                        profile.encode.cost_us(elements, payload),
-                        profile.decode.cost_us(elements, payload),
-                        true,
-                    )
+                    if codec.mode.is_coded() {
+                        // Value-dependent size: the calibration table's measured mean.
+                        let payload =
+                            c.mean_payload_bytes.ok_or(OptimizerError::CodecPlacement {
+                                candidate: i,
+                                reason:
+                                    "an entropy-coded plan needs its measured mean payload bytes",
+                            })? as usize;
+                        (
+                            payload.saturating_add(overhead),
+                            profile.coded_encode.cost_us(elements, fixed),
+                            profile.coded_decode.cost_us(elements, fixed),
+                            true,
+                        )
+                    } else {
+                        (
+                            fixed.saturating_add(overhead),
+                            profile.encode.cost_us(elements, fixed),
+                            profile.decode.cost_us(elements, fixed),
+                            true,
+                        )
+                    }
                 }
                 (_, Some(_), _) => {
                     return Err(OptimizerError::CodecPlacement {
@@ -502,25 +518,31 @@ impl Optimizer {
     /// with no more bytes and no less accuracy, better in at least one (of exact duplicates the
     /// first is kept). Such a candidate can never be chosen: within a group the layer times are
     /// equal and codec costs do not decrease with bytes. Raw and JPEG cloud-only inputs are
-    /// separate groups (a JPEG has fewer bytes but costs more to encode and decode). Candidate
+    /// separate groups (a JPEG has fewer bytes but costs more to encode and decode), and so are
+    /// entropy-coded and fixed-width split codecs, for the same reason. Candidate
     /// indices are renumbered (order is kept). Returns how many were dropped.
     pub fn prune_dominated(&mut self) -> usize {
         let n = self.candidates.len();
         let mut order: Vec<usize> = (0..n).collect();
+        // Entropy-coded plans are a group of their own too: fewer bytes, but more codec work.
+        let group_of = |c: &Candidate| {
+            let coded = c.codec.is_some_and(|p| p.mode.is_coded());
+            (c.variant, c.split, c.input.is_jpeg(), coded)
+        };
         order.sort_by(|&a, &b| {
             let (ca, cb) = (&self.candidates[a], &self.candidates[b]);
-            (ca.variant, ca.split, ca.input.is_jpeg(), self.bytes[a])
-                .cmp(&(cb.variant, cb.split, cb.input.is_jpeg(), self.bytes[b]))
+            (group_of(ca), self.bytes[a])
+                .cmp(&(group_of(cb), self.bytes[b]))
                 .then(cb.accuracy.total_cmp(&ca.accuracy))
                 .then(a.cmp(&b))
         });
         let mut keep = vec![false; n];
-        let mut group: Option<(usize, usize, bool)> = None;
+        let mut group = None;
         let mut best_acc = f32::NEG_INFINITY;
         for &i in &order {
             let c = &self.candidates[i];
-            if group != Some((c.variant, c.split, c.input.is_jpeg())) {
-                group = Some((c.variant, c.split, c.input.is_jpeg()));
+            if group != Some(group_of(c)) {
+                group = Some(group_of(c));
                 best_acc = f32::NEG_INFINITY;
             }
             // Sorted by bytes ascending: a candidate survives only if it is strictly more

@@ -142,6 +142,15 @@ pub struct Profile {
     pub jpeg_decode: CodecCost,
     /// Bytes added to every request payload by the protocol (see [`DEFAULT_HEADER_OVERHEAD_BYTES`]).
     pub header_overhead_bytes: usize,
+    /// Edge-side cost of the whole encode of an entropy-coded plan (`QuantMode::Coded`):
+    /// elements = split tensor elements, **bytes = its fixed-width size** (the range coder's work
+    /// grows with the code bits it codes, not with the bytes it writes).
+    #[serde(default)]
+    pub coded_encode: CodecCost,
+    /// Cloud-side cost of decoding an entropy-coded plan (same arguments as
+    /// [`coded_encode`](Self::coded_encode)).
+    #[serde(default)]
+    pub coded_decode: CodecCost,
 }
 
 impl Profile {
@@ -156,6 +165,8 @@ impl Profile {
             jpeg_encode: CodecCost::ZERO,
             jpeg_decode: CodecCost::ZERO,
             header_overhead_bytes: DEFAULT_HEADER_OVERHEAD_BYTES,
+            coded_encode: CodecCost::ZERO,
+            coded_decode: CodecCost::ZERO,
         }
     }
 
@@ -172,6 +183,8 @@ impl Profile {
         self.input_decode.validate("input_decode")?;
         self.jpeg_encode.validate("jpeg_encode")?;
         self.jpeg_decode.validate("jpeg_decode")?;
+        self.coded_encode.validate("coded_encode")?;
+        self.coded_decode.validate("coded_decode")?;
         Ok(())
     }
 }

@@ -340,11 +340,16 @@ impl Planner {
         let mut input =
             measure_input_codec_costs(&package, &table.jpeg_qualities(), settings.profile_runs)?;
         // Encoding runs on the (emulated) edge; decoding on the worker.
+        let mut coded_encode = codec.coded.as_mut().map(|c| &mut c.encode.cost);
         for cost in [
-            &mut codec.encode.cost,
-            &mut input.raw_encode,
-            &mut input.jpeg_encode.cost,
-        ] {
+            Some(&mut codec.encode.cost),
+            coded_encode.take(),
+            Some(&mut input.raw_encode),
+            Some(&mut input.jpeg_encode.cost),
+        ]
+        .into_iter()
+        .flatten()
+        {
             cost.fixed_us *= factor;
             cost.per_element_us *= factor;
             cost.per_byte_us *= factor;
