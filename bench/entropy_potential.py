@@ -13,10 +13,15 @@ codes are sized five ways:
              what a table stored in the model package would give
   per-chan   H0 of codes quantized per channel, plus 4 bytes of ranges (f16 min + scale) per channel
   zlib, lzma general-purpose compressors over the packed codes
+  zstd       zstandard (level 19, magicless frame without checksum or size) over the packed codes
+  range      what jmdc's entropy stage (`QuantMode::Coded`, `core/src/codec/entropy.rs`) really sent:
+             read from `--coded TABLE`, a calibration table measured by `jmdc-edge calibrate` on the
+             same 256 images with the `intNac` codecs (mean encoded bytes minus the codec header)
 
 Calibrated top-1 comes from the package's `calibration.json` (the real codec; 10,000 test images for
 AlexNet, 2,000 for VGG16). `--model vgg16-cifar10` measures the bundled VGG16 at its calibrated splits.
-Needs numpy and onnxruntime (e.g. `python3 -m venv /tmp/ev && /tmp/ev/bin/pip install numpy onnxruntime`).
+Needs numpy, onnxruntime and zstandard (e.g. `python3 -m venv /tmp/ev && /tmp/ev/bin/pip install numpy
+onnxruntime zstandard`).
 """
 import json
 import lzma
@@ -27,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import zstandard
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "models/samples/cifar10-test-256.bin"
@@ -103,26 +109,47 @@ def top1(table, variant, split, keep, bits):
     return None
 
 
+def coded_payload(coded, variant, split, keep, bits, rank):
+    """Mean bytes of the entropy stage's mask + payload: the table's mean encoded bytes minus the
+    codec header (8 + 4·rank + 16 bytes)."""
+    if coded is None:
+        return None
+    for e in coded["entries"]:
+        if (e["variant"], e["split"], e["keep_ratio"], e["codec"]) == (variant, split, keep, f"int{bits}ac"):
+            return e["bytes"] - (8 + 4 * rank + 16)
+    return None
+
+
 def main():
-    model = "alexnet-cifar10"
-    if len(sys.argv) == 3 and sys.argv[1] == "--model" and sys.argv[2] in MODELS:
-        model = sys.argv[2]
-    elif len(sys.argv) != 1:
-        print(f"usage: {sys.argv[0]} [--model {'|'.join(MODELS)}]", file=sys.stderr)
-        return 2
+    args = sys.argv[1:]
+    model, coded = "alexnet-cifar10", None
+    while args:
+        if len(args) >= 2 and args[0] == "--model" and args[1] in MODELS:
+            model = args[1]
+        elif len(args) >= 2 and args[0] == "--coded":
+            coded = json.loads(Path(args[1]).read_text())
+        else:
+            print(f"usage: {sys.argv[0]} [--model {'|'.join(MODELS)}] [--coded TABLE]", file=sys.stderr)
+            return 2
+        args = args[2:]
     pkg = REPO / "models/packages" / model
     manifest = json.loads((pkg / "manifest.json").read_text())
     table = json.loads((pkg / "calibration.json").read_text())
     xs = images(manifest)
     cache = {}
-    print("| variant | split | keep | bits | top-1 | elements | fixed B | H0 B (bit/elem) | static B | per-chan B | zlib B | lzma B | zero codes |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    zstd = zstandard.ZstdCompressor(
+        compression_params=zstandard.ZstdCompressionParameters.from_level(
+            19, format=zstandard.FORMAT_ZSTD1_MAGICLESS, write_checksum=0, write_content_size=0, write_dict_id=0
+        )
+    )
+    print("| variant | split | keep | bits | top-1 | elements | fixed B | H0 B (bit/elem) | static B | per-chan B | zlib B | lzma B | zstd B | range B (bit/elem) | zero codes |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for variant, split, keep, bits in MODELS[model]:
         if (variant, split) not in cache:  # setdefault would run the head for every case
             cache[(variant, split)] = head(pkg, xs, variant, split)
         tensors = cache[(variant, split)]
         n = len(tensors)
-        sums = dict(fixed=0.0, h0=0.0, per_chan=0.0, zlib=0.0, lzma=0.0, masks=0.0, zeros=0.0, elements=0)
+        sums = dict(fixed=0.0, h0=0.0, per_chan=0.0, zlib=0.0, lzma=0.0, zstd=0.0, masks=0.0, zeros=0.0, elements=0)
         codes_all = []
         for t in tensors:
             v, mask = select(t, keep)
@@ -137,14 +164,18 @@ def main():
             sums["per_chan"] += entropy_bits(per_chan) / 8 + mask + 4 * v.shape[0]
             sums["zlib"] += len(zlib.compress(p, 9)) + mask
             sums["lzma"] += len(lzma.compress(p, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": 9}])) + mask
+            sums["zstd"] += len(zstd.compress(p)) + mask
             sums["zeros"] += float((codes == 0).mean())
         static = entropy_bits(np.concatenate(codes_all)) / 8 / n + sums["masks"] / n
         acc = top1(table, variant, split, keep, bits)
         elems = sums["elements"] / n
+        rc = coded_payload(coded, variant, split, keep, bits, tensors[0].ndim)
+        rc_text = "–" if rc is None else f"{rc} ({8 * (rc - sums['masks'] / n) / elems:.2f})"
         print(
             f"| {variant} | {split} | {keep:.2f} | {bits} | {'–' if acc is None else f'{acc * 100:.1f} %'} | {elems:.0f} | "
             f"{sums['fixed'] / n:.1f} | {sums['h0'] / n:.1f} ({8 * (sums['h0'] - sums['masks']) / sums['elements']:.2f}) | "
-            f"{static:.1f} | {sums['per_chan'] / n:.1f} | {sums['zlib'] / n:.1f} | {sums['lzma'] / n:.1f} | {sums['zeros'] / n:.2f} |"
+            f"{static:.1f} | {sums['per_chan'] / n:.1f} | {sums['zlib'] / n:.1f} | {sums['lzma'] / n:.1f} | "
+            f"{sums['zstd'] / n:.1f} | {rc_text} | {sums['zeros'] / n:.2f} |"
         )
     return 0
 

@@ -245,3 +245,60 @@ fn full_grid_timing() {
         table.save(std::path::Path::new(&out)).expect("save");
     }
 }
+
+/// The entropy-coded codecs: the accuracy of their fixed-width twin (same decoded tensor, which
+/// `run_calibration` checks per image), and bytes measured as a mean that is smaller on these
+/// ReLU tensors; the optimizer's candidates carry that mean.
+#[test]
+fn entropy_coded_entries_share_accuracy_and_measure_their_mean_bytes() {
+    init_runtime();
+    let mut o = CalibrateOptions::new(package_dir(), samples());
+    o.keep_ratios = vec![1.0, 0.5];
+    o.modes = vec![QuantMode::Bits(3), QuantMode::Coded(3)];
+    o.variants = vec!["keep050".into()];
+    o.splits = vec![3, 6];
+    o.jpeg_qualities = Vec::new();
+    o.progress = false;
+    o.threads = 2;
+    let table = run_calibration(&o).expect("calibration runs");
+    assert_eq!(table.codecs, vec!["int3", "int3ac"]);
+    let mut coded_seen = 0;
+    for e in table.entries.iter().filter(|e| e.codec == "int3ac") {
+        let twin = table
+            .entries
+            .iter()
+            .find(|f| f.split == e.split && f.keep_ratio == e.keep_ratio && f.codec == "int3")
+            .expect("fixed-width twin");
+        assert_eq!(e.correct, twin.correct, "{e:?} vs {twin:?}");
+        // Smaller than the fixed-width form, more than its 36-byte header.
+        assert!(e.bytes < twin.bytes && e.bytes > 36, "{e:?} vs {twin:?}");
+        coded_seen += 1;
+    }
+    assert_eq!(coded_seen, 4);
+    let pkg = ModelPackage::load(&package_dir()).expect("package");
+    let profile = jmdc_core::optimizer::Profile::new(
+        pkg.variants()
+            .iter()
+            .filter(|v| v.name == "keep050")
+            .map(|v| jmdc_core::optimizer::VariantProfile {
+                name: v.name.clone(),
+                edge_layer_us: vec![1.0; v.num_layers()],
+                cloud_layer_us: vec![1.0; v.num_layers()],
+                boundary_shapes: (0..=v.num_layers())
+                    .map(|s| pkg.split_tensor_shape(&v.name, s).expect("shape").to_vec())
+                    .collect(),
+            })
+            .collect(),
+    );
+    let candidates = table.candidates(&profile);
+    let coded: Vec<_> = candidates
+        .iter()
+        .filter(|c| c.codec.is_some_and(|p| p.mode.is_coded()))
+        .collect();
+    assert_eq!(coded.len(), 4);
+    for c in coded {
+        let codec = c.codec.expect("codec");
+        let e = table.entry("keep050", c.split, &codec).expect("entry");
+        assert_eq!(c.mean_payload_bytes, Some(e.bytes as u32));
+    }
+}

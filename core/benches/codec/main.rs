@@ -5,6 +5,9 @@
 //!
 //! `cargo bench -p jmdc-core --bench codec` (a filter narrows it: `-- 'encode/q4'`). Figures are
 //! in `docs/codec.md` ("Performance").
+//!
+//! The entropy stage (`coded-encode/…`, `coded-decode/…`): fixed-width `Bits(b)` and entropy-coded
+//! `Coded(b)` of the same tensor side by side; the difference is the range coder's own time.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
@@ -119,12 +122,55 @@ fn bench_codec(c: &mut Criterion) {
     }
 }
 
+/// Fixed-width against entropy-coded, same tensor, same codes.
+fn bench_entropy(c: &mut Criterion) {
+    let limits = DecodeLimits::default();
+    for bits in [2u8, 4] {
+        let fixed = CodecParams {
+            keep_ratio: 1.0,
+            mode: QuantMode::Bits(bits),
+        };
+        let coded = CodecParams {
+            keep_ratio: 1.0,
+            mode: QuantMode::Coded(bits),
+        };
+        let mut enc_group = c.benchmark_group(format!("coded-encode/q{bits}"));
+        for shape in SHAPES {
+            let data = relu_features(shape);
+            enc_group.throughput(Throughput::Bytes((data.len() * 4) as u64));
+            let mut enc = Encoder::new();
+            let mut out = Vec::new();
+            for (label, p) in [("fixed", fixed), ("coded", coded)] {
+                enc_group.bench_function(BenchmarkId::new(label, name(shape)), |b| {
+                    b.iter(|| {
+                        enc.encode_into(black_box(&data), &shape, &p, &mut out)
+                            .unwrap()
+                    })
+                });
+            }
+        }
+        enc_group.finish();
+        let mut dec_group = c.benchmark_group(format!("coded-decode/q{bits}"));
+        for shape in SHAPES {
+            let data = relu_features(shape);
+            dec_group.throughput(Throughput::Bytes((data.len() * 4) as u64));
+            for (label, p) in [("fixed", fixed), ("coded", coded)] {
+                let encoded = jmdc_core::codec::encode(&data, &shape, &p).unwrap();
+                dec_group.bench_function(BenchmarkId::new(label, name(shape)), |b| {
+                    b.iter(|| decode(black_box(&encoded), &limits).unwrap())
+                });
+            }
+        }
+        dec_group.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(30)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_millis(1200));
-    targets = bench_codec
+    targets = bench_codec, bench_entropy
 }
 criterion_main!(benches);
