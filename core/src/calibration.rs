@@ -169,6 +169,10 @@ pub struct CalibrationTable {
     /// Whether dominated entries were dropped ([`CalibrationTable::pareto_prune`]).
     #[serde(default)]
     pub pareto_pruned: bool,
+    /// The entropy-coded (`intNac`) entries' `bytes` are the mean over the first this many of
+    /// the images (their accuracy is over all of them); `None` when the table has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coded_bytes_images: Option<u64>,
     /// One entry per measured plan.
     pub entries: Vec<CalibrationEntry>,
 }
@@ -425,6 +429,13 @@ impl CalibrationTable {
         let n = self.dataset.images;
         if n == 0 {
             return Err(invalid("dataset.images is 0".into()));
+        }
+        if let Some(m) = self.coded_bytes_images {
+            if m == 0 || m > n {
+                return Err(invalid(format!(
+                    "coded_bytes_images {m} is not in 1..={n} (dataset.images)"
+                )));
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for e in &self.entries {

@@ -929,6 +929,21 @@ pub fn measure_codec_costs(
             "measure_codec_costs needs runs ≥ 1 and at least one shape, keep ratio and mode".into(),
         ));
     }
+    // The entropy-coded modes cost ~4 ns per code bit: timing them on every shape would make
+    // start-up slow for a deep model, and an affine fit needs only a few sizes. They are timed on
+    // at most `CODED_SHAPES` shapes spread over the element counts, at the first and last ρ.
+    const CODED_SHAPES: usize = 4;
+    let mut by_size: Vec<usize> = (0..shapes.len()).collect();
+    by_size.sort_by_key(|&i| shapes[i].iter().product::<usize>());
+    by_size.dedup_by_key(|i| shapes[*i].iter().product::<usize>());
+    let coded_shapes: Vec<usize> = if by_size.len() <= CODED_SHAPES {
+        by_size
+    } else {
+        (0..CODED_SHAPES)
+            .map(|k| by_size[k * (by_size.len() - 1) / (CODED_SHAPES - 1)])
+            .collect()
+    };
+    let coded_ratios = [keep_ratios[0], keep_ratios[keep_ratios.len() - 1]];
     let mut encoder = codec::Encoder::new();
     let mut out = Vec::new();
     let mut enc_samples = Vec::new();
@@ -942,8 +957,15 @@ pub fn measure_codec_costs(
             max_elements: elements.max(1),
             max_rank: shape.len().max(1),
         };
-        for &keep_ratio in keep_ratios {
+        for (ri, &keep_ratio) in keep_ratios.iter().enumerate() {
             for &mode in modes {
+                if mode.is_coded()
+                    && (!coded_shapes.contains(&si)
+                        || (ri != 0 && ri != keep_ratios.len() - 1)
+                        || (ri != 0 && coded_ratios[0] == coded_ratios[1]))
+                {
+                    continue;
+                }
                 let params = CodecParams { keep_ratio, mode };
                 encoder.encode_into(&data, shape, &params, &mut out)?;
                 times.clear();

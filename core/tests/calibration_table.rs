@@ -89,6 +89,7 @@ fn table(stamp: &str) -> CalibrationTable {
         keep_ratios: vec![1.0, 0.5],
         codecs: vec!["f32".into(), "f16".into(), "int4".into()],
         pareto_pruned: false,
+        coded_bytes_images: None,
         entries,
     }
 }

@@ -57,7 +57,7 @@ impl Bit {
     /// `shift ≈ log₂(seen + 2)` (rounded), clamped to `1..=RATE_LIMIT`.
     #[inline(always)]
     fn update(&mut self, bit: u32) {
-        let shift = rate_shift(self.seen);
+        let shift = u32::from(RATE_SHIFT[usize::from(self.seen)]);
         if bit == 0 {
             self.p0 += (u16::MAX - self.p0) >> shift;
         } else {
@@ -67,12 +67,25 @@ impl Bit {
     }
 }
 
-/// `round(log₂(seen + 2))` clamped to `1..=RATE_LIMIT` (`log₂(x·√2)` floored, with `√2 ≈ 181/128`).
-#[inline(always)]
-fn rate_shift(seen: u8) -> u32 {
-    let x = (u32::from(seen) + 2) * 181 / 128;
-    x.ilog2().clamp(1, RATE_LIMIT)
-}
+/// `round(log₂(seen + 2))` clamped to `1..=RATE_LIMIT` (`log₂(x·√2)` floored, with `√2 ≈ 181/128`),
+/// for every `seen`.
+const RATE_SHIFT: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut seen = 0;
+    while seen < 256 {
+        let x = (seen as u32 + 2) * 181 / 128;
+        let mut shift = x.ilog2();
+        if shift < 1 {
+            shift = 1;
+        }
+        if shift > RATE_LIMIT {
+            shift = RATE_LIMIT;
+        }
+        t[seen] = shift as u8;
+        seen += 1;
+    }
+    t
+};
 
 /// The class of a code for context selection: 0 for zero, 1 for small (below `2^max(1, b−3)`),
 /// 2 otherwise.
@@ -90,44 +103,72 @@ fn class(code: u8, small_below: u8) -> usize {
 /// The adaptive model shared by encoder and decoder: `CONTEXTS` binary trees of `2^bits` nodes.
 struct Model {
     bits: u32,
-    small_below: u8,
     nodes: Vec<Bit>,
+    /// Offset of the tree for a left neighbour with this code (its class × `CLASSES` trees).
+    left_off: [u32; 256],
+    /// Offset added for an upper neighbour with this code (its class in trees).
+    up_off: [u32; 256],
 }
 
 impl Model {
     fn new(bits: u8) -> Model {
         let bits = u32::from(bits.clamp(1, 8));
+        let small_below = 1u8 << (bits.saturating_sub(3)).max(1);
+        let mut left_off = [0u32; 256];
+        let mut up_off = [0u32; 256];
+        for code in 0..=255u8 {
+            let c = class(code, small_below) as u32;
+            left_off[usize::from(code)] = (c * CLASSES as u32) << bits;
+            up_off[usize::from(code)] = c << bits;
+        }
         Model {
             bits,
-            small_below: 1u8 << (bits.saturating_sub(3)).max(1),
             nodes: vec![Bit::FRESH; CONTEXTS << bits],
+            left_off,
+            up_off,
         }
     }
 
-    /// The tree (offset into `nodes`) for a code whose neighbours are `left` (previous code in
-    /// the same row) and `up` (same index, previous row).
+    /// The tree for a code whose neighbours are `left` (previous code in the same row) and `up`
+    /// (same index, previous row): `2^bits` nodes, node 1 the root.
     #[inline(always)]
-    fn tree(&self, left: u8, up: u8) -> usize {
-        (class(left, self.small_below) * CLASSES + class(up, self.small_below)) << self.bits
+    fn tree(&mut self, left: u8, up: u8) -> &mut [Bit] {
+        let start = (self.left_off[usize::from(left)] + self.up_off[usize::from(up)]) as usize;
+        let len = 1usize << self.bits;
+        // Offsets are below `CONTEXTS << bits` by construction; the empty fallback is never taken.
+        self.nodes.get_mut(start..start + len).unwrap_or_default()
     }
 }
 
-/// The neighbours of code `i` when codes are laid out in rows of `row` codes: the previous code of
+/// Visits codes `0..n` laid out in rows of `row` codes with their neighbours: the previous code of
 /// the row (at a row start, the code above) and the code above (in the first row, the previous
-/// code; the very first code has neighbours 0, 0).
+/// code; the very first code has neighbours 0, 0). `get(j)` reads code `j < i` (already known).
 #[inline(always)]
-fn neighbours(codes: &[u8], i: usize, row: usize) -> (u8, u8) {
-    let prev = if i.is_multiple_of(row) {
-        None
-    } else {
-        codes.get(i - 1)
-    };
-    let above = if i >= row { codes.get(i - row) } else { None };
-    match (prev, above) {
-        (Some(&l), Some(&u)) => (l, u),
-        (Some(&l), None) => (l, l),
-        (None, Some(&u)) => (u, u),
-        (None, None) => (0, 0),
+fn for_each_with_neighbours(
+    n: usize,
+    row: usize,
+    mut get: impl FnMut(usize) -> u8,
+    mut f: impl FnMut(usize, u8, u8),
+) {
+    let mut col = 0usize;
+    for i in 0..n {
+        let (left, up) = match (col != 0, i >= row) {
+            (true, true) => (get(i - 1), get(i - row)),
+            (true, false) => {
+                let l = get(i - 1);
+                (l, l)
+            }
+            (false, true) => {
+                let u = get(i - row);
+                (u, u)
+            }
+            (false, false) => (0, 0),
+        };
+        f(i, left, up);
+        col += 1;
+        if col == row {
+            col = 0;
+        }
     }
 }
 
@@ -138,19 +179,19 @@ pub(crate) fn encode_codes(codes: &[u8], bits: u8, row: usize, out: &mut Vec<u8>
     let mut model = Model::new(bits);
     let mut rc = RangeEncoder::new(out);
     let top = model.bits;
-    for i in 0..codes.len() {
-        let (left, up) = neighbours(codes, i, row);
+    let get = |j: usize| codes.get(j).copied().unwrap_or(0);
+    for_each_with_neighbours(codes.len(), row, get, |i, left, up| {
+        let code = u32::from(get(i));
         let tree = model.tree(left, up);
-        let code = u32::from(codes[i]);
         let mut node = 1usize;
         for k in (0..top).rev() {
             let bit = (code >> k) & 1;
-            if let Some(p) = model.nodes.get_mut(tree + node) {
+            if let Some(p) = tree.get_mut(node) {
                 rc.encode(p, bit);
             }
             node = (node << 1) | bit as usize;
         }
-    }
+    });
     rc.finish();
 }
 
@@ -170,20 +211,24 @@ pub(crate) fn decode_codes(
     let mut model = Model::new(bits);
     let mut rc = RangeDecoder::new(bytes);
     let top = model.bits;
-    for i in 0..codes.len() {
-        let (left, up) = neighbours(codes, i, row);
+    let n = codes.len();
+    let cell = std::cell::Cell::from_mut(codes).as_slice_of_cells();
+    let get = |j: usize| cell.get(j).map_or(0, std::cell::Cell::get);
+    for_each_with_neighbours(n, row, get, |i, left, up| {
         let tree = model.tree(left, up);
         let mut node = 1usize;
         for _ in 0..top {
-            let bit = match model.nodes.get_mut(tree + node) {
+            let bit = match tree.get_mut(node) {
                 Some(p) => rc.decode(p),
                 None => 0,
             };
             node = (node << 1) | bit as usize;
         }
         // `node` is `2^bits + code` with `bits ≤ 8`.
-        codes[i] = (node - (1usize << top)) as u8;
-    }
+        if let Some(c) = cell.get(i) {
+            c.set((node - (1usize << top)) as u8);
+        }
+    });
     rc.check_end()
 }
 
