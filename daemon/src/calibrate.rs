@@ -528,6 +528,14 @@ fn plan_variants(pkg: &ModelPackage, opts: &CalibrateOptions) -> Result<Vec<Vari
     Ok(plans)
 }
 
+/// One batch of images.
+struct Batch<'a> {
+    pixels: &'a [&'a [u8]],
+    labels: &'a [u8],
+    /// How many of the first images also get their entropy-coded bytes measured.
+    coded_images: usize,
+}
+
 /// One worker's sessions: a full-range runner per variant.
 struct Worker {
     runners: Vec<LayerRunner>,
@@ -583,11 +591,14 @@ impl Worker {
         pkg: &ModelPackage,
         plans: &[VariantPlan],
         jpeg_qualities: &[u8],
-        pixels: &[&[u8]],
-        labels: &[u8],
-        coded_images: usize,
+        images: &Batch<'_>,
         counts: &mut Counts,
     ) -> Result<()> {
+        let Batch {
+            pixels,
+            labels,
+            coded_images,
+        } = *images;
         let t_head = Instant::now();
         let input = normalize_batch_chw_u8(pixels, IMAGE_SHAPE, pkg.normalization())?.into_dyn();
         let n = labels.len();
@@ -822,9 +833,11 @@ pub fn run_calibration(opts: &CalibrateOptions) -> Result<CalibrationTable> {
                             &pkg,
                             &plans,
                             &opts.jpeg_qualities,
-                            &pixels,
-                            &labels,
-                            coded,
+                            &Batch {
+                                pixels: &pixels,
+                                labels: &labels,
+                                coded_images: coded,
+                            },
                             &mut counts,
                         )?;
                         bar.inc(range.len() as u64);
