@@ -40,9 +40,16 @@ fn defaults_and_parsing() {
             QuantMode::Bits(5),
             QuantMode::Bits(4),
             QuantMode::Bits(3),
-            QuantMode::Bits(2)
+            QuantMode::Bits(2),
+            QuantMode::Coded(8),
+            QuantMode::Coded(6),
+            QuantMode::Coded(5),
+            QuantMode::Coded(4),
+            QuantMode::Coded(3),
+            QuantMode::Coded(2)
         ]
     );
+    assert_eq!(o.coded_images, 1000);
     assert_eq!(o.limit, None);
     assert_eq!(o.threads, 0);
     assert_eq!(o.batch_size, DEFAULT_BATCH);
