@@ -943,7 +943,7 @@ pub fn measure_codec_costs(
             .map(|k| by_size[k * (by_size.len() - 1) / (CODED_SHAPES - 1)])
             .collect()
     };
-    let coded_ratios = [keep_ratios[0], keep_ratios[keep_ratios.len() - 1]];
+    let last_ratio = keep_ratios.len() - 1;
     let mut encoder = codec::Encoder::new();
     let mut out = Vec::new();
     let mut enc_samples = Vec::new();
@@ -959,10 +959,7 @@ pub fn measure_codec_costs(
         };
         for (ri, &keep_ratio) in keep_ratios.iter().enumerate() {
             for &mode in modes {
-                if mode.is_coded()
-                    && (!coded_shapes.contains(&si)
-                        || (ri != 0 && ri != keep_ratios.len() - 1)
-                        || (ri != 0 && coded_ratios[0] == coded_ratios[1]))
+                if mode.is_coded() && (!coded_shapes.contains(&si) || (ri != 0 && ri != last_ratio))
                 {
                     continue;
                 }
