@@ -246,10 +246,10 @@ proptest! {
         let bits_a: Vec<u32> = a.data.iter().map(|x| x.to_bits()).collect();
         let bits_b: Vec<u32> = b.data.iter().map(|x| x.to_bits()).collect();
         prop_assert!(bits_a == bits_b, "coded and fixed-width decodes differ");
-        // Same header before the payload but for the mode byte.
+        // Same header (both forms carry all of it) but for the mode byte.
+        let header = 24 + 4 * shape.len();
         prop_assert_eq!(&coded[..5], &fixed[..5]);
-        prop_assert_eq!(&coded[6..coded.len().min(fixed.len()).min(8 + 4 * shape.len() + 16)],
-            &fixed[6..coded.len().min(fixed.len()).min(8 + 4 * shape.len() + 16)]);
+        prop_assert_eq!(&coded[6..header], &fixed[6..header]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use jmdc_core::calibration::{codec_name, parse_codec};
 use jmdc_core::codec::{CodecParams, QuantMode};
 use jmdc_core::jpeg;
 use serde::Deserialize;
@@ -62,44 +63,22 @@ impl<'de> Deserialize<'de> for CodecSpec {
 
 impl std::str::FromStr for CodecSpec {
     type Err = String;
+    /// The calibration table's codec names, exactly as it writes them
+    /// ([`jmdc_core::calibration::codec_name`]): lower case, `int` rather than `q`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mode = match s {
-            "f32" => QuantMode::F32,
-            "f16" => QuantMode::F16,
-            _ => {
-                let (digits, coded) = match s.strip_suffix("ac") {
-                    Some(d) => (d, true),
-                    None => (s, false),
-                };
-                let bits = digits
-                    .strip_prefix("int")
-                    .and_then(|b| b.parse::<u8>().ok())
-                    .filter(|b| [2, 3, 4, 5, 6, 8].contains(b))
-                    .ok_or_else(|| {
-                        format!(
-                            "codec `{s}`: expected f32, f16, int2, int3, int4, int5, int6 or int8, \
-                             or one of the int widths with `ac` (entropy-coded, e.g. int4ac)"
-                        )
-                    })?;
-                if coded {
-                    QuantMode::Coded(bits)
-                } else {
-                    QuantMode::Bits(bits)
-                }
-            }
-        };
-        Ok(Self(mode))
+        match parse_codec(s) {
+            Ok(mode) if codec_name(mode) == s => Ok(Self(mode)),
+            _ => Err(format!(
+                "codec `{s}`: expected f32, f16, int2, int3, int4, int5, int6 or int8, \
+                 or one of the int widths with `ac` (entropy-coded, e.g. int4ac)"
+            )),
+        }
     }
 }
 
 impl fmt::Display for CodecSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            QuantMode::F32 => f.write_str("f32"),
-            QuantMode::F16 => f.write_str("f16"),
-            QuantMode::Bits(b) => write!(f, "int{b}"),
-            QuantMode::Coded(b) => write!(f, "int{b}ac"),
-        }
+        f.write_str(&codec_name(self.0))
     }
 }
 
@@ -432,6 +411,15 @@ mod tests {
         assert_eq!(p.keep_ratio, 1.0);
         let p: PlanSpec = toml::from_str("variant = \"keep050\"\nsplit = 6\n").expect("parses");
         assert_eq!(p.codec, CodecSpec(QuantMode::Bits(8)));
+        for (name, mode) in [("int4ac", QuantMode::Coded(4)), ("f16", QuantMode::F16)] {
+            let spec: CodecSpec = name.parse().expect(name);
+            assert_eq!(spec, CodecSpec(mode));
+            assert_eq!(spec.to_string(), name);
+        }
+        // Only the canonical names: not QuantMode's `q4`, not upper case, not unsupported widths.
+        for bad in ["q4", "INT4", "int7", "int7ac", "int4AC", "ac", "int"] {
+            assert!(bad.parse::<CodecSpec>().is_err(), "{bad}");
+        }
         assert!(
             toml::from_str::<PlanSpec>("variant = \"k\"\nsplit = 6\ncodec = \"jpeg0\"\n").is_err()
         );
