@@ -5,11 +5,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use jmdc_core::codec::compact::TensorContext;
 use jmdc_core::codec::{self, DecodeLimits};
 use jmdc_core::jpeg;
 use jmdc_core::package::{ModelPackage, Normalization};
 use jmdc_core::preprocess;
-use jmdc_core::protocol::{ErrorKind, ErrorReply, InferRequest, InferResult, PayloadKind};
+use jmdc_core::protocol::{
+    BindContext, ErrorKind, ErrorReply, InferRequest, InferResult, PayloadKind,
+};
 use jmdc_core::runner::{LayerRunner, RunnerOptions, RunnerPool};
 use ndarray::{ArrayD, IxDyn};
 use tracing::info;
@@ -95,6 +98,81 @@ impl TailEngine {
         let mut names: Vec<_> = self.models.keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// Checks a context binding against the packages and returns the shape every frame on it must
+    /// carry: the split tensor's (feature contexts) or the model input's (image and JPEG
+    /// contexts, split 0 only), and for feature contexts the tensor context the frames' bodies
+    /// expand with. Errors are the replies the binding gets.
+    pub fn bind(
+        &self,
+        bind: &BindContext,
+    ) -> Result<(Vec<usize>, Option<TensorContext>), ErrorReply> {
+        let fail = |kind: ErrorKind, message: String| ErrorReply::new(None, kind, message);
+        let model = self.models.get(&bind.model).ok_or_else(|| {
+            fail(
+                ErrorKind::UnknownModel,
+                format!("unknown model `{}`", bind.model),
+            )
+        })?;
+        if !model.pools.contains_key(&bind.variant) {
+            return Err(fail(
+                ErrorKind::UnknownVariant,
+                format!("model `{}` has no variant `{}`", bind.model, bind.variant),
+            ));
+        }
+        let layers = model.package.num_layers();
+        let split = usize::from(bind.split);
+        if split >= layers {
+            return Err(fail(
+                ErrorKind::BadSplit,
+                format!("split {split} leaves no layer for the cloud (model has {layers})"),
+            ));
+        }
+        match (bind.payload_kind, bind.coding) {
+            (PayloadKind::Feature, Some(coding)) => {
+                if split == 0 {
+                    return Err(fail(
+                        ErrorKind::BadSplit,
+                        "a feature tensor needs split ≥ 1 (split 0 sends the image)".into(),
+                    ));
+                }
+                let shape = model
+                    .package
+                    .split_tensor_shape(&bind.variant, split)
+                    .map_err(|e| fail(ErrorKind::BadSplit, e.to_string()))?
+                    .to_vec();
+                let tensor = TensorContext {
+                    shape: shape.clone(),
+                    keep_ratio: coding.keep_ratio,
+                    mode: coding.mode,
+                };
+                tensor
+                    .validate()
+                    .map_err(|e| fail(ErrorKind::BadPayload, e.to_string()))?;
+                Ok((shape, Some(tensor)))
+            }
+            (PayloadKind::Image | PayloadKind::Jpeg, None) if split == 0 => {
+                Ok((model.package.input_shape().to_vec(), None))
+            }
+            (kind @ (PayloadKind::Image | PayloadKind::Jpeg), None) => {
+                // The same reply a self-contained request gets (`payload_input`).
+                let what = if kind == PayloadKind::Jpeg {
+                    "a JPEG"
+                } else {
+                    "an image"
+                };
+                Err(fail(
+                    ErrorKind::BadPayload,
+                    format!("{what} payload needs split 0, not {split}"),
+                ))
+            }
+            // The decoder refuses a coding on a non-feature payload and a feature one without.
+            _ => Err(fail(
+                ErrorKind::Malformed,
+                "coding present exactly for feature payloads".into(),
+            )),
+        }
     }
 
     /// Runs the tail for one request (blocking: call from a blocking thread).

@@ -155,6 +155,13 @@ pub fn render(view: &HealthView) -> String {
         "Link probes answered.",
         load(&st.probes),
     );
+    single(
+        &mut out,
+        "jmdc_cloud_contexts_bound_total",
+        "counter",
+        "Context bindings accepted (compact framing, protocol version 2).",
+        load(&st.contexts_bound),
+    );
     family(
         &mut out,
         "jmdc_cloud_errors_total",

@@ -1,6 +1,7 @@
 //! jmdc-cloud: a QUIC worker that finishes split inference for many edge devices.
 
 pub mod config;
+pub mod contexts;
 pub mod engine;
 pub mod exposition;
 pub mod guard;

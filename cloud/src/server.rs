@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::config::{ClientAuth, CloudConfig};
+use crate::contexts::{BoundContext, ContextTable};
 use crate::engine::TailEngine;
 use crate::guard::{ByteBudget, ConnectionLimiter, ConnectionSlot, HeldBytes, LogLimiter};
 use crate::health::{HealthView, Heartbeat, HEARTBEAT_PERIOD};
@@ -349,7 +350,10 @@ async fn handle_connection(
     ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
     ctx.stats.open_connections.fetch_add(1, Ordering::Relaxed);
     let _open = OpenConnection(ctx.stats.clone());
-    let device = proven.unwrap_or_else(|| "-".into());
+    // What this connection's frames stand for (protocol version 2), dropped with the connection.
+    let contexts = Arc::new(ContextTable::default());
+    let proven: Option<Arc<str>> = proven.map(Arc::from);
+    let device: Arc<str> = proven.clone().unwrap_or_else(|| Arc::from("-"));
     info!(%peer, %device, "connection open");
     let streams_open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut last_stream = tokio::time::Instant::now();
@@ -379,10 +383,14 @@ async fn handle_connection(
                     (!ctx.draining.load(Ordering::SeqCst)).then(|| InFlight::start(&ctx.stats));
                 let open = StreamOpen::start(&streams_open);
                 let stream_device = device.clone();
+                let link = ConnectionState {
+                    contexts: contexts.clone(),
+                    proven: proven.clone(),
+                };
                 tokio::spawn(async move {
                     let _in_flight = in_flight;
                     let _open = open;
-                    if let Err(e) = handle_stream(send, recv, ctx).await {
+                    if let Err(e) = handle_stream(send, recv, ctx, link).await {
                         debug!(%peer, device = %stream_device, error = %e, "stream failed");
                     }
                 });
@@ -465,10 +473,19 @@ fn warn_limited(ctx: &StreamContext, what: &str, detail: &str) {
     }
 }
 
+/// What a stream needs of its connection.
+struct ConnectionState {
+    /// The contexts bound on the connection.
+    contexts: Arc<ContextTable>,
+    /// The device name the certificate proved, if any.
+    proven: Option<Arc<str>>,
+}
+
 async fn handle_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     ctx: StreamContext,
+    link: ConnectionState,
 ) -> Result<(), StreamError> {
     let (bytes, _held) = match read_request(&mut recv, &ctx).await {
         Ok(read) => read,
@@ -523,12 +540,85 @@ async fn handle_stream(
             ctx.stats.latency.observe(arrived.elapsed());
             encoded
         }
+        Ok(ClientMessage::Bind(bind)) => bind_context(&bind, &ctx, &link)?,
+        Ok(ClientMessage::Frame(frame)) => {
+            let frame_id = frame.frame_id;
+            let response = match link.contexts.get(frame.context_id) {
+                None => {
+                    ctx.stats.record_error(ErrorKind::UnknownContext);
+                    error_reply(
+                        Some(frame_id),
+                        ErrorKind::UnknownContext,
+                        format!(
+                            "context {} is not bound on this connection",
+                            frame.context_id
+                        ),
+                    )
+                }
+                Some(bound) => match bound.request(frame) {
+                    Ok(request) => infer(request, &ctx, arrived).await,
+                    Err(reply) => {
+                        ctx.stats.record_error(reply.kind);
+                        Response::Error(reply)
+                    }
+                },
+            };
+            let encoded = protocol::encode_response(&response)?;
+            ctx.stats.latency.observe(arrived.elapsed());
+            encoded
+        }
     };
     send.write_all(&reply_bytes).await?;
     send.finish()?;
     // Stay in flight until the peer has the whole answer, so a shutdown does not cut it.
     let _ = tokio::time::timeout(ACK_WAIT, send.stopped()).await;
     Ok(())
+}
+
+/// Checks a binding against the packages, records it on the connection and encodes the answer:
+/// the shape frames on it carry, or why not.
+fn bind_context(
+    bind: &protocol::BindContext,
+    ctx: &StreamContext,
+    link: &ConnectionState,
+) -> Result<Vec<u8>, StreamError> {
+    let bound = ctx.engine.bind(bind).and_then(|(shape, tensor)| {
+        let dims: Result<Vec<u32>, _> = shape.iter().map(|&d| u32::try_from(d)).collect();
+        let reply = protocol::ContextBound {
+            context_id: bind.context_id,
+            shape: dims.unwrap_or_default(),
+        };
+        let encoded = protocol::encode_bound(&reply).map_err(|e| {
+            ErrorReply::new(None, ErrorKind::Internal, format!("shape {shape:?}: {e}"))
+        })?;
+        let device = match &link.proven {
+            Some(name) => name.to_string(),
+            None => bind.device_id.clone(),
+        };
+        link.contexts.bind(
+            bind.context_id,
+            BoundContext {
+                device,
+                model: bind.model.clone(),
+                variant: bind.variant.clone(),
+                split: bind.split,
+                payload_kind: bind.payload_kind,
+                tensor,
+            },
+        );
+        Ok(encoded)
+    });
+    match bound {
+        Ok(encoded) => {
+            ctx.stats.contexts_bound.fetch_add(1, Ordering::Relaxed);
+            Ok(encoded)
+        }
+        Err(reply) => {
+            ctx.stats.record_error(reply.kind);
+            debug!(kind = ?reply.kind, message = %reply.message, "binding refused");
+            Ok(protocol::encode_response(&Response::Error(reply))?)
+        }
+    }
 }
 
 async fn infer(request: protocol::InferRequest, ctx: &StreamContext, arrived: Instant) -> Response {

@@ -28,6 +28,8 @@ pub struct ServerStats {
     pub overloaded: AtomicU64,
     /// Probe requests answered.
     pub probes: AtomicU64,
+    /// Context bindings accepted (protocol version 2's compact framing).
+    pub contexts_bound: AtomicU64,
     /// Error replies by kind, indexed like [`ErrorKind::ALL`] (`Overloaded` included).
     pub errors_by_kind: [AtomicU64; ErrorKind::ALL.len()],
     /// Time from a stream's arrival to its inference answer being ready (results and errors).

@@ -55,7 +55,8 @@ pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Builds the QUIC server crypto: TLS 1.3 only, ALPN `jmdc/1`; with `clients`, every client
+/// Builds the QUIC server crypto: TLS 1.3 only, ALPN `jmdc/2` (and `jmdc/1`, answered with a
+/// typed version error); with `clients`, every client
 /// must present a certificate that verifier accepts (`crate::identity::client_verifier`).
 pub fn server_crypto(
     cert: &Path,
@@ -71,7 +72,12 @@ pub fn server_crypto(
         None => builder.with_no_client_auth(),
     };
     let mut tls = builder.with_single_cert(certs, key)?;
-    tls.alpn_protocols = vec![jmdc_core::protocol::ALPN.to_vec()];
+    // Version 1 stays acceptable at the handshake so that an old edge gets a typed
+    // `UnsupportedVersion` reply to its first request rather than a failed handshake.
+    tls.alpn_protocols = vec![
+        jmdc_core::protocol::ALPN.to_vec(),
+        jmdc_core::protocol::ALPN_V1.to_vec(),
+    ];
     quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| TlsError::Quic(e.to_string()))
 }

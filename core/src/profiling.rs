@@ -972,12 +972,14 @@ pub fn measure_codec_costs(
                     times.push(us(t0.elapsed()));
                 }
                 // The range coder's work follows the code bits: coded modes are sized by their
-                // fixed-width form.
-                let bytes = if mode.is_coded() {
+                // fixed-width form. Sizes are the compact bodies a frame carries (the optimizer
+                // costs and sends those).
+                let encoded = if mode.is_coded() {
                     codec::encoded_len(shape, &params)?
                 } else {
                     out.len()
                 };
+                let bytes = codec::compact::body_len(encoded, shape.len(), mode);
                 let enc = CodecSample {
                     elements,
                     bytes,

@@ -17,7 +17,7 @@
 //! split 1, q4, ρ 0.25: 64 · 32 · 4 bits = 1,024 B + 36 + 32 = 1,092 B.
 #![allow(clippy::unwrap_used)]
 
-use jmdc_core::codec::{encoded_len, CodecParams, QuantMode};
+use jmdc_core::codec::{compact, encoded_len, CodecParams, QuantMode};
 use jmdc_core::optimizer::{
     candidate_grid, Candidate, CodecCost, Conditions, InputCodec, Objective, Optimizer,
     OptimizerConfig, OptimizerError, Profile, VariantProfile, DEFAULT_HEADER_OVERHEAD_BYTES,
@@ -107,7 +107,7 @@ fn grid_has_every_combination() {
 }
 
 #[test]
-fn bytes_are_exact_encoded_len_plus_overhead() {
+fn bytes_are_the_compact_body_of_the_exact_encoded_len_plus_overhead() {
     let mut p = profile();
     p.header_overhead_bytes = 40;
     let opt = optimizer_with(p, OptimizerConfig::default());
@@ -116,7 +116,10 @@ fn bytes_are_exact_encoded_len_plus_overhead() {
         let expected = match (c.split, c.codec) {
             (0, None) => 3072 + 40,
             (4, None) => 0,
-            (s, Some(codec)) => encoded_len(&shapes[s], &codec).unwrap() + 40,
+            (s, Some(codec)) => {
+                let full = encoded_len(&shapes[s], &codec).unwrap();
+                compact::body_len(full, shapes[s].len(), codec.mode) + 40
+            }
             _ => unreachable!(),
         };
         assert_eq!(opt.bytes(i), Some(expected), "candidate {c:?}");
@@ -135,7 +138,8 @@ fn bytes_are_exact_encoded_len_plus_overhead() {
                     })
         })
         .unwrap();
-    assert_eq!(opt.bytes(i), Some(166 + 40));
+    // The compact body: the 36 B codec header less the 8 B of min and scale stays home.
+    assert_eq!(opt.bytes(i), Some(166 - 28 + 40));
     assert_eq!(
         Profile::new(vec![variant()]).header_overhead_bytes,
         DEFAULT_HEADER_OVERHEAD_BYTES
@@ -171,9 +175,10 @@ fn latency_model_matches_hand_computation() {
     let e = opt.evaluate(i, &cond(1e6, 0.005, 2.0)).unwrap();
     let edge = 3.0 * 500e-6 * 2.0;
     let encode = (100.0 + 0.01 * 1024.0) * 1e-6;
-    let transfer = 166.0 * 8.0 / 1e6;
+    // The compact body of the 166-byte encoding: 138 B on the wire.
+    let transfer = 138.0 * 8.0 / 1e6;
     let cloud = 2000e-6;
-    let decode = (50.0 + 0.1 * 166.0) * 1e-6;
+    let decode = (50.0 + 0.1 * 138.0) * 1e-6;
     assert!(approx(e.breakdown.edge_s, edge));
     assert!(approx(e.breakdown.encode_s, encode));
     assert!(approx(e.breakdown.transfer_s, transfer));
@@ -218,8 +223,8 @@ fn high_bandwidth_slow_edge_picks_cloud_only() {
 
 #[test]
 fn low_bandwidth_picks_late_split_with_few_bits() {
-    // 1 Mbit/s, 5 ms RTT, accuracy ≥ 85 %: split 3, q4, ρ 0.25 (166 B, 87 %):
-    // 1.5 + 1.328 + 5 + 2 = 9.83 ms; edge-only 21.5 ms; cloud-only 31.7 ms.
+    // 1 Mbit/s, 5 ms RTT, accuracy ≥ 85 %: split 3, q4, ρ 0.25 (138 B on the wire, 87 %):
+    // 1.5 + 1.104 + 5 + 2 = 9.60 ms; edge-only 21.5 ms; cloud-only 31.7 ms.
     let d = optimizer().decide(&cond(1e6, 0.005, 1.0), &min_latency(0.85), None);
     assert!(d.feasible);
     assert_eq!(d.plan.split, 3, "{}", d.reason);
@@ -232,7 +237,7 @@ fn low_bandwidth_picks_late_split_with_few_bits() {
     );
     assert!(approx(
         d.predicted_latency_s,
-        1.5e-3 + 166.0 * 8.0 / 1e6 + 0.005 + 2e-3
+        1.5e-3 + 138.0 * 8.0 / 1e6 + 0.005 + 2e-3
     ));
     assert!((d.predicted_accuracy - 0.87).abs() < 1e-6);
 }
@@ -490,8 +495,9 @@ fn violated_constraint_switches_at_once() {
             None,
         )
         .plan;
+    // 138 B at 0.7 Mbit/s: 1.5 + 1.58 + 5 + 2 = 10.08 ms.
     let d = opt.decide(
-        &cond(0.8e6, 0.005, 1.0),
+        &cond(0.7e6, 0.005, 1.0),
         &Objective::MaxAccuracy {
             latency_budget_s: 0.010,
         },
@@ -734,7 +740,7 @@ fn decision_serializes_and_plan_displays() {
     assert_eq!(back.plan, d.plan);
     assert_eq!(
         d.plan.to_string(),
-        format!("#{} 'full' split 3/4 ρ=0.25 q4 (166 B)", d.plan.candidate)
+        format!("#{} 'full' split 3/4 ρ=0.25 q4 (138 B)", d.plan.candidate)
     );
 }
 
@@ -745,8 +751,8 @@ fn infeasible_fallback_has_hysteresis_too() {
     let budget = Objective::MaxAccuracy {
         latency_budget_s: 0.001,
     };
-    // Fastest: split 3 q2 ρ .25 (102 B) → 9.316 ms. The current plan, split 3 q4 ρ .25 (166 B,
-    // 9.828 ms), is only 5.2 % slower: keep it.
+    // Fastest: split 3 q2 ρ .25 (74 B on the wire) → 9.092 ms. The current plan, split 3 q4
+    // ρ .25 (138 B, 9.604 ms), is only 5.6 % slower: keep it.
     let current = opt.decide(&c, &min_latency(0.85), None).plan;
     let d = opt.decide(&c, &budget, Some(&current));
     assert!(!d.feasible);
@@ -759,7 +765,7 @@ fn infeasible_fallback_has_hysteresis_too() {
     let d = opt.decide(&c, &budget, Some(&cloud_only));
     assert!(!d.feasible);
     assert!(d.switched);
-    assert_eq!(d.plan.bytes, 102, "{}", d.reason);
+    assert_eq!(d.plan.bytes, 74, "{}", d.reason);
     assert!(
         d.reason.contains("; switched from current plan"),
         "{}",
@@ -1058,12 +1064,13 @@ fn entropy_coded_plans_use_measured_bytes_and_their_own_cost() {
         Candidate::split(0, 3, coded, acc).with_mean_payload_bytes(60),
     ];
     let mut opt = Optimizer::new(p, cands, OptimizerConfig::default()).unwrap();
-    assert_eq!(opt.bytes(0), Some(166));
-    assert_eq!(opt.bytes(1), Some(60));
+    // On the wire both lose the 28 B of header their context fixes.
+    assert_eq!(opt.bytes(0), Some(138));
+    assert_eq!(opt.bytes(1), Some(32));
     // Neither dominates the other (fewer bytes, more codec work): both survive pruning.
     assert_eq!(opt.prune_dominated(), 0);
-    // 166 µs of coding (166 fixed-width bytes × 1 µs) against 106 B × 8 bits saved: the coded
-    // plan wins below 106·8 / 166e-6 ≈ 5.1 Mbit/s and loses above.
+    // 138 µs of coding (138 fixed-width body bytes × 1 µs) against 106 B × 8 bits saved: the
+    // coded plan wins below 106·8 / 138e-6 ≈ 6.1 Mbit/s and loses above.
     let slow = cond(1e6, 0.0, 1.0);
     let fast = cond(100e6, 0.0, 1.0);
     let e = |opt: &Optimizer, i, c: &Conditions| opt.evaluate(i, c).unwrap().latency_s;
@@ -1071,6 +1078,6 @@ fn entropy_coded_plans_use_measured_bytes_and_their_own_cost() {
     assert!(e(&opt, 1, &fast) > e(&opt, 0, &fast));
     assert!(approx(
         e(&opt, 1, &fast) - e(&opt, 0, &fast),
-        166e-6 - 106.0 * 8.0 / 100e6
+        138e-6 - 106.0 * 8.0 / 100e6
     ));
 }

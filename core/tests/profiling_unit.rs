@@ -266,16 +266,18 @@ fn coded_modes_are_fitted_apart_on_a_few_shapes() {
     let coded = costs.coded.expect("coded fits");
     assert_eq!(coded.samples.len(), 4 * 2 * 2);
     for (enc, dec) in &coded.samples {
-        // Bytes are a fixed-width size: one of the shapes' encoded_len at 2 or 4 bits.
+        // Bytes are a fixed-width size: the compact body of one of the shapes' encoded_len at 2
+        // or 4 bits.
         let fixed = |c: usize, keep: f32, b: u8| {
-            jmdc_core::codec::encoded_len(
+            let full = jmdc_core::codec::encoded_len(
                 &[c, 8, 8],
                 &jmdc_core::codec::CodecParams {
                     keep_ratio: keep,
                     mode: QuantMode::Bits(b),
                 },
             )
-            .expect("len")
+            .expect("len");
+            jmdc_core::codec::compact::body_len(full, 3, QuantMode::Bits(b))
         };
         let c = enc.elements / 64;
         assert!(

@@ -144,16 +144,44 @@ proptest! {
     }
 
     #[test]
+    fn frames_and_binds_round_trip(
+        context_id in 0..MAX_CONTEXTS,
+        frame_id in any::<u64>(),
+        body in prop::collection::vec(any::<u8>(), 0..64),
+        split in any::<u16>(),
+        keep in 1u32..=1000,
+        mode in prop::sample::select(jmdc_core::codec::QuantMode::ALL.iter().chain(jmdc_core::codec::QuantMode::CODED.iter()).copied().collect::<Vec<_>>()),
+    ) {
+        let f = Frame { context_id, frame_id, body };
+        let bytes = encode_frame(&f).unwrap();
+        prop_assert_eq!(bytes.len(), frame_encoded_len(&f));
+        prop_assert_eq!(peek_frame_id(&bytes), Some(frame_id));
+        prop_assert_eq!(decode_client_message(&bytes).unwrap(), ClientMessage::Frame(f));
+        let b = BindContext {
+            context_id,
+            device_id: "d".into(),
+            model: "m".into(),
+            variant: "v".into(),
+            split,
+            payload_kind: PayloadKind::Feature,
+            coding: Some(FeatureCoding { keep_ratio: keep as f32 / 1000.0, mode }),
+        };
+        let bytes = encode_bind(&b).unwrap();
+        prop_assert_eq!(bytes.len(), bind_encoded_len(&b));
+        prop_assert_eq!(decode_client_message(&bytes).unwrap(), ClientMessage::Bind(b));
+    }
+
+    #[test]
     fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         decode_all(&bytes);
     }
 
     #[test]
     fn random_bodies_never_panic(
-        ty in prop::sample::select(vec![0x01u8, 0x02, 0x81, 0x82, 0x83, 0x00, 0xff]),
+        ty in prop::sample::select(vec![0x01u8, 0x02, 0x03, 0x04, 0x81, 0x82, 0x83, 0x84, 0x00, 0xff]),
         body in prop::collection::vec(any::<u8>(), 0..512),
     ) {
-        let mut bytes = b"JMDC\x01".to_vec();
+        let mut bytes = b"JMDC\x02".to_vec();
         bytes.push(ty);
         bytes.extend_from_slice(&body);
         decode_all(&bytes);

@@ -28,8 +28,9 @@ fn result() -> InferResult {
 
 #[test]
 fn constants() {
-    assert_eq!(ALPN, b"jmdc/1");
-    assert_eq!(PROTOCOL_VERSION, 1);
+    assert_eq!(ALPN, b"jmdc/2");
+    assert_eq!(ALPN_V1, b"jmdc/1");
+    assert_eq!(PROTOCOL_VERSION, 2);
     assert_eq!(MAX_REQUEST_BYTES, 16 << 20);
     assert_eq!(MAX_RESPONSE_BYTES, 64 << 10);
     assert_eq!(MAX_SERVER_MESSAGE_BYTES, (1 << 20) + 18);
@@ -46,7 +47,7 @@ fn golden_jpeg_request() {
     };
     let bytes = encode_request(&jpeg).unwrap();
     let mut expected = b"JMDC".to_vec();
-    expected.extend_from_slice(&[1, 0x01]);
+    expected.extend_from_slice(&[2, 0x01]);
     expected.extend_from_slice(&[8, 7, 6, 5, 4, 3, 2, 1]);
     expected.extend_from_slice(&[0, 0]);
     expected.push(3); // PayloadKind::Jpeg
@@ -71,7 +72,7 @@ fn golden_jpeg_request() {
 fn golden_infer_request() {
     let bytes = encode_request(&request()).unwrap();
     let mut expected = b"JMDC".to_vec();
-    expected.extend_from_slice(&[1, 0x01]);
+    expected.extend_from_slice(&[2, 0x01]);
     expected.extend_from_slice(&[8, 7, 6, 5, 4, 3, 2, 1]);
     expected.extend_from_slice(&[3, 0]);
     expected.push(2);
@@ -96,7 +97,7 @@ fn golden_infer_request() {
 fn golden_responses() {
     let bytes = encode_response(&Response::Result(result())).unwrap();
     let mut expected = b"JMDC".to_vec();
-    expected.extend_from_slice(&[1, 0x81]);
+    expected.extend_from_slice(&[2, 0x81]);
     for v in [42u64, 1500, 30, 7] {
         expected.extend_from_slice(&v.to_le_bytes());
     }
@@ -114,7 +115,7 @@ fn golden_responses() {
     let e = ErrorReply::new(Some(5), ErrorKind::UnknownModel, "no such model");
     let bytes = encode_response(&Response::Error(e.clone())).unwrap();
     let mut expected = b"JMDC".to_vec();
-    expected.extend_from_slice(&[1, 0x82, 1]);
+    expected.extend_from_slice(&[2, 0x82, 1]);
     expected.extend_from_slice(&5u64.to_le_bytes());
     expected.push(3);
     expected.extend_from_slice(&[13, 0]);
@@ -138,7 +139,7 @@ fn golden_probe() {
     };
     let bytes = encode_probe_request(&p).unwrap();
     let mut expected = b"JMDC".to_vec();
-    expected.extend_from_slice(&[1, 0x02]);
+    expected.extend_from_slice(&[2, 0x02]);
     expected.extend_from_slice(&9u64.to_le_bytes());
     expected.extend_from_slice(&1000u32.to_le_bytes());
     expected.extend_from_slice(&5u32.to_le_bytes());
@@ -161,7 +162,7 @@ fn golden_probe() {
     let bytes = encode_probe_reply(&reply).unwrap();
     assert_eq!(bytes.len(), 18 + 1000);
     assert_eq!(bytes.len(), reply.encoded_len());
-    assert_eq!(&bytes[..6], b"JMDC\x01\x83");
+    assert_eq!(&bytes[..6], b"JMDC\x02\x83");
     assert_eq!(
         decode_server_message(&bytes).unwrap(),
         ServerMessage::ProbeReply(reply)
@@ -236,13 +237,16 @@ fn enum_codes_round_trip() {
         assert!(!k.as_str().is_empty());
     }
     assert_eq!(ErrorKind::from_code(0), None);
-    assert_eq!(ErrorKind::from_code(9), None);
+    assert_eq!(ErrorKind::from_code(10), None);
     for t in [
         MessageType::InferRequest,
         MessageType::ProbeRequest,
         MessageType::InferResult,
         MessageType::ErrorReply,
         MessageType::ProbeReply,
+        MessageType::BindContext,
+        MessageType::Frame,
+        MessageType::ContextBound,
     ] {
         assert_eq!(MessageType::from_code(t.code()), Some(t));
     }
@@ -466,9 +470,9 @@ fn header_errors() {
     ));
 
     let mut bytes = encode_request(&request()).unwrap();
-    bytes[4] = 2;
+    bytes[4] = 3;
     let err = decode_request(&bytes).unwrap_err();
-    assert_eq!(err, ProtocolError::UnsupportedVersion(2));
+    assert_eq!(err, ProtocolError::UnsupportedVersion(3));
     assert_eq!(err.error_kind(), ErrorKind::UnsupportedVersion);
     // No frame id for a message whose version we do not speak.
     assert_eq!(peek_frame_id(&bytes), None);
@@ -628,4 +632,222 @@ fn response_errors() {
         decode_response(&big),
         Err(ProtocolError::MessageTooLarge { .. })
     ));
+}
+
+fn bind() -> BindContext {
+    BindContext {
+        context_id: 5,
+        device_id: "pi-1".into(),
+        model: "alexnet".into(),
+        variant: "keep050".into(),
+        split: 6,
+        payload_kind: PayloadKind::Feature,
+        coding: Some(FeatureCoding {
+            keep_ratio: 0.5,
+            mode: jmdc_core::codec::QuantMode::Coded(3),
+        }),
+    }
+}
+
+#[test]
+fn golden_bind_bound_and_frame() {
+    let bytes = encode_bind(&bind()).unwrap();
+    let mut expected = b"JMDC".to_vec();
+    expected.extend_from_slice(&[2, 0x03, 5, 6, 0, 2]);
+    expected.extend_from_slice(&[4, 0]);
+    expected.extend_from_slice(b"pi-1");
+    expected.extend_from_slice(&[7, 0]);
+    expected.extend_from_slice(b"alexnet");
+    expected.extend_from_slice(&[7, 0]);
+    expected.extend_from_slice(b"keep050");
+    expected.push(0x83);
+    expected.extend_from_slice(&0.5f32.to_le_bytes());
+    assert_eq!(bytes, expected);
+    assert_eq!(bytes.len(), bind_encoded_len(&bind()));
+    assert_eq!(
+        decode_client_message(&bytes).unwrap(),
+        ClientMessage::Bind(bind())
+    );
+
+    let jpeg = BindContext {
+        split: 0,
+        payload_kind: PayloadKind::Jpeg,
+        coding: None,
+        ..bind()
+    };
+    let bytes = encode_bind(&jpeg).unwrap();
+    assert_eq!(bytes.len(), bind_encoded_len(&jpeg));
+    assert_eq!(
+        decode_client_message(&bytes).unwrap(),
+        ClientMessage::Bind(jpeg.clone())
+    );
+    // A coding exactly for feature payloads.
+    let wrong = BindContext {
+        coding: bind().coding,
+        ..jpeg
+    };
+    assert!(encode_bind(&wrong).is_err());
+    assert!(encode_bind(&BindContext {
+        coding: None,
+        ..bind()
+    })
+    .is_err());
+
+    let bound = ContextBound {
+        context_id: 5,
+        shape: vec![64, 5, 5],
+    };
+    let bytes = encode_bound(&bound).unwrap();
+    let mut expected = b"JMDC".to_vec();
+    expected.extend_from_slice(&[2, 0x84, 5, 3]);
+    for d in [64u32, 5, 5] {
+        expected.extend_from_slice(&d.to_le_bytes());
+    }
+    assert_eq!(bytes, expected);
+    assert_eq!(
+        decode_server_message(&bytes).unwrap(),
+        ServerMessage::ContextBound(bound)
+    );
+
+    // The per-frame header: 6 + context id + varint frame id = 9 bytes for frame 300.
+    let frame = Frame {
+        context_id: 5,
+        frame_id: 300,
+        body: vec![1, 2, 3],
+    };
+    let bytes = encode_frame(&frame).unwrap();
+    let mut expected = b"JMDC".to_vec();
+    expected.extend_from_slice(&[2, 0x04, 5, 0xAC, 0x02, 1, 2, 3]);
+    assert_eq!(bytes, expected);
+    assert_eq!(bytes.len(), frame_encoded_len(&frame));
+    assert_eq!(peek_frame_id(&bytes), Some(300));
+    assert_eq!(
+        decode_client_message(&bytes).unwrap(),
+        ClientMessage::Frame(frame)
+    );
+    // An empty body is a valid message (the worker's codec refuses it).
+    let empty = encode_frame(&Frame {
+        context_id: 0,
+        frame_id: 0,
+        body: vec![],
+    })
+    .unwrap();
+    assert_eq!(empty.len(), 8);
+    assert!(decode_client_message(&empty).is_ok());
+}
+
+#[test]
+fn context_messages_reject_bad_fields() {
+    let good = encode_bind(&bind()).unwrap();
+    // Context id 64 is out of range.
+    let mut bytes = good.clone();
+    bytes[6] = MAX_CONTEXTS;
+    assert!(matches!(
+        decode_client_message(&bytes),
+        Err(ProtocolError::InvalidValue {
+            field: "context_id",
+            ..
+        })
+    ));
+    // Unknown mode byte, keep ratio 0 and 1.5, missing coding, trailing byte.
+    let mode_at = good.len() - 5;
+    for (at, value) in [(mode_at, 7u8), (mode_at, 0x90)] {
+        let mut bytes = good.clone();
+        bytes[at] = value;
+        assert!(decode_client_message(&bytes).is_err(), "{at} {value}");
+    }
+    for rho in [0.0f32, 1.5, f32::NAN] {
+        let mut bytes = good.clone();
+        bytes[good.len() - 4..].copy_from_slice(&rho.to_le_bytes());
+        assert!(decode_client_message(&bytes).is_err(), "{rho}");
+    }
+    assert!(matches!(
+        decode_client_message(&good[..good.len() - 5]),
+        Err(ProtocolError::Truncated { .. })
+    ));
+    let mut bytes = good.clone();
+    bytes.push(0);
+    assert_eq!(
+        decode_client_message(&bytes),
+        Err(ProtocolError::TrailingBytes(1))
+    );
+    // A non-canonical frame id varint and a frame on context 200.
+    assert!(decode_client_message(b"JMDC\x02\x04\x00\x80\x00").is_err());
+    assert!(decode_client_message(b"JMDC\x02\x04\xc8\x01").is_err());
+    // A bound shape with a zero dimension or rank 9.
+    assert!(decode_server_message(b"JMDC\x02\x84\x00\x01\x00\x00\x00\x00").is_err());
+    let mut rank9 = b"JMDC\x02\x84\x00\x09".to_vec();
+    rank9.extend_from_slice(&[1, 0, 0, 0].repeat(9));
+    assert!(decode_server_message(&rank9).is_err());
+    assert!(encode_bound(&ContextBound {
+        context_id: 0,
+        shape: vec![1; 9]
+    })
+    .is_err());
+    // A client message is not a response, a bound is not an inference response.
+    let bound = encode_bound(&ContextBound {
+        context_id: 1,
+        shape: vec![10],
+    })
+    .unwrap();
+    assert!(matches!(
+        decode_response(&bound),
+        Err(ProtocolError::UnexpectedMessageType { .. })
+    ));
+    assert!(decode_request(&good).is_err());
+}
+
+#[test]
+fn a_version_1_message_gets_a_typed_error_naming_both_versions() {
+    let mut v1 = encode_request(&request()).unwrap();
+    v1[4] = 1;
+    let err = decode_client_message(&v1).unwrap_err();
+    assert_eq!(err, ProtocolError::UnsupportedVersion(1));
+    let reply = ErrorReply::for_decode_error(&v1, &err);
+    assert_eq!(reply.kind, ErrorKind::UnsupportedVersion);
+    assert!(reply.message.contains('1') && reply.message.contains('2'));
+    // The reply itself is version 2, which a version-1 peer refuses with its own typed error.
+    let bytes = encode_response(&Response::Error(reply)).unwrap();
+    assert_eq!(bytes[4], 2);
+}
+
+#[test]
+fn a_request_has_a_compact_form_of_a_few_header_bytes() {
+    use jmdc_core::codec::{encode, CodecParams, QuantMode};
+    let x: Vec<f32> = (0..64 * 25).map(|i| ((i * 7) % 11) as f32 - 4.0).collect();
+    let p = CodecParams {
+        keep_ratio: 1.0,
+        mode: QuantMode::Bits(3),
+    };
+    let payload = encode(&x, &[64, 5, 5], &p).unwrap();
+    let req = InferRequest {
+        split: 6,
+        payload: payload.clone(),
+        frame_id: 1000,
+        ..request()
+    };
+    let CompactRequest { bind, shape, body } = request_context(&req).unwrap();
+    assert_eq!(shape, Some(vec![64, 5, 5]));
+    assert_eq!(bind.split, 6);
+    assert_eq!(
+        bind.coding,
+        Some(FeatureCoding {
+            keep_ratio: 1.0,
+            mode: QuantMode::Bits(3)
+        })
+    );
+    // 36 B codec header → 8 B of min and scale; a 45 B request header → a 9 B frame header.
+    assert_eq!(body.len(), payload.len() - 28);
+    assert_eq!(compact_request_len(&req), 6 + 1 + 2 + body.len());
+    assert_eq!(
+        request_encoded_len(&req) - compact_request_len(&req),
+        28 + 36
+    );
+    // A payload that is not an encoding has no compact form.
+    let odd = InferRequest {
+        payload: vec![1, 2, 3],
+        ..request()
+    };
+    assert!(request_context(&odd).is_none());
+    assert_eq!(compact_request_len(&odd), request_encoded_len(&odd));
 }

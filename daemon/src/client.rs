@@ -1,11 +1,21 @@
 //! QUIC client to a cloud worker: one connection, one bidirectional stream per frame.
+//!
+//! Frames go out in protocol version 2's compact form: the first frame of a plan on a connection
+//! binds a context (model, variant, split, keep ratio, mode; the worker answers with the shape it
+//! derived, which must match what the edge encodes), and every frame then carries a few header
+//! bytes and the codec's compact body (`docs/protocol.md`).
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jmdc_core::protocol::{self, InferRequest, Response};
+use jmdc_core::codec::QuantMode;
+use jmdc_core::protocol::{
+    self, BindContext, ErrorKind, ErrorReply, Frame, InferRequest, PayloadKind, ProtocolError,
+    Response, ServerMessage, MAX_CONTEXTS,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
@@ -47,6 +57,60 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 pub struct CloudClient {
     endpoint: quinn::Endpoint,
     connection: quinn::Connection,
+    contexts: tokio::sync::Mutex<BoundContexts>,
+}
+
+/// What a context binds, as the edge looks it up.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ContextKey {
+    model: String,
+    variant: String,
+    split: u16,
+    payload_kind: PayloadKind,
+    /// Feature contexts: ρ (as bits) and mode.
+    coding: Option<(u32, QuantMode)>,
+}
+
+impl ContextKey {
+    fn of(bind: &BindContext) -> Self {
+        Self {
+            model: bind.model.clone(),
+            variant: bind.variant.clone(),
+            split: bind.split,
+            payload_kind: bind.payload_kind,
+            coding: bind.coding.map(|c| (c.keep_ratio.to_bits(), c.mode)),
+        }
+    }
+}
+
+/// The contexts bound on this connection; when all [`MAX_CONTEXTS`] ids are taken the oldest
+/// binding's id is reused (binding an id again replaces it on the worker).
+#[derive(Debug, Default)]
+struct BoundContexts {
+    ids: HashMap<ContextKey, u8>,
+    order: VecDeque<ContextKey>,
+}
+
+impl BoundContexts {
+    fn free_id(&mut self) -> u8 {
+        if self.ids.len() < usize::from(MAX_CONTEXTS) {
+            // Ids are handed out in order and only reused after eviction, so this one is free.
+            return self.ids.len() as u8;
+        }
+        let oldest = self.order.pop_front();
+        oldest.and_then(|k| self.ids.remove(&k)).unwrap_or(0)
+    }
+
+    fn insert(&mut self, key: ContextKey, id: u8) {
+        self.ids.insert(key.clone(), id);
+        self.order.push_back(key);
+    }
+
+    fn forget(&mut self, key: &ContextKey) {
+        if self.ids.remove(key).is_some() {
+            self.order.retain(|k| k != key);
+        }
+    }
 }
 
 /// Builds the client-side QUIC configuration trusting the certificates in `ca_cert`, without a
@@ -148,18 +212,122 @@ impl CloudClient {
         Ok(Self {
             endpoint,
             connection,
+            contexts: tokio::sync::Mutex::new(BoundContexts::default()),
         })
     }
 
-    /// Sends one frame and waits for its answer (a result or a typed error from the worker).
+    /// Sends one frame and waits for its answer (a result or a typed error from the worker),
+    /// all within `timeout`. The frame goes out in compact form on its plan's context, bound
+    /// first if this connection has not bound it yet; a payload with no compact form goes out as
+    /// a self-contained request. A refused binding is the frame's error reply.
     pub async fn infer(
         &self,
         request: &InferRequest,
         timeout: Duration,
     ) -> Result<Response, ClientError> {
-        let bytes = protocol::encode_request(request)?;
-        let reply = self.exchange(&bytes, timeout).await?;
-        Ok(protocol::decode_response(&reply)?)
+        tokio::time::timeout(timeout, self.infer_compact(request))
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))?
+    }
+
+    async fn infer_compact(&self, request: &InferRequest) -> Result<Response, ClientError> {
+        let Some(protocol::CompactRequest { bind, shape, body }) =
+            protocol::request_context(request)
+        else {
+            let bytes = protocol::encode_request(request)?;
+            let reply = self.exchange_untimed(&bytes).await?;
+            return Ok(protocol::decode_response(&reply)?);
+        };
+        let key = ContextKey::of(&bind);
+        // Once more after an `UnknownContext` answer (the worker lost the binding).
+        let mut rebound = false;
+        loop {
+            let context_id = match self.context_id(&key, &bind, shape.as_deref()).await? {
+                Ok(id) => id,
+                Err(reply) => {
+                    return Ok(Response::Error(ErrorReply {
+                        frame_id: Some(request.frame_id),
+                        ..reply
+                    }))
+                }
+            };
+            let frame = Frame {
+                context_id,
+                frame_id: request.frame_id,
+                body: body.to_vec(),
+            };
+            let reply = self
+                .exchange_untimed(&protocol::encode_frame(&frame)?)
+                .await?;
+            let response = protocol::decode_response(&reply)?;
+            if let Response::Error(e) = &response {
+                if e.kind == ErrorKind::UnknownContext && !rebound {
+                    self.contexts.lock().await.forget(&key);
+                    rebound = true;
+                    continue;
+                }
+            }
+            return Ok(response);
+        }
+    }
+
+    /// The id `key` is bound to on this connection, binding it first if needed (one exchange,
+    /// under the table's lock so that concurrent frames of a new plan bind it once). `Ok(Err)`
+    /// is the worker's refusal, or a shape that differs from the one the edge encodes.
+    async fn context_id(
+        &self,
+        key: &ContextKey,
+        bind: &BindContext,
+        shape: Option<&[usize]>,
+    ) -> Result<Result<u8, ErrorReply>, ClientError> {
+        let mut table = self.contexts.lock().await;
+        if let Some(&id) = table.ids.get(key) {
+            return Ok(Ok(id));
+        }
+        let id = table.free_id();
+        let bind = BindContext {
+            context_id: id,
+            ..bind.clone()
+        };
+        let reply = self
+            .exchange_untimed(&protocol::encode_bind(&bind)?)
+            .await?;
+        match protocol::decode_server_message(&reply)? {
+            ServerMessage::ContextBound(bound) if bound.context_id == id => {
+                let theirs: Vec<usize> = bound.shape.iter().map(|&d| d as usize).collect();
+                if let Some(ours) = shape {
+                    if ours != theirs.as_slice() {
+                        return Ok(Err(ErrorReply::new(
+                            None,
+                            ErrorKind::BadSplit,
+                            format!(
+                                "the worker's package gives split {} of {}/{} the shape \
+                                 {theirs:?}, this edge sends {ours:?} (different packages?)",
+                                bind.split, bind.model, bind.variant
+                            ),
+                        )));
+                    }
+                }
+                table.insert(key.clone(), id);
+                Ok(Ok(id))
+            }
+            ServerMessage::Error(e) => Ok(Err(e)),
+            other => Err(ClientError::Protocol(
+                ProtocolError::UnexpectedMessageType {
+                    expected: "the context binding's answer",
+                    found: match other {
+                        ServerMessage::Result(_) => protocol::MessageType::InferResult,
+                        ServerMessage::ProbeReply(_) => protocol::MessageType::ProbeReply,
+                        _ => protocol::MessageType::ContextBound,
+                    },
+                },
+            )),
+        }
+    }
+
+    /// Contexts bound on this connection.
+    pub async fn bound_contexts(&self) -> usize {
+        self.contexts.lock().await.ids.len()
     }
 
     /// One request/response exchange on a fresh bidirectional stream.
@@ -168,15 +336,16 @@ impl CloudClient {
         request: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, ClientError> {
-        let work = async {
-            let (mut send, mut recv) = self.connection.open_bi().await?;
-            send.write_all(request).await?;
-            send.finish()?;
-            Ok::<_, ClientError>(recv.read_to_end(protocol::MAX_RESPONSE_BYTES).await?)
-        };
-        tokio::time::timeout(timeout, work)
+        tokio::time::timeout(timeout, self.exchange_untimed(request))
             .await
             .map_err(|_| ClientError::Timeout(timeout))?
+    }
+
+    async fn exchange_untimed(&self, request: &[u8]) -> Result<Vec<u8>, ClientError> {
+        let (mut send, mut recv) = self.connection.open_bi().await?;
+        send.write_all(request).await?;
+        send.finish()?;
+        Ok(recv.read_to_end(protocol::MAX_RESPONSE_BYTES).await?)
     }
 
     /// The underlying connection (path statistics, RTT).

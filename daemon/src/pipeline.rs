@@ -399,7 +399,7 @@ impl EdgePipeline {
             payload_kind,
             payload,
         };
-        record.bytes = protocol::request_encoded_len(&request);
+        record.bytes = protocol::compact_request_len(&request);
         Some(request)
     }
 }

@@ -28,7 +28,9 @@ pub struct FrameRecord {
     /// Decode + tail layers + queueing in the worker, as reported by it.
     pub cloud_us: u64,
     pub total_us: u64,
-    /// Request message bytes sent, header included (0 when nothing was sent).
+    /// Message bytes sent for the frame, header included: its compact frame (protocol version 2;
+    /// the context binding, once per plan and connection, is not counted) or its whole request
+    /// (0 when nothing was sent).
     pub bytes: usize,
     /// True when the cloud failed and the edge finished the frame.
     pub fallback: bool,

@@ -286,3 +286,162 @@ async fn unreachable_cloud_frames_finish_on_edge() {
         assert!(record.predicted < pkg.classes().len());
     }
 }
+
+/// Protocol version 2 on a real connection: frames of a plan bind one context and then carry a
+/// few header bytes; their answers equal those of self-contained requests; unbound contexts,
+/// refused bindings, truncated bodies and version-1 messages get typed error replies and the
+/// connection stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compact_frames_bind_once_and_match_whole_requests() {
+    let pkg = load_package();
+    let cloud = Cloud::start(64).await;
+    let client = cloud.client().await;
+    let shape = pkg
+        .split_tensor_shape("keep100", 6)
+        .expect("shape")
+        .to_vec();
+    let mut head =
+        LayerRunner::new(&pkg, "keep100", 0..6, &RunnerOptions::default()).expect("head");
+    let params = CodecParams {
+        keep_ratio: 1.0,
+        mode: QuantMode::Coded(3),
+    };
+    for (i, (_, pixels)) in samples(4).into_iter().enumerate() {
+        let input_shape: [usize; 3] = pkg.input_shape().try_into().expect("CHW input");
+        let input = normalize_batch_chw_u8(&[&pixels], input_shape, pkg.normalization())
+            .expect("normalise");
+        let features = head.run(input.view().into_dyn()).expect("head runs");
+        let payload = codec::encode(features.as_slice().expect("contiguous"), &shape, &params)
+            .expect("encode");
+        let req = request(&pkg, "keep100", 6, i as u64, PayloadKind::Feature, payload);
+        let compact = protocol::compact_request_len(&req);
+        assert!(
+            protocol::request_encoded_len(&req) - compact >= 28 + 36,
+            "{compact}"
+        );
+        let Response::Result(framed) = client.infer(&req, TIMEOUT).await.expect("reply") else {
+            panic!("compact frame refused");
+        };
+        let whole = client
+            .exchange(&protocol::encode_request(&req).expect("encode"), TIMEOUT)
+            .await
+            .expect("reply");
+        let Ok(Response::Result(whole)) = protocol::decode_response(&whole) else {
+            panic!("whole request refused");
+        };
+        assert_eq!(framed.frame_id, i as u64);
+        assert_eq!(framed.scores, whole.scores);
+    }
+    assert_eq!(client.bound_contexts().await, 1);
+
+    let expect_error = |reply: Vec<u8>, kind: ErrorKind| match protocol::decode_response(&reply) {
+        Ok(Response::Error(e)) => {
+            assert_eq!(e.kind, kind, "{}", e.message);
+            e
+        }
+        other => panic!("expected a {kind} reply, got {other:?}"),
+    };
+    // A frame on a context this connection never bound.
+    let orphan = protocol::encode_frame(&protocol::Frame {
+        context_id: protocol::MAX_CONTEXTS - 1,
+        frame_id: 41,
+        body: vec![0; 16],
+    })
+    .expect("encode");
+    let reply = client.exchange(&orphan, TIMEOUT).await.expect("reply");
+    let e = expect_error(reply, ErrorKind::UnknownContext);
+    assert_eq!(e.frame_id, Some(41));
+    // Bindings the worker refuses.
+    let bind = protocol::BindContext {
+        context_id: 9,
+        device_id: "test".into(),
+        model: pkg.name().to_owned(),
+        variant: "keep100".into(),
+        split: 6,
+        payload_kind: PayloadKind::Feature,
+        coding: Some(protocol::FeatureCoding {
+            keep_ratio: 0.5,
+            mode: QuantMode::Bits(4),
+        }),
+    };
+    for (wrong, kind) in [
+        (
+            protocol::BindContext {
+                split: 99,
+                ..bind.clone()
+            },
+            ErrorKind::BadSplit,
+        ),
+        (
+            protocol::BindContext {
+                model: "no-such-model".into(),
+                ..bind.clone()
+            },
+            ErrorKind::UnknownModel,
+        ),
+        (
+            protocol::BindContext {
+                variant: "keep999".into(),
+                ..bind.clone()
+            },
+            ErrorKind::UnknownVariant,
+        ),
+    ] {
+        let reply = client
+            .exchange(&protocol::encode_bind(&wrong).expect("encode"), TIMEOUT)
+            .await
+            .expect("reply");
+        expect_error(reply, kind);
+    }
+    // A good binding answers with the package's shape; a body too short for it is BadPayload.
+    let reply = client
+        .exchange(&protocol::encode_bind(&bind).expect("encode"), TIMEOUT)
+        .await
+        .expect("reply");
+    match protocol::decode_server_message(&reply).expect("decodes") {
+        ServerMessage::ContextBound(b) => {
+            assert_eq!(b.context_id, 9);
+            assert_eq!(b.shape, shape.iter().map(|&d| d as u32).collect::<Vec<_>>());
+        }
+        other => panic!("expected the binding, got {other:?}"),
+    }
+    let short = protocol::encode_frame(&protocol::Frame {
+        context_id: 9,
+        frame_id: 42,
+        body: vec![0; 20],
+    })
+    .expect("encode");
+    let reply = client.exchange(&short, TIMEOUT).await.expect("reply");
+    assert_eq!(
+        expect_error(reply, ErrorKind::BadPayload).frame_id,
+        Some(42)
+    );
+    // A version-1 request: a typed error naming both versions.
+    let mut v1 = protocol::encode_request(&request(
+        &pkg,
+        "keep100",
+        6,
+        43,
+        PayloadKind::Feature,
+        vec![],
+    ))
+    .expect("encode");
+    v1[4] = 1;
+    let reply = client.exchange(&v1, TIMEOUT).await.expect("reply");
+    let e = expect_error(reply, ErrorKind::UnsupportedVersion);
+    assert!(
+        e.message.contains("version 1") && e.message.contains('2'),
+        "{}",
+        e.message
+    );
+    // The connection is still up and the plan's context still bound.
+    let (_, pixels) = samples(1).remove(0);
+    let good = request(&pkg, "keep100", 0, 44, PayloadKind::Image, pixels);
+    assert!(matches!(
+        client.infer(&good, TIMEOUT).await.expect("reply"),
+        Response::Result(_)
+    ));
+    assert_eq!(client.bound_contexts().await, 2);
+    client.close().await;
+    cloud.stop().await;
+}

@@ -20,6 +20,7 @@
 //! [`DecodeLimits`] allow when decoding.
 
 mod bits;
+pub mod compact;
 mod decode;
 mod encode;
 mod entropy;

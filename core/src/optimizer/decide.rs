@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{encoded_len, CodecParams};
+use crate::codec::{compact, encoded_len, CodecParams};
 
 use super::{
     Candidate, Conditions, InputCodec, Objective, OptimizerConfig, OptimizerError, Profile,
@@ -352,8 +352,10 @@ pub struct Optimizer {
 
 impl Optimizer {
     /// Validates the profile, the candidates and the configuration and precomputes every
-    /// per-candidate constant (layer-time sums, exact encoded sizes via
-    /// [`crate::codec::encoded_len`] plus [`Profile::header_overhead_bytes`], codec costs).
+    /// per-candidate constant (layer-time sums, bytes on the wire — the compact body of the exact
+    /// encoded size of [`crate::codec::encoded_len`], or of the measured mean for entropy-coded
+    /// plans, see [`crate::codec::compact::body_len`] — plus
+    /// [`Profile::header_overhead_bytes`], codec costs).
     pub fn new(
         profile: Profile,
         candidates: Vec<Candidate>,
@@ -455,6 +457,10 @@ impl Optimizer {
                             source,
                         }
                     })?;
+                    // On the wire a frame carries the codec's compact body: the header fields
+                    // its bound context fixes are not sent (protocol version 2).
+                    let rank = v.boundary_shapes[s].len();
+                    let on_wire = |encoded: usize| compact::body_len(encoded, rank, codec.mode);
                     if codec.mode.is_coded() {
                         // Value-dependent size: the calibration table's measured mean.
                         let payload =
@@ -464,16 +470,16 @@ impl Optimizer {
                                     "an entropy-coded plan needs its measured mean payload bytes",
                             })? as usize;
                         (
-                            payload.saturating_add(overhead),
-                            profile.coded_encode.cost_us(elements, fixed),
-                            profile.coded_decode.cost_us(elements, fixed),
+                            on_wire(payload).saturating_add(overhead),
+                            profile.coded_encode.cost_us(elements, on_wire(fixed)),
+                            profile.coded_decode.cost_us(elements, on_wire(fixed)),
                             true,
                         )
                     } else {
                         (
-                            fixed.saturating_add(overhead),
-                            profile.encode.cost_us(elements, fixed),
-                            profile.decode.cost_us(elements, fixed),
+                            on_wire(fixed).saturating_add(overhead),
+                            profile.encode.cost_us(elements, on_wire(fixed)),
+                            profile.decode.cost_us(elements, on_wire(fixed)),
                             true,
                         )
                     }

@@ -6,16 +6,20 @@ use super::OptimizerError;
 
 /// Default protocol framing overhead added to every request payload, in bytes.
 ///
-/// Covers the request message's own header (device id, frame id, model, variant, split, lengths) and
-/// a share of the QUIC/TLS framing. Measure and set [`Profile::header_overhead_bytes`] where it
-/// matters; the optimizer only needs it to be roughly right because it is the same for every
-/// networked candidate.
-pub const DEFAULT_HEADER_OVERHEAD_BYTES: usize = 64;
+/// Covers the message header of a frame (protocol version 2: 6 B + context id + frame-id varint,
+/// 8–17 B) and a share of the QUIC/TLS framing (short header, STREAM frame, 16 B AEAD tag: about
+/// 30 B per packet). A feature payload is counted as the codec's compact body
+/// ([`crate::codec::compact::body_len`]), without the header fields its context fixes. Measure and
+/// set [`Profile::header_overhead_bytes`] where it matters; the optimizer only needs it to be
+/// roughly right because it is the same for every networked candidate. (It was 64 B with
+/// version 1's self-describing requests, whose header carried the device, model and variant
+/// names.)
+pub const DEFAULT_HEADER_OVERHEAD_BYTES: usize = 40;
 
 /// Affine cost model of one codec step: `fixed_us + per_element_us·elements + per_byte_us·bytes`.
 ///
 /// `elements` is the element count of the split tensor (the encoder scans every value to rank
-/// positions; the decoder writes every value), `bytes` the encoded payload size (bit packing and
+/// positions; the decoder writes every value), `bytes` the compact body a frame carries ([`crate::codec::compact::body_len`]; bit packing and
 /// unpacking scale with it).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct CodecCost {
@@ -143,7 +147,7 @@ pub struct Profile {
     /// Bytes added to every request payload by the protocol (see [`DEFAULT_HEADER_OVERHEAD_BYTES`]).
     pub header_overhead_bytes: usize,
     /// Edge-side cost of the whole encode of an entropy-coded plan (`QuantMode::Coded`):
-    /// elements = split tensor elements, **bytes = its fixed-width size** (the range coder's work
+    /// elements = split tensor elements, **bytes = its fixed-width compact body** (the range coder's work
     /// grows with the code bits it codes, not with the bytes it writes).
     #[serde(default)]
     pub coded_encode: CodecCost,

@@ -1,24 +1,37 @@
-//! Wire protocol between the edge daemon and the cloud worker, carried over QUIC (ALPN `jmdc/1`).
+//! Wire protocol between the edge daemon and the cloud worker, carried over QUIC (ALPN `jmdc/2`).
 //!
 //! One bidirectional QUIC stream per exchange: the client writes exactly one [`ClientMessage`]
-//! (an inference request or a probe) and finishes its send side; the server answers with exactly one
-//! [`ServerMessage`] and finishes. This module is only the pure, hand-written little-endian message
+//! (a context binding, a frame, a self-contained inference request or a probe) and finishes its
+//! send side; the server answers with exactly one [`ServerMessage`] and finishes. Version 2 adds
+//! compact framing (`context.rs`): a [`BindContext`] once per plan and connection, then frames of a
+//! few header bytes that carry the codec's compact body. This module is only the pure, hand-written little-endian message
 //! encoding; the QUIC plumbing lives in the daemon and cloud crates. `docs/protocol.md` documents
 //! every byte and what the server does on each error.
 //!
 //! Decoding is strict (trailing bytes, unknown enum codes, over-long strings, non-zero padding are
 //! all errors), never panics and never allocates more than the input's size.
 
+mod context;
 mod wire;
 
 use std::fmt;
 
+pub use context::{
+    bind_encoded_len, compact_request_len, encode_bind, encode_bound, encode_frame,
+    frame_encoded_len, frame_len, request_context, BindContext, CompactRequest, ContextBound,
+    FeatureCoding, Frame, MAX_CONTEXTS, MAX_CONTEXT_RANK,
+};
+
 use wire::{put_string, string_len, Reader};
 
 /// QUIC ALPN protocol identifier.
-pub const ALPN: &[u8] = b"jmdc/1";
+pub const ALPN: &[u8] = b"jmdc/2";
+/// ALPN of protocol version 1. A worker also accepts it, so that a version-1 edge reaches the
+/// message layer and gets a typed [`ErrorKind::UnsupportedVersion`] reply instead of a failed
+/// handshake.
+pub const ALPN_V1: &[u8] = b"jmdc/1";
 /// Version byte written in every message and the only one accepted.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Magic bytes that start every message.
 pub const MAGIC: [u8; 4] = *b"JMDC";
 /// Bytes of the common header: magic, version, message type.
@@ -57,12 +70,18 @@ pub enum MessageType {
     InferRequest = 0x01,
     /// [`ProbeRequest`], client → server.
     ProbeRequest = 0x02,
+    /// [`BindContext`], client → server.
+    BindContext = 0x03,
+    /// [`Frame`], client → server.
+    Frame = 0x04,
     /// [`InferResult`], server → client.
     InferResult = 0x81,
     /// [`ErrorReply`], server → client.
     ErrorReply = 0x82,
     /// [`ProbeReply`], server → client.
     ProbeReply = 0x83,
+    /// [`ContextBound`], server → client.
+    ContextBound = 0x84,
 }
 
 impl MessageType {
@@ -76,9 +95,12 @@ impl MessageType {
         Some(match code {
             0x01 => MessageType::InferRequest,
             0x02 => MessageType::ProbeRequest,
+            0x03 => MessageType::BindContext,
+            0x04 => MessageType::Frame,
             0x81 => MessageType::InferResult,
             0x82 => MessageType::ErrorReply,
             0x83 => MessageType::ProbeReply,
+            0x84 => MessageType::ContextBound,
             _ => return None,
         })
     }
@@ -172,11 +194,13 @@ pub enum ErrorKind {
     Overloaded = 7,
     /// Anything else that went wrong on the server.
     Internal = 8,
+    /// A [`Frame`] names a context id not bound on this connection (bind it, then resend).
+    UnknownContext = 9,
 }
 
 impl ErrorKind {
     /// Every kind, in code order.
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 9] = [
         ErrorKind::Malformed,
         ErrorKind::UnsupportedVersion,
         ErrorKind::UnknownModel,
@@ -185,6 +209,7 @@ impl ErrorKind {
         ErrorKind::BadPayload,
         ErrorKind::Overloaded,
         ErrorKind::Internal,
+        ErrorKind::UnknownContext,
     ];
 
     /// The wire code.
@@ -208,6 +233,7 @@ impl ErrorKind {
             ErrorKind::BadPayload => "bad_payload",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::Internal => "internal",
+            ErrorKind::UnknownContext => "unknown_context",
         }
     }
 }
@@ -312,12 +338,16 @@ impl ProbeReply {
 }
 
 /// Anything a client sends.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {
-    /// An inference request.
+    /// A self-contained inference request.
     Infer(InferRequest),
     /// A probe.
     Probe(ProbeRequest),
+    /// Binds a context id on this connection.
+    Bind(BindContext),
+    /// A frame on a bound context.
+    Frame(Frame),
 }
 
 /// Anything a server sends.
@@ -329,6 +359,8 @@ pub enum ServerMessage {
     Error(ErrorReply),
     /// Answer to a probe.
     ProbeReply(ProbeReply),
+    /// Answer to a [`BindContext`].
+    ContextBound(ContextBound),
 }
 
 impl From<Response> for ServerMessage {
@@ -465,6 +497,10 @@ pub fn peek_frame_id(bytes: &[u8]) -> Option<u64> {
     let mut r = Reader::new(bytes);
     match read_header(&mut r) {
         Ok(MessageType::InferRequest) => r.u64("frame_id").ok(),
+        Ok(MessageType::Frame) => {
+            r.u8("context_id").ok()?;
+            context::read_varint(&mut r, "frame_id").ok()
+        }
         _ => None,
     }
 }
@@ -538,6 +574,8 @@ pub fn encode_client_message(m: &ClientMessage) -> Result<Vec<u8>, ProtocolError
     match m {
         ClientMessage::Infer(r) => encode_request(r),
         ClientMessage::Probe(p) => encode_probe_request(p),
+        ClientMessage::Bind(b) => encode_bind(b),
+        ClientMessage::Frame(f) => encode_frame(f),
     }
 }
 
@@ -548,6 +586,8 @@ pub fn decode_client_message(b: &[u8]) -> Result<ClientMessage, ProtocolError> {
     let msg = match read_header(&mut r)? {
         MessageType::InferRequest => ClientMessage::Infer(infer_request_body(&mut r)?),
         MessageType::ProbeRequest => ClientMessage::Probe(probe_request_body(&mut r)?),
+        MessageType::BindContext => ClientMessage::Bind(context::bind_body(&mut r)?),
+        MessageType::Frame => ClientMessage::Frame(context::frame_body(&mut r)?),
         found => {
             return Err(ProtocolError::UnexpectedMessageType {
                 expected: "a client message",
@@ -561,13 +601,16 @@ pub fn decode_client_message(b: &[u8]) -> Result<ClientMessage, ProtocolError> {
 
 /// Decodes an inference request; any other message type is an error.
 pub fn decode_request(b: &[u8]) -> Result<InferRequest, ProtocolError> {
-    match decode_client_message(b)? {
-        ClientMessage::Infer(r) => Ok(r),
-        ClientMessage::Probe(_) => Err(ProtocolError::UnexpectedMessageType {
-            expected: "an inference request",
-            found: MessageType::ProbeRequest,
-        }),
-    }
+    let found = match decode_client_message(b)? {
+        ClientMessage::Infer(r) => return Ok(r),
+        ClientMessage::Probe(_) => MessageType::ProbeRequest,
+        ClientMessage::Bind(_) => MessageType::BindContext,
+        ClientMessage::Frame(_) => MessageType::Frame,
+    };
+    Err(ProtocolError::UnexpectedMessageType {
+        expected: "an inference request",
+        found,
+    })
 }
 
 fn infer_request_body(r: &mut Reader<'_>) -> Result<InferRequest, ProtocolError> {
@@ -683,6 +726,7 @@ pub fn encode_server_message(m: &ServerMessage) -> Result<Vec<u8>, ProtocolError
         ServerMessage::Result(r) => encode_result(r),
         ServerMessage::Error(e) => encode_error(e),
         ServerMessage::ProbeReply(p) => encode_probe_reply(p),
+        ServerMessage::ContextBound(b) => encode_bound(b),
     }
 }
 
@@ -713,6 +757,7 @@ pub fn decode_server_message(b: &[u8]) -> Result<ServerMessage, ProtocolError> {
                 padding_len,
             })
         }
+        MessageType::ContextBound => ServerMessage::ContextBound(context::bound_body(&mut r)?),
         found => {
             return Err(ProtocolError::UnexpectedMessageType {
                 expected: "a server message",
@@ -726,14 +771,16 @@ pub fn decode_server_message(b: &[u8]) -> Result<ServerMessage, ProtocolError> {
 
 /// Decodes a response to an inference request; a probe reply or a client message is an error.
 pub fn decode_response(b: &[u8]) -> Result<Response, ProtocolError> {
-    match decode_server_message(b)? {
-        ServerMessage::Result(r) => Ok(Response::Result(r)),
-        ServerMessage::Error(e) => Ok(Response::Error(e)),
-        ServerMessage::ProbeReply(_) => Err(ProtocolError::UnexpectedMessageType {
-            expected: "an inference response",
-            found: MessageType::ProbeReply,
-        }),
-    }
+    let found = match decode_server_message(b)? {
+        ServerMessage::Result(r) => return Ok(Response::Result(r)),
+        ServerMessage::Error(e) => return Ok(Response::Error(e)),
+        ServerMessage::ProbeReply(_) => MessageType::ProbeReply,
+        ServerMessage::ContextBound(_) => MessageType::ContextBound,
+    };
+    Err(ProtocolError::UnexpectedMessageType {
+        expected: "an inference response",
+        found,
+    })
 }
 
 fn infer_result_body(r: &mut Reader<'_>) -> Result<InferResult, ProtocolError> {

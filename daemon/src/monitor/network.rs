@@ -671,6 +671,9 @@ fn check_probe_reply(reply: &[u8], probe_id: u64) -> Result<(), ProbeError> {
             e.kind, e.message
         ))),
         ServerMessage::Result(_) => Err(ProbeError::UnexpectedReply("an inference result".into())),
+        ServerMessage::ContextBound(_) => {
+            Err(ProbeError::UnexpectedReply("a context binding".into()))
+        }
     }
 }
 
