@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jmdc_core::codec::QuantMode;
 use jmdc_core::protocol::{
@@ -225,18 +225,34 @@ impl CloudClient {
         request: &InferRequest,
         timeout: Duration,
     ) -> Result<Response, ClientError> {
+        Ok(self.infer_measured(request, timeout).await?.0)
+    }
+
+    /// [`infer`](Self::infer), also returning the round trip of the frame's own exchange: from
+    /// opening its stream to the end of the answer, without the context binding a plan's first
+    /// frame on a connection waits for (the edge's bandwidth estimate uses this time).
+    pub async fn infer_measured(
+        &self,
+        request: &InferRequest,
+        timeout: Duration,
+    ) -> Result<(Response, Duration), ClientError> {
         tokio::time::timeout(timeout, self.infer_compact(request))
             .await
             .map_err(|_| ClientError::Timeout(timeout))?
     }
 
-    async fn infer_compact(&self, request: &InferRequest) -> Result<Response, ClientError> {
+    async fn infer_compact(
+        &self,
+        request: &InferRequest,
+    ) -> Result<(Response, Duration), ClientError> {
         let Some(protocol::CompactRequest { bind, shape, body }) =
             protocol::request_context(request)
         else {
             let bytes = protocol::encode_request(request)?;
+            let sent = Instant::now();
             let reply = self.exchange_untimed(&bytes).await?;
-            return Ok(protocol::decode_response(&reply)?);
+            let round_trip = sent.elapsed();
+            return Ok((protocol::decode_response(&reply)?, round_trip));
         };
         let key = ContextKey::of(&bind);
         // Once more after an `UnknownContext` answer (the worker lost the binding).
@@ -245,10 +261,11 @@ impl CloudClient {
             let context_id = match self.context_id(&key, &bind, shape.as_deref()).await? {
                 Ok(id) => id,
                 Err(reply) => {
-                    return Ok(Response::Error(ErrorReply {
+                    let refused = Response::Error(ErrorReply {
                         frame_id: Some(request.frame_id),
                         ..reply
-                    }))
+                    });
+                    return Ok((refused, Duration::ZERO));
                 }
             };
             let frame = Frame {
@@ -256,9 +273,10 @@ impl CloudClient {
                 frame_id: request.frame_id,
                 body: body.to_vec(),
             };
-            let reply = self
-                .exchange_untimed(&protocol::encode_frame(&frame)?)
-                .await?;
+            let bytes = protocol::encode_frame(&frame)?;
+            let sent = Instant::now();
+            let reply = self.exchange_untimed(&bytes).await?;
+            let round_trip = sent.elapsed();
             let response = protocol::decode_response(&reply)?;
             if let Response::Error(e) = &response {
                 if e.kind == ErrorKind::UnknownContext && !rebound {
@@ -267,7 +285,7 @@ impl CloudClient {
                     continue;
                 }
             }
-            return Ok(response);
+            return Ok((response, round_trip));
         }
     }
 

@@ -467,20 +467,20 @@ impl PendingFrame {
 
     /// Sends the request; `None` when the cloud could not answer.
     async fn ask_cloud(&mut self, request: InferRequest, cloud: &CloudClient) -> Option<Vec<f32>> {
-        let sent = Instant::now();
-        let response = cloud.infer(&request, self.timeout).await;
-        let round_trip = sent.elapsed();
+        // The frame's own round trip: a plan's first frame on a connection also waits for its
+        // context binding, which is not this frame's transfer.
+        let response = cloud.infer_measured(&request, self.timeout).await;
         let frame = request.frame_id;
         self.give_back(request);
         match response {
-            Ok(Response::Result(result)) if result.scores.iter().any(|s| !s.is_finite()) => {
+            Ok((Response::Result(result), _)) if result.scores.iter().any(|s| !s.is_finite()) => {
                 warn!(
                     frame,
                     "cloud answered scores that are not finite; finishing on edge"
                 );
                 None
             }
-            Ok(Response::Result(result)) => {
+            Ok((Response::Result(result), round_trip)) => {
                 let server_us = result.cloud_compute_us + result.decode_us + result.queue_us;
                 self.record.cloud_us = server_us;
                 self.record.network_us = micros(round_trip).saturating_sub(server_us);
@@ -491,7 +491,7 @@ impl PendingFrame {
                 self.observation.cloud_layer_us = result.layer_us;
                 Some(result.scores)
             }
-            Ok(Response::Error(reply)) => {
+            Ok((Response::Error(reply), _)) => {
                 // The worker answered (overloaded, unknown model, …): the connection is fine.
                 warn!(frame, kind = ?reply.kind, message = %reply.message, "cloud refused frame; finishing on edge");
                 None
