@@ -69,6 +69,14 @@ impl ContextTable {
         }
     }
 
+    /// Leaves `id` unbound.
+    pub fn unbind(&self, id: u8) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = slots.get_mut(usize::from(id)) {
+            *slot = None;
+        }
+    }
+
     /// The context bound to `id`, if any.
     pub fn get(&self, id: u8) -> Option<Arc<BoundContext>> {
         let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
@@ -152,5 +160,7 @@ mod tests {
         table.bind(0, other.clone());
         assert_eq!(*table.get(0).unwrap(), other);
         assert!(table.get(MAX_CONTEXTS).is_none());
+        table.unbind(0);
+        assert!(table.is_empty());
     }
 }

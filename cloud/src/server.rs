@@ -583,14 +583,18 @@ fn bind_context(
     link: &ConnectionState,
 ) -> Result<Vec<u8>, StreamError> {
     let bound = ctx.engine.bind(bind).and_then(|(shape, tensor)| {
-        let dims: Result<Vec<u32>, _> = shape.iter().map(|&d| u32::try_from(d)).collect();
+        let internal = |why: String| {
+            ErrorReply::new(None, ErrorKind::Internal, format!("shape {shape:?}: {why}"))
+        };
+        let dims = shape
+            .iter()
+            .map(|&d| u32::try_from(d).map_err(|e| internal(e.to_string())))
+            .collect::<Result<Vec<u32>, _>>()?;
         let reply = protocol::ContextBound {
             context_id: bind.context_id,
-            shape: dims.unwrap_or_default(),
+            shape: dims,
         };
-        let encoded = protocol::encode_bound(&reply).map_err(|e| {
-            ErrorReply::new(None, ErrorKind::Internal, format!("shape {shape:?}: {e}"))
-        })?;
+        let encoded = protocol::encode_bound(&reply).map_err(|e| internal(e.to_string()))?;
         let device = match &link.proven {
             Some(name) => name.to_string(),
             None => bind.device_id.clone(),
@@ -614,6 +618,8 @@ fn bind_context(
             Ok(encoded)
         }
         Err(reply) => {
+            // A refused binding leaves its id unbound, whatever it held before.
+            link.contexts.unbind(bind.context_id);
             ctx.stats.record_error(reply.kind);
             debug!(kind = ?reply.kind, message = %reply.message, "binding refused");
             Ok(protocol::encode_response(&Response::Error(reply))?)

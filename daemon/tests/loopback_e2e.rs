@@ -416,6 +416,18 @@ async fn compact_frames_bind_once_and_match_whole_requests() {
         expect_error(reply, ErrorKind::BadPayload).frame_id,
         Some(42)
     );
+    // Binding id 9 again, to something refused, leaves it unbound.
+    let refused = protocol::BindContext {
+        split: 99,
+        ..bind.clone()
+    };
+    let reply = client
+        .exchange(&protocol::encode_bind(&refused).expect("encode"), TIMEOUT)
+        .await
+        .expect("reply");
+    expect_error(reply, ErrorKind::BadSplit);
+    let reply = client.exchange(&short, TIMEOUT).await.expect("reply");
+    expect_error(reply, ErrorKind::UnknownContext);
     // A version-1 request: a typed error naming both versions.
     let mut v1 = protocol::encode_request(&request(
         &pkg,
