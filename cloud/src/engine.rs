@@ -100,6 +100,34 @@ impl TailEngine {
         names
     }
 
+    /// The model and the variant's session pool for running layers `split..L`, or why not
+    /// (`UnknownModel`, `UnknownVariant`, `BadSplit` when nothing is left for the worker).
+    fn tail(
+        &self,
+        model: &str,
+        variant: &str,
+        split: u16,
+    ) -> Result<(&LoadedModel, &RunnerPool<LayerRunner>), (ErrorKind, String)> {
+        let loaded = self
+            .models
+            .get(model)
+            .ok_or_else(|| (ErrorKind::UnknownModel, format!("unknown model `{model}`")))?;
+        let pool = loaded.pools.get(variant).ok_or_else(|| {
+            (
+                ErrorKind::UnknownVariant,
+                format!("model `{model}` has no variant `{variant}`"),
+            )
+        })?;
+        let layers = loaded.package.num_layers();
+        if usize::from(split) >= layers {
+            return Err((
+                ErrorKind::BadSplit,
+                format!("split {split} leaves no layer for the cloud (model has {layers})"),
+            ));
+        }
+        Ok((loaded, pool))
+    }
+
     /// Checks a context binding against the packages and returns the shape every frame on it must
     /// carry: the split tensor's (feature contexts) or the model input's (image and JPEG
     /// contexts, split 0 only), and for feature contexts the tensor context the frames' bodies
@@ -109,26 +137,10 @@ impl TailEngine {
         bind: &BindContext,
     ) -> Result<(Vec<usize>, Option<TensorContext>), ErrorReply> {
         let fail = |kind: ErrorKind, message: String| ErrorReply::new(None, kind, message);
-        let model = self.models.get(&bind.model).ok_or_else(|| {
-            fail(
-                ErrorKind::UnknownModel,
-                format!("unknown model `{}`", bind.model),
-            )
-        })?;
-        if !model.pools.contains_key(&bind.variant) {
-            return Err(fail(
-                ErrorKind::UnknownVariant,
-                format!("model `{}` has no variant `{}`", bind.model, bind.variant),
-            ));
-        }
-        let layers = model.package.num_layers();
+        let (model, _) = self
+            .tail(&bind.model, &bind.variant, bind.split)
+            .map_err(|(kind, message)| fail(kind, message))?;
         let split = usize::from(bind.split);
-        if split >= layers {
-            return Err(fail(
-                ErrorKind::BadSplit,
-                format!("split {split} leaves no layer for the cloud (model has {layers})"),
-            ));
-        }
         match (bind.payload_kind, bind.coding) {
             (PayloadKind::Feature, Some(coding)) => {
                 if split == 0 {
@@ -182,26 +194,11 @@ impl TailEngine {
             kind,
             message,
         };
-        let model = self.models.get(&req.model).ok_or_else(|| {
-            fail(
-                ErrorKind::UnknownModel,
-                format!("unknown model `{}`", req.model),
-            )
-        })?;
-        let pool = model.pools.get(&req.variant).ok_or_else(|| {
-            fail(
-                ErrorKind::UnknownVariant,
-                format!("model `{}` has no variant `{}`", req.model, req.variant),
-            )
-        })?;
+        let (model, pool) = self
+            .tail(&req.model, &req.variant, req.split)
+            .map_err(|(kind, message)| fail(kind, message))?;
         let layers = model.package.num_layers();
         let split = usize::from(req.split);
-        if split >= layers {
-            return Err(fail(
-                ErrorKind::BadSplit,
-                format!("split {split} leaves no layer for the cloud (model has {layers})"),
-            ));
-        }
 
         let decode_start = Instant::now();
         let input = self

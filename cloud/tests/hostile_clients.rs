@@ -8,14 +8,13 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{packages_dir, BIN};
-use jmdc_core::protocol::{self, ErrorKind, InferRequest, PayloadKind, Response};
+use jmdc_core::protocol::{self, ErrorKind, Response};
+use no_auth::Worker;
 
 mod common;
+mod no_auth;
 
 /// Budget of request bytes buffered at once (MiB) and the read timeout given to the worker.
 const BUDGET_MIB: u64 = 32;
@@ -26,80 +25,27 @@ const PER_ADDRESS: usize = 4;
 const STREAMS_PER_CONNECTION: usize = 60;
 const STALLED_BYTES: usize = 1 << 20;
 
-struct Worker {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Worker {
-    fn start(dir: &Path) -> Self {
-        let status = Command::new(BIN)
-            .args(["gen-cert", "--cert"])
-            .arg(dir.join("cert.pem"))
-            .arg("--key")
-            .arg(dir.join("key.pem"))
-            .status()
-            .expect("gen-cert");
-        assert!(status.success());
-        let config = dir.join("cloud.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:0\"\nmodels_dir = \"{}\"\nlog_level = \"info\"\n\
-                 [tls]\nclient_auth = \"off\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n[runtime]\nworkers = 1\n\
-                 [limits]\nmax_buffered_mib = {BUDGET_MIB}\nrequest_read_timeout_ms = {}\n\
-                 idle_timeout_s = {IDLE_S}\nmax_connections_per_address = {PER_ADDRESS}\n",
-                packages_dir().display(),
-                READ_TIMEOUT.as_millis()
-            ),
-        )
-        .expect("write config");
-        let (child, addr) = common::serve(&config, false);
-        Self { child, addr }
-    }
-
-    /// Resident memory, bytes (`VmRSS` of /proc/PID/status).
-    fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("worker status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .expect("VmRSS")
-            * 1024
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Resident memory of the worker, bytes (`VmRSS` of /proc/PID/status).
+fn rss(worker: &Worker) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", worker.child.id()))
+        .expect("worker status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
 }
 
 /// A client endpoint bound to `local` (a loopback address) trusting the worker's certificate,
 /// sending keep-alives every 500 ms.
 fn client(local: &str, cert: &Path) -> quinn::Endpoint {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in jmdc_cloud::tls::load_certs(cert).expect("cert") {
-        roots.add(c).expect("trust");
-    }
-    let mut tls = rustls::ClientConfig::builder_with_provider(jmdc_cloud::tls::crypto_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("tls 1.3")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![protocol::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(Duration::from_millis(500)));
-    config.transport_config(Arc::new(transport));
-    let mut endpoint =
-        quinn::Endpoint::client(local.parse().expect("local address")).expect("client endpoint");
-    endpoint.set_default_client_config(config);
-    endpoint
+    no_auth::client(
+        local,
+        cert,
+        protocol::ALPN,
+        Some(Duration::from_millis(500)),
+    )
 }
 
 async fn connect(endpoint: &quinn::Endpoint, addr: SocketAddr) -> quinn::Connection {
@@ -113,30 +59,11 @@ async fn connect(endpoint: &quinn::Endpoint, addr: SocketAddr) -> quinn::Connect
 }
 
 fn frame(frame_id: u64) -> Vec<u8> {
-    protocol::encode_request(&InferRequest {
-        device_id: "good-device".into(),
-        frame_id,
-        model: "alexnet-cifar10".into(),
-        variant: "keep100".into(),
-        split: 0,
-        payload_kind: PayloadKind::Image,
-        payload: vec![128; 3 * 32 * 32],
-    })
-    .expect("encode")
+    protocol::encode_request(&no_auth::image_request("good-device", frame_id)).expect("encode")
 }
 
 async fn exchange(conn: &quinn::Connection, bytes: &[u8]) -> Response {
-    let (mut send, mut recv) = conn.open_bi().await.expect("open stream");
-    send.write_all(bytes).await.expect("send");
-    send.finish().expect("finish");
-    let reply = tokio::time::timeout(
-        Duration::from_secs(10),
-        recv.read_to_end(protocol::MAX_RESPONSE_BYTES),
-    )
-    .await
-    .expect("reply in time")
-    .expect("reply");
-    protocol::decode_response(&reply).expect("decodable reply")
+    protocol::decode_response(&no_auth::exchange(conn, bytes).await).expect("decodable reply")
 }
 
 /// How a stalled stream ended.
@@ -175,7 +102,14 @@ async fn stall(conn: quinn::Connection) -> Ended {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_leaves_memory_bounded_and_devices_served() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let worker = Worker::start(dir.path());
+    let worker = Worker::start(
+        dir.path(),
+        &format!(
+            "[limits]\nmax_buffered_mib = {BUDGET_MIB}\nrequest_read_timeout_ms = {}\n\
+             idle_timeout_s = {IDLE_S}\nmax_connections_per_address = {PER_ADDRESS}\n",
+            READ_TIMEOUT.as_millis()
+        ),
+    );
     let cert = dir.path().join("cert.pem");
 
     let device = client("127.0.0.2:0", &cert);
@@ -184,7 +118,7 @@ async fn slowloris_leaves_memory_bounded_and_devices_served() {
         Response::Result(r) => assert_eq!(r.scores.len(), 10),
         Response::Error(e) => panic!("first frame refused: {e:?}"),
     }
-    let baseline = worker.rss();
+    let baseline = rss(&worker);
 
     let attacker = client("127.0.0.1:0", &cert);
     let mut conns = Vec::new();
@@ -218,7 +152,7 @@ async fn slowloris_leaves_memory_bounded_and_devices_served() {
             Response::Result(_) => served += 1,
             Response::Error(e) => panic!("device refused during the attack: {e:?}"),
         }
-        peak = peak.max(worker.rss());
+        peak = peak.max(rss(&worker));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut ended = Vec::new();
@@ -230,7 +164,7 @@ async fn slowloris_leaves_memory_bounded_and_devices_served() {
                 .expect("task"),
         );
     }
-    peak = peak.max(worker.rss());
+    peak = peak.max(rss(&worker));
     let overloaded = ended.iter().filter(|e| **e == Ended::Overloaded).count();
     let reset = ended.iter().filter(|e| **e == Ended::Reset).count();
     let unbounded = (PER_ADDRESS * STREAMS_PER_CONNECTION * STALLED_BYTES) as u64;
