@@ -92,10 +92,12 @@ struct BoundContexts {
 }
 
 impl BoundContexts {
+    /// The lowest id no binding holds; when all are held, the oldest binding's (which is dropped).
+    /// An id still held by another plan is never handed out: binding it again would replace that
+    /// plan's context on the worker while this table still sends the plan's frames under it.
     fn free_id(&mut self) -> u8 {
-        if self.ids.len() < usize::from(MAX_CONTEXTS) {
-            // Ids are handed out in order and only reused after eviction, so this one is free.
-            return self.ids.len() as u8;
+        if let Some(id) = (0..MAX_CONTEXTS).find(|id| !self.ids.values().any(|held| held == id)) {
+            return id;
         }
         let oldest = self.order.pop_front();
         oldest.and_then(|k| self.ids.remove(&k)).unwrap_or(0)
@@ -385,5 +387,51 @@ impl CloudClient {
     pub async fn close(&self) {
         self.connection.close(0u32.into(), b"bye");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn key(split: u16) -> ContextKey {
+        ContextKey {
+            model: "m".into(),
+            variant: "v".into(),
+            split,
+            payload_kind: PayloadKind::Feature,
+            coding: Some((1.0f32.to_bits(), QuantMode::Bits(4))),
+        }
+    }
+
+    #[test]
+    fn ids_are_never_shared_after_a_forget_or_when_full() {
+        let mut table = BoundContexts::default();
+        for split in 0..3 {
+            let id = table.free_id();
+            table.insert(key(split), id);
+        }
+        // The worker lost split 0's binding: a new plan must not take an id split 1 or 2 holds.
+        table.forget(&key(0));
+        let id = table.free_id();
+        assert_eq!(id, 0);
+        table.insert(key(10), id);
+        let id = table.free_id();
+        assert_eq!(id, 3);
+        table.insert(key(11), id);
+        // Fill every id; the next binding takes the oldest one's and drops it.
+        for split in 12..12 + u16::from(MAX_CONTEXTS) - 4 {
+            let id = table.free_id();
+            table.insert(key(split), id);
+        }
+        assert_eq!(table.ids.len(), usize::from(MAX_CONTEXTS));
+        let mut held: Vec<u8> = table.ids.values().copied().collect();
+        held.sort_unstable();
+        assert_eq!(held, (0..MAX_CONTEXTS).collect::<Vec<_>>());
+        let id = table.free_id();
+        assert_eq!(id, 1, "split 1 is the oldest binding");
+        assert!(!table.ids.contains_key(&key(1)));
+        assert_eq!(table.ids.len(), usize::from(MAX_CONTEXTS) - 1);
     }
 }
