@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use jmdc_core::cifar::{CifarFile, IMAGE_SHAPE};
 
-use super::feed::{Background, Captured, Counters, FrameFeed, Inner};
+use super::capture::{Background, Captured, Counters, Started};
 use super::imaging::{chw_to_image, to_model_input, TargetSize};
 use super::{SourceError, SourceSection};
 
@@ -60,7 +60,10 @@ impl CifarCursor {
 }
 
 /// Opens the CIFAR file named by `section.path`.
-pub(crate) fn start(section: &SourceSection, target: TargetSize) -> Result<FrameFeed, SourceError> {
+pub(crate) fn start(
+    section: &SourceSection,
+    target: TargetSize,
+) -> Result<Started<CifarCursor>, SourceError> {
     let path = section
         .path
         .as_ref()
@@ -83,11 +86,10 @@ pub(crate) fn start(section: &SourceSection, target: TargetSize) -> Result<Frame
         target,
         origin: name,
     };
-    Ok(FrameFeed::new(
-        Inner::Cifar(cursor),
-        Arc::new(Counters::default()),
-        section,
+    Ok(Started {
+        producer: cursor,
+        counters: Arc::new(Counters::default()),
         description,
-        Background::default(),
-    ))
+        background: Background::default(),
+    })
 }

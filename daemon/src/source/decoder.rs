@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use tokio::task::JoinHandle;
 
-use super::feed::{Captured, Counters};
+use super::capture::{Captured, Counters};
 use super::imaging::{decode_jpeg, to_model_input, yuyv_to_rgb, ImageError, TargetSize};
 use super::mjpeg_dht::with_huffman_tables;
 use super::slot::LatestSlot;

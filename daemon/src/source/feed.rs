@@ -1,64 +1,16 @@
 //! [`FrameFeed`]: what the pipeline receives frames from, whatever the source.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
 
+use super::capture::{Background, Captured, Counters, Started};
 use super::cifar::CifarCursor;
 use super::decoder::LiveDecoder;
 use crate::frame::Frame;
-
-/// A frame as produced, before it gets its delivery id.
-#[derive(Debug)]
-pub(crate) struct Captured {
-    pub label: Option<u8>,
-    pub pixels: Vec<u8>,
-    pub origin: String,
-    pub captured: Instant,
-    /// The source's JPEG when it was exactly at the model input size ([`Frame::jpeg`]).
-    pub jpeg: Option<Arc<[u8]>>,
-}
-
-/// Counters shared between the feed and its background work.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub dropped: AtomicU64,
-    pub decode_errors: AtomicU64,
-    pub restarts: AtomicU64,
-}
-
-impl Counters {
-    pub fn add_dropped(&self, n: u64) {
-        self.dropped.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn add_restart(&self) {
-        self.restarts.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts one undecodable frame and logs it: the first (and the 10th, 100th, …) at warn,
-    /// the others at debug.
-    pub fn decode_error(&self, what: &str, error: &dyn std::fmt::Display) {
-        let n = self.decode_errors.fetch_add(1, Ordering::Relaxed) + 1;
-        if is_power_of_ten(n) {
-            tracing::warn!(errors = n, "{what}: skipped undecodable frame: {error}");
-        } else {
-            tracing::debug!(errors = n, "{what}: skipped undecodable frame: {error}");
-        }
-    }
-}
-
-/// 1, 10, 100, …
-pub(crate) fn is_power_of_ten(mut n: u64) -> bool {
-    while n >= 10 && n.is_multiple_of(10) {
-        n /= 10;
-    }
-    n == 1
-}
 
 /// Source counters, as reported in STATUS and the summary.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -86,24 +38,6 @@ pub(crate) enum Inner {
     Done,
 }
 
-/// Background work owned by a feed; stopped when the feed is dropped.
-#[derive(Debug, Default)]
-pub(crate) struct Background {
-    pub tasks: Vec<AbortHandle>,
-    pub stop: Option<Arc<AtomicBool>>,
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-        if let Some(stop) = &self.stop {
-            stop.store(true, Ordering::Relaxed);
-        }
-    }
-}
-
 /// A running frame source. Dropping it stops the source's background work (children are
 /// killed, threads are told to stop).
 #[derive(Debug)]
@@ -120,16 +54,10 @@ pub struct FrameFeed {
 }
 
 impl FrameFeed {
-    pub(crate) fn new(
-        inner: Inner,
-        counters: Arc<Counters>,
-        section: &super::SourceSection,
-        description: String,
-        background: Background,
-    ) -> Self {
+    pub(crate) fn new(started: Started<Inner>, section: &super::SourceSection) -> Self {
         Self {
-            inner,
-            counters,
+            inner: started.producer,
+            counters: started.counters,
             delivered: 0,
             limit: section.limit.map(|l| l as u64),
             interval: section
@@ -137,8 +65,8 @@ impl FrameFeed {
                 .map(|fps| Duration::from_secs_f64(1.0 / fps)),
             next_due: None,
             live: section.is_live(),
-            description,
-            background: Some(background),
+            description: started.description,
+            background: Some(started.background),
         }
     }
 
@@ -205,17 +133,5 @@ impl FrameFeed {
     pub fn finish(&mut self) {
         self.inner = Inner::Done;
         self.background = None;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn powers_of_ten() {
-        let v: Vec<u64> = (1..=1000).filter(|&n| is_power_of_ten(n)).collect();
-        assert_eq!(v, vec![1, 10, 100, 1000]);
-        assert!(!is_power_of_ten(0));
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
-use super::feed::{is_power_of_ten, Background, Captured, Counters, FrameFeed, Inner};
+use super::capture::{is_power_of_ten, Background, Captured, Counters, Started};
 use super::imaging::{decode, to_model_input, ImageError, TargetSize};
 use super::{SourceError, SourceSection};
 
@@ -24,7 +24,10 @@ pub fn is_image_name(name: &Path) -> bool {
 }
 
 /// Opens the folder and starts the reader thread.
-pub(crate) fn start(section: &SourceSection, target: TargetSize) -> Result<FrameFeed, SourceError> {
+pub(crate) fn start(
+    section: &SourceSection,
+    target: TargetSize,
+) -> Result<Started<mpsc::Receiver<Captured>>, SourceError> {
     let dir = section
         .path
         .clone()
@@ -64,14 +67,13 @@ pub(crate) fn start(section: &SourceSection, target: TargetSize) -> Result<Frame
         dir.display(),
         if section.follow { " (follow)" } else { "" }
     );
-    Ok(FrameFeed::new(
-        Inner::Queue(rx),
+    Ok(Started {
+        producer: rx,
         counters,
-        section,
         description,
         // The thread ends when the receiver is dropped.
-        Background::default(),
-    ))
+        background: Background::default(),
+    })
 }
 
 struct Reader {

@@ -10,8 +10,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
 
 use super::backoff::Backoff;
+use super::capture::{Background, Counters, Started};
 use super::decoder::{LiveDecoder, RawFrame, RawImage};
-use super::feed::{Background, Counters, FrameFeed, Inner};
 use super::imaging::TargetSize;
 use super::jpeg_split::JpegSplitter;
 use super::slot::LatestSlot;
@@ -21,7 +21,10 @@ use super::{SourceError, SourceSection};
 const STDERR_TAIL: usize = 5;
 
 /// Starts the child named by `section.command` and the reader and decoder tasks.
-pub(crate) fn start(section: &SourceSection, target: TargetSize) -> Result<FrameFeed, SourceError> {
+pub(crate) fn start(
+    section: &SourceSection,
+    target: TargetSize,
+) -> Result<Started<LiveDecoder>, SourceError> {
     let handle = tokio::runtime::Handle::try_current().map_err(|_| SourceError::NoRuntime)?;
     let _guard = handle.enter();
     let argv = section.command.clone();
@@ -40,13 +43,12 @@ pub(crate) fn start(section: &SourceSection, target: TargetSize) -> Result<Frame
         tasks: vec![reader.abort_handle()],
         stop: None,
     };
-    Ok(FrameFeed::new(
-        Inner::Live(LiveDecoder::new("mjpeg".into(), pending_for_feed, target)),
+    Ok(Started {
+        producer: LiveDecoder::new("mjpeg".into(), pending_for_feed, target),
         counters,
-        section,
-        format!("mjpeg: {}", argv.join(" ")),
+        description: format!("mjpeg: {}", argv.join(" ")),
         background,
-    ))
+    })
 }
 
 /// Spawns the child: stdin null, stdout piped, stderr piped (logged), killed on drop.

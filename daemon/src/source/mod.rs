@@ -12,6 +12,7 @@
 //! pipeline's job). See `docs/sources.md`.
 
 mod backoff;
+mod capture;
 mod cifar;
 mod decoder;
 mod error;
@@ -31,6 +32,9 @@ pub use feed::{FrameFeed, SourceStats};
 pub use folder::is_image_name;
 pub use section::{CaptureFormat, SourceKind, SourceSection, DEFAULT_DEVICE};
 
+use capture::Started;
+use decoder::LiveDecoder;
+use feed::Inner;
 use imaging::TargetSize;
 
 /// Starts the source described by `section` for a model whose input is `input` = `[C, H, W]`
@@ -40,20 +44,27 @@ use imaging::TargetSize;
 pub fn spawn(section: &SourceSection, input: [usize; 3]) -> Result<FrameFeed, SourceError> {
     section.validate().map_err(SourceError::Config)?;
     let target = TargetSize::from_chw(input).ok_or(SourceError::Input(input))?;
-    match section.kind {
-        SourceKind::Cifar => cifar::start(section, target),
-        SourceKind::Folder => folder::start(section, target),
-        SourceKind::Mjpeg => mjpeg::start(section, target),
-        SourceKind::V4l2 => start_v4l2(section, target),
-    }
+    let started = match section.kind {
+        SourceKind::Cifar => cifar::start(section, target)?.map(Inner::Cifar),
+        SourceKind::Folder => folder::start(section, target)?.map(Inner::Queue),
+        SourceKind::Mjpeg => mjpeg::start(section, target)?.map(Inner::Live),
+        SourceKind::V4l2 => start_v4l2(section, target)?.map(Inner::Live),
+    };
+    Ok(FrameFeed::new(started, section))
 }
 
 #[cfg(feature = "v4l2")]
-fn start_v4l2(section: &SourceSection, target: TargetSize) -> Result<FrameFeed, SourceError> {
+fn start_v4l2(
+    section: &SourceSection,
+    target: TargetSize,
+) -> Result<Started<LiveDecoder>, SourceError> {
     v4l2::start(section, target)
 }
 
 #[cfg(not(feature = "v4l2"))]
-fn start_v4l2(_section: &SourceSection, _target: TargetSize) -> Result<FrameFeed, SourceError> {
+fn start_v4l2(
+    _section: &SourceSection,
+    _target: TargetSize,
+) -> Result<Started<LiveDecoder>, SourceError> {
     Err(SourceError::V4l2Disabled)
 }

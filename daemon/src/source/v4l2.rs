@@ -13,8 +13,8 @@ use v4l::video::Capture as _;
 use v4l::{Format, FourCC};
 
 use super::backoff::Backoff;
+use super::capture::{Background, Counters, Started};
 use super::decoder::{LiveDecoder, RawFrame, RawImage};
-use super::feed::{Background, Counters, FrameFeed, Inner};
 use super::imaging::TargetSize;
 use super::slot::LatestSlot;
 use super::{CaptureFormat, SourceError, SourceSection};
@@ -34,7 +34,10 @@ struct Negotiated {
 }
 
 /// Opens the device and configures it (so a missing camera fails here), then starts capture.
-pub(crate) fn start(section: &SourceSection, target: TargetSize) -> Result<FrameFeed, SourceError> {
+pub(crate) fn start(
+    section: &SourceSection,
+    target: TargetSize,
+) -> Result<Started<LiveDecoder>, SourceError> {
     let path = section.device_path();
     let (device, neg) = open(&path, section)?;
     let counters = Arc::new(Counters::default());
@@ -65,16 +68,15 @@ pub(crate) fn start(section: &SourceSection, target: TargetSize) -> Result<Frame
         neg.width,
         neg.height
     );
-    Ok(FrameFeed::new(
-        Inner::Live(LiveDecoder::new(origin, pending_for_feed, target)),
+    Ok(Started {
+        producer: LiveDecoder::new(origin, pending_for_feed, target),
         counters,
-        section,
         description,
-        Background {
+        background: Background {
             tasks: Vec::new(),
             stop: Some(stop),
         },
-    ))
+    })
 }
 
 /// Opens `path` and sets the format the section asks for.
