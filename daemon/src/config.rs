@@ -167,8 +167,11 @@ pub struct RuntimeSection {
     pub intra_op_threads: Option<usize>,
 }
 
+/// The largest `[output] top_k` (a model with fewer classes lists all of them).
+pub const MAX_TOP_K: usize = 1000;
+
 /// Where results go.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSection {
     /// Write one result per frame (the summary is always printed at the end of a finite run).
@@ -180,6 +183,22 @@ pub struct OutputSection {
     /// Append results to this file instead of stdout.
     #[serde(default)]
     pub file: Option<PathBuf>,
+    /// Add the `top_k` most probable classes with their softmax probabilities to every result
+    /// (0: only the predicted class).
+    #[serde(default)]
+    pub top_k: usize,
+    /// Add the softmax probability of every class to every JSON result (`scores`, by class
+    /// index).
+    #[serde(default)]
+    pub scores: bool,
+}
+
+impl OutputSection {
+    /// Whether per-frame JSON lines go to stdout: then stdout carries nothing else (summaries and
+    /// tables go to stderr) so that it stays one JSON object per line.
+    pub fn json_on_stdout(&self, quiet: bool) -> bool {
+        self.per_frame && !quiet && self.format == OutputFormat::Json && self.file.is_none()
+    }
 }
 
 impl Default for OutputSection {
@@ -188,6 +207,8 @@ impl Default for OutputSection {
             per_frame: true,
             format: OutputFormat::default(),
             file: None,
+            top_k: 0,
+            scores: false,
         }
     }
 }
@@ -309,6 +330,12 @@ impl EdgeConfig {
         }
         if !(1..=256).contains(&self.pipeline.max_in_flight) {
             return Err("pipeline.max_in_flight must be between 1 and 256".into());
+        }
+        if self.output.top_k > MAX_TOP_K {
+            return Err(format!(
+                "output.top_k must be at most {MAX_TOP_K} (it is {})",
+                self.output.top_k
+            ));
         }
         if self.service.status_interval_ms == 0 {
             return Err("service.status_interval_ms must be at least 1".into());

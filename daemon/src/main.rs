@@ -117,10 +117,7 @@ fn main() -> Result<()> {
                 quiet,
             };
             // JSON result lines on stdout stay parseable: the summaries and the table go to stderr.
-            let json_on_stdout = cfg.output.per_frame
-                && !quiet
-                && cfg.output.format == jmdc_edge::config::OutputFormat::Json
-                && cfg.output.file.is_none();
+            let json_on_stdout = cfg.output.json_on_stdout(quiet);
             let summaries = runtime.block_on(run(&config, &cfg, &opts, Some(set_log_level)))?;
             if summaries.len() > 1 {
                 if json_on_stdout {

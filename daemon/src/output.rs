@@ -16,6 +16,25 @@ pub struct ResultSink {
     format: OutputFormat,
     enabled: bool,
     target: Target,
+    extras: Extras,
+}
+
+/// What a result carries besides the predicted class (`[output] top_k`, `scores`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// The `top_k` most probable classes (0: none).
+    pub top_k: usize,
+    /// The probability of every class (JSON only).
+    pub scores: bool,
+}
+
+/// One of the most probable classes of a frame.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Ranked<'a> {
+    pub class: &'a str,
+    pub class_index: usize,
+    /// Softmax probability.
+    pub score: f32,
 }
 
 #[derive(Debug)]
@@ -48,6 +67,12 @@ pub struct ResultLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub predicted_ms: Option<f64>,
     pub bytes: usize,
+    /// The most probable classes, most probable first (`[output] top_k` > 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top: Option<Vec<Ranked<'a>>>,
+    /// Softmax probability of every class, by class index (`[output] scores = true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scores: Option<&'a [f32]>,
 }
 
 /// Latency breakdown of one frame, milliseconds.
@@ -76,6 +101,10 @@ impl ResultSink {
             format: section.format,
             enabled: section.per_frame,
             target,
+            extras: Extras {
+                top_k: section.top_k,
+                scores: section.scores,
+            },
         })
     }
 
@@ -85,12 +114,8 @@ impl ResultSink {
             format: OutputFormat::Text,
             enabled: false,
             target: Target::Stdout,
+            extras: Extras::default(),
         }
-    }
-
-    /// True when results go to stdout as JSON (then summaries must not go there).
-    pub fn stdout_is_json(&self) -> bool {
-        self.enabled && self.format == OutputFormat::Json && matches!(self.target, Target::Stdout)
     }
 
     /// Writes the result of one frame.
@@ -99,8 +124,8 @@ impl ResultSink {
             return Ok(());
         }
         let line = match self.format {
-            OutputFormat::Text => text_line(package, record),
-            OutputFormat::Json => json_line(package, record)?,
+            OutputFormat::Text => text_line(package, record, self.extras),
+            OutputFormat::Json => json_line(package, record, self.extras)?,
         };
         match &mut self.target {
             Target::Stdout => {
@@ -134,8 +159,27 @@ fn unix_ms_now() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The `k` most probable classes of a frame, most probable first (ties: lower index first).
+pub fn top_k<'a>(package: &'a ModelPackage, probabilities: &[f32], k: usize) -> Vec<Ranked<'a>> {
+    let mut order: Vec<usize> = (0..probabilities.len()).collect();
+    order.sort_by(|&a, &b| {
+        probabilities[b]
+            .total_cmp(&probabilities[a])
+            .then(a.cmp(&b))
+    });
+    order
+        .into_iter()
+        .take(k)
+        .map(|i| Ranked {
+            class: class_name(package, i),
+            class_index: i,
+            score: probabilities[i],
+        })
+        .collect()
+}
+
 /// The JSON line of one frame.
-pub fn json_line(package: &ModelPackage, r: &FrameRecord) -> io::Result<String> {
+pub fn json_line(package: &ModelPackage, r: &FrameRecord, extras: Extras) -> io::Result<String> {
     let line = ResultLine {
         frame: r.frame_id,
         unix_ms: unix_ms_now(),
@@ -161,15 +205,26 @@ pub fn json_line(package: &ModelPackage, r: &FrameRecord) -> io::Result<String> 
         },
         predicted_ms: r.predicted_us.map(ms),
         bytes: r.bytes,
+        top: (extras.top_k > 0).then(|| top_k(package, &r.probabilities, extras.top_k)),
+        scores: extras.scores.then_some(r.probabilities.as_slice()),
     };
     serde_json::to_string(&line).map_err(io::Error::other)
 }
 
-/// The readable line of one frame.
-pub fn text_line(package: &ModelPackage, r: &FrameRecord) -> String {
+/// The readable line of one frame (`top=cat:0.912,dog:0.051` with `top_k`; `scores` is JSON only).
+pub fn text_line(package: &ModelPackage, r: &FrameRecord, extras: Extras) -> String {
     let label = r.label.map_or("-", |l| class_name(package, usize::from(l)));
+    let top = if extras.top_k > 0 {
+        let ranked: Vec<String> = top_k(package, &r.probabilities, extras.top_k)
+            .iter()
+            .map(|t| format!("{}:{:.3}", t.class, t.score))
+            .collect();
+        format!(" top={}", ranked.join(","))
+    } else {
+        String::new()
+    };
     format!(
-        "frame {:>5} label={:<10} pred={:<10} p={:.3} edge={:.3}ms enc={:.3}ms net={:.3}ms cloud={:.3}ms total={:.3}ms{} bytes={} plan=[{}]{}",
+        "frame {:>5} label={:<10} pred={:<10} p={:.3} edge={:.3}ms enc={:.3}ms net={:.3}ms cloud={:.3}ms total={:.3}ms{} bytes={} plan=[{}]{}{}",
         r.frame_id,
         label,
         class_name(package, r.predicted),
@@ -184,6 +239,7 @@ pub fn text_line(package: &ModelPackage, r: &FrameRecord) -> String {
             .unwrap_or_default(),
         r.bytes,
         r.plan,
-        if r.fallback { " fallback=edge" } else { "" }
+        if r.fallback { " fallback=edge" } else { "" },
+        top
     )
 }

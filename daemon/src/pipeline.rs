@@ -451,7 +451,13 @@ impl PendingFrame {
         let (predicted, score) = argmax(&scores);
         self.record.predicted = predicted;
         self.record.score = score;
-        self.record.probability = softmax_of(&scores, score);
+        self.record.probabilities = softmax(&scores);
+        self.record.probability = self
+            .record
+            .probabilities
+            .get(predicted)
+            .copied()
+            .unwrap_or(0.0);
         self.record.total_us = micros(self.started.elapsed());
         Ok((self.record, self.observation))
     }
@@ -535,17 +541,18 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Softmax probability of `score` among `scores` (0 when undefined).
-pub fn softmax_of(scores: &[f32], score: f32) -> f32 {
+/// Softmax of `scores` (all 0 when undefined: no finite score, or an empty slice).
+pub fn softmax(scores: &[f32]) -> Vec<f32> {
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if !max.is_finite() {
-        return 0.0;
+        return vec![0.0; scores.len()];
     }
-    let sum: f32 = scores.iter().map(|&s| (s - max).exp()).sum();
-    if sum > 0.0 {
-        (score - max).exp() / sum
+    let exps: Vec<f32> = scores.iter().map(|&s| (s - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    if sum > 0.0 && sum.is_finite() {
+        exps.into_iter().map(|e| e / sum).collect()
     } else {
-        0.0
+        vec![0.0; scores.len()]
     }
 }
 

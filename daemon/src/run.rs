@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::config::{EdgeConfig, OutputFormat};
+use crate::config::EdgeConfig;
 use crate::plan_spec::PlanSpec;
 use crate::service::{run_service, Ending, LogLevelSetter, ServiceOptions};
 use crate::stats::Summary;
@@ -47,10 +47,7 @@ pub async fn run(
             })
             .collect::<Result<_>>()?
     };
-    let summaries_to_stderr = cfg.output.per_frame
-        && !opts.quiet
-        && cfg.output.format == OutputFormat::Json
-        && cfg.output.file.is_none();
+    let summaries_to_stderr = cfg.output.json_on_stdout(opts.quiet);
     let mut summaries = Vec::with_capacity(runs.len());
     let mut set_log_level = set_log_level;
     for run_cfg in runs {

@@ -558,11 +558,7 @@ impl Service {
             }
             (None, None) => {}
         }
-        if !self.opts.quiet
-            && (new.output.file != self.cfg.output.file
-                || new.output.format != self.cfg.output.format
-                || new.output.per_frame != self.cfg.output.per_frame)
-        {
+        if !self.opts.quiet && new.output != self.cfg.output {
             self.sink = ResultSink::open(&new.output).context("reopening the result output")?;
         }
         if new.source != self.cfg.source {

@@ -17,6 +17,9 @@ pub struct FrameRecord {
     pub score: f32,
     /// Softmax probability of the predicted class.
     pub probability: f32,
+    /// Softmax probability of every class, by class index (for `[output] top_k` and `scores`).
+    #[serde(skip)]
+    pub probabilities: Vec<f32>,
     /// From capture to the start of processing (waiting for a free pipeline slot).
     pub queue_us: u64,
     /// Head layers on the edge (plus the tail when the frame was finished on the edge).

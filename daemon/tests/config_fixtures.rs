@@ -81,3 +81,12 @@ fn environment_value_of_wrong_type_names_the_variable() {
         "{err}"
     );
 }
+
+#[test]
+fn top_k_beyond_the_limit_is_refused_naming_the_key() {
+    let (code, out, err) = check("valid", &[("JMDC_EDGE__OUTPUT__TOP_K", "5000")]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("output.top_k must be at most 1000"), "{err}");
+    let (code, out, err) = check("valid", &[("JMDC_EDGE__OUTPUT__TOP_K", "3")]);
+    assert_eq!(code, 0, "{out}{err}");
+}
