@@ -93,13 +93,6 @@ impl TailEngine {
         Ok(Self { models })
     }
 
-    /// Names of the loaded models.
-    pub fn model_names(&self) -> Vec<String> {
-        let mut names: Vec<_> = self.models.keys().cloned().collect();
-        names.sort();
-        names
-    }
-
     /// The model and the variant's session pool for running layers `split..L`, or why not
     /// (`UnknownModel`, `UnknownVariant`, `BadSplit` when nothing is left for the worker).
     fn tail(

@@ -153,11 +153,6 @@ impl Iterator for CifarIter {
 
 impl ExactSizeIterator for CifarIter {}
 
-/// Reads a CIFAR binary file and returns an owning iterator over (label, [u8; 3072]).
-pub fn read_cifar(path: &Path) -> Result<CifarIter, CifarError> {
-    Ok(CifarFile::open(path)?.into_iter())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -637,14 +637,6 @@ impl ModelPackage {
         Ok(())
     }
 
-    /// Hashes every file of every variant.
-    pub fn verify_all(&self) -> Result<(), PackageError> {
-        for name in self.manifest.variants.iter().map(|v| v.name.clone()) {
-            self.verify_variant(&name)?;
-        }
-        Ok(())
-    }
-
     /// Whether every file of `variant` has been verified.
     pub fn is_verified(&self, variant: &str) -> bool {
         self.verified
@@ -791,11 +783,6 @@ impl ModelPackage {
         } else {
             v.layers[split - 1].output_shape.as_slice()
         })
-    }
-
-    /// Number of f32 elements per image crossing split `split`.
-    pub fn split_tensor_len(&self, variant: &str, split: usize) -> Result<usize, PackageError> {
-        Ok(self.split_tensor_shape(variant, split)?.iter().product())
     }
 
     /// Class names.

@@ -164,11 +164,6 @@ pub fn loaded_library() -> Option<&'static Path> {
     STATE.get().map(|s| s.path.as_path())
 }
 
-/// The options the runtime was initialised with.
-pub fn runtime_options() -> Option<&'static RuntimeOptions> {
-    STATE.get().map(|s| &s.options)
-}
-
 /// The process-wide environment; errors if [`init_onnxruntime`] has not succeeded.
 pub fn environment() -> Result<&'static Environment, RuntimeError> {
     STATE

@@ -28,10 +28,7 @@ fn planner_decide(c: &mut Criterion) {
     };
     let mut planner =
         Planner::new(package, &settings, Some(1), EdgeSpeed::default()).expect("planner");
-    println!(
-        "{} candidates",
-        planner.candidate_count().expect("candidates")
-    );
+    println!("{} candidates", planner.candidate_count());
     let conditions = Conditions {
         bandwidth_bps: 20e6,
         rtt_s: 0.002,

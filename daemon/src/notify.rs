@@ -26,11 +26,6 @@ impl Notifier {
         self.enabled
     }
 
-    /// The watchdog timeout systemd set (`WatchdogSec=`), if any.
-    pub fn watchdog_timeout(&self) -> Option<Duration> {
-        self.watchdog
-    }
-
     /// How often the main loop must ping: half the watchdog timeout.
     pub fn ping_interval(&self) -> Option<Duration> {
         self.watchdog

@@ -412,8 +412,8 @@ impl Planner {
     }
 
     /// Number of candidates the table offers (after the strategy's filter).
-    pub fn candidate_count(&self) -> Result<usize, PlannerError> {
-        Ok(self.candidates().len())
+    pub fn candidate_count(&self) -> usize {
+        self.candidates().len()
     }
 
     /// Applies changed objective and hysteresis settings (live reload).
