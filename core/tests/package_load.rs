@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use jmdc_core::package::{
     LoadOptions, Manifest, ModelPackage, ModelRegistry, PackageError, VerifyMode, MANIFEST_FILE,
@@ -314,51 +313,4 @@ fn registry_loads_packages_by_name() {
         .expect("repo registry");
         assert!(reg.get(&name).is_ok());
     }
-}
-
-/// Prints how long verification takes (run with `--nocapture`); the figure matters on the
-/// edge device's startup path.
-#[test]
-fn verify_timing() {
-    let dir = package_dir();
-    let t0 = Instant::now();
-    let lazy = ModelPackage::load_with(
-        &dir,
-        &LoadOptions {
-            verify: VerifyMode::Lazy,
-        },
-    )
-    .expect("lazy");
-    let t_lazy = t0.elapsed();
-    let mut total_bytes = 0u64;
-    for v in lazy.variants() {
-        let base = dir.join(&v.dir);
-        for l in &v.layers {
-            total_bytes += fs::metadata(base.join(&l.file))
-                .map(|m| m.len())
-                .unwrap_or(0);
-        }
-        if let Some(f) = &v.full_model {
-            total_bytes += fs::metadata(base.join(&f.file))
-                .map(|m| m.len())
-                .unwrap_or(0);
-        }
-    }
-    let t1 = Instant::now();
-    let first = lazy.variants()[0].name.clone();
-    lazy.verify_variant(&first).expect("verify one");
-    let t_one = t1.elapsed();
-    let t2 = Instant::now();
-    let _full = ModelPackage::load(&dir).expect("full verify");
-    let t_all = t2.elapsed();
-    println!(
-        "package {}: {} variants, {:.1} MiB of model files; load (lazy) {:.2} ms, verify variant {first} {:.2} ms, load + verify all {:.2} ms ({:.0} MiB/s)",
-        lazy.name(),
-        lazy.variants().len(),
-        total_bytes as f64 / 1048576.0,
-        t_lazy.as_secs_f64() * 1e3,
-        t_one.as_secs_f64() * 1e3,
-        t_all.as_secs_f64() * 1e3,
-        total_bytes as f64 / 1048576.0 / t_all.as_secs_f64()
-    );
 }
