@@ -2,6 +2,7 @@
 //! tensor, sends it to a cloud worker over QUIC and collects the result.
 
 pub mod adaptive;
+mod backoff;
 pub mod calibrate;
 pub mod client;
 pub mod config;

@@ -18,6 +18,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::backoff::{equal_jitter, Backoff, BackoffBounds, Jitter};
 use crate::client::{client_config_with_identity, ClientError, CloudClient};
 
 /// A connection that lived at least this long is considered to have been healthy: when it is lost
@@ -59,6 +60,13 @@ pub struct LinkSettings {
     pub fast_retry_for: Duration,
     /// This many consecutive failed or timed-out requests on one connection drop it.
     pub failures_before_reconnect: u32,
+}
+
+impl LinkSettings {
+    /// The range of the backoff between connection rounds.
+    fn backoff_bounds(&self) -> BackoffBounds {
+        BackoffBounds::new(self.backoff_initial, self.backoff_max)
+    }
 }
 
 /// Why the link could not be started or reconfigured.
@@ -623,10 +631,15 @@ impl Driver {
                     .as_ref()
                     .map_or(Duration::ZERO, |o| o.since.elapsed());
                 let delay = if outage_age < prepared.settings.fast_retry_for {
-                    Backoff::first_delay(&prepared.settings, self.jitter.unit())
+                    equal_jitter(
+                        prepared.settings.backoff_bounds().initial,
+                        self.jitter.unit(),
+                    )
                 } else {
-                    self.backoff
-                        .next_delay(&prepared.settings, self.jitter.unit())
+                    equal_jitter(
+                        self.backoff.next_delay(prepared.settings.backoff_bounds()),
+                        self.jitter.unit(),
+                    )
                 };
                 self.shared.stats(|s| s.failed_rounds += 1);
                 let outage = self.outage.get_or_insert(Outage {
@@ -748,7 +761,10 @@ impl Driver {
                         None
                     } else {
                         let settings = self.shared.prepared().settings.clone();
-                        Some(self.backoff.next_delay(&settings, self.jitter.unit()))
+                        Some(equal_jitter(
+                            self.backoff.next_delay(settings.backoff_bounds()),
+                            self.jitter.unit(),
+                        ))
                     };
                     return Step::Connect { old: None, wait };
                 }
@@ -856,58 +872,6 @@ fn drain_and_close(client: Arc<CloudClient>) {
     });
 }
 
-/// Exponential backoff level: `backoff_initial`, doubling up to `backoff_max`.
-#[derive(Debug, Default)]
-struct Backoff {
-    next: Option<Duration>,
-}
-
-impl Backoff {
-    /// The next delay with "equal jitter": uniformly in `[base/2, base]`, `unit` in `[0, 1)`.
-    fn next_delay(&mut self, s: &LinkSettings, unit: f64) -> Duration {
-        let base = self.next.unwrap_or(s.backoff_initial).min(s.backoff_max);
-        self.next = Some(base.saturating_mul(2).min(s.backoff_max));
-        base / 2 + (base / 2).mul_f64(unit.clamp(0.0, 1.0))
-    }
-
-    /// The first delay (`backoff_initial` with the same jitter), without advancing.
-    fn first_delay(s: &LinkSettings, unit: f64) -> Duration {
-        let base = s.backoff_initial.min(s.backoff_max);
-        base / 2 + (base / 2).mul_f64(unit.clamp(0.0, 1.0))
-    }
-
-    fn reset(&mut self) {
-        self.next = None;
-    }
-}
-
-/// A small SplitMix64 generator for backoff jitter (no cryptographic use).
-#[derive(Debug)]
-struct Jitter(u64);
-
-impl Jitter {
-    fn new() -> Self {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        Self(h.finish())
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Whether the worker closed the connection because it carried no request for its idle timeout
 /// (application close, reason `idle`: `jmdc-cloud`'s `limits.idle_timeout_s`).
 fn closed_for_idleness(error: &quinn::ConnectionError) -> bool {
@@ -933,13 +897,13 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_with_jitter_caps_and_resets() {
+    fn link_backoff_doubles_with_jitter_caps_and_resets() {
         let s = settings();
         let mut b = Backoff::default();
         let mut jitter = Jitter::new();
         let bases = [100u64, 200, 400, 800, 800, 800];
         for base in bases {
-            let d = b.next_delay(&s, jitter.unit());
+            let d = equal_jitter(b.next_delay(s.backoff_bounds()), jitter.unit());
             let base = Duration::from_millis(base);
             assert!(
                 d >= base / 2 && d <= base,
@@ -947,23 +911,9 @@ mod tests {
                 base / 2
             );
         }
-        assert_eq!(b.next_delay(&s, 0.0), Duration::from_millis(400));
-        assert_eq!(b.next_delay(&s, 1.0), Duration::from_millis(800));
         b.reset();
-        assert_eq!(b.next_delay(&s, 1.0), Duration::from_millis(100));
-        // The fast-retry delay does not advance the doubling.
-        assert_eq!(Backoff::first_delay(&s, 0.0), Duration::from_millis(50));
-        assert_eq!(Backoff::first_delay(&s, 1.0), Duration::from_millis(100));
-        assert_eq!(b.next_delay(&s, 1.0), Duration::from_millis(200));
-    }
-
-    #[test]
-    fn jitter_is_uniform_enough() {
-        let mut j = Jitter::new();
-        let xs: Vec<f64> = (0..10_000).map(|_| j.unit()).collect();
-        assert!(xs.iter().all(|x| (0.0..1.0).contains(x)));
-        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
-        assert!((mean - 0.5).abs() < 0.02, "mean {mean}");
+        assert_eq!(b.next_delay(s.backoff_bounds()), Duration::from_millis(100));
+        assert_eq!(b.next_delay(s.backoff_bounds()), Duration::from_millis(200));
     }
 
     #[test]

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
 
-use super::backoff::Backoff;
 use super::capture::{Background, Counters, Started};
 use super::decoder::{LiveDecoder, RawFrame, RawImage};
 use super::imaging::TargetSize;
 use super::jpeg_split::JpegSplitter;
 use super::slot::LatestSlot;
 use super::{SourceError, SourceSection};
+use crate::backoff::{Backoff, BackoffBounds};
 
 /// Last stderr lines of the child kept for the exit warning.
 const STDERR_TAIL: usize = 5;
@@ -37,7 +37,7 @@ pub(crate) fn start(
         child,
         pending,
         counters.clone(),
-        Backoff::new(section.restart_backoff_ms, section.max_restart_backoff_ms),
+        BackoffBounds::from_millis(section.restart_backoff_ms, section.max_restart_backoff_ms),
     ));
     let background = Background {
         tasks: vec![reader.abort_handle()],
@@ -78,11 +78,12 @@ async fn run(
     first: Child,
     pending: Arc<LatestSlot<RawFrame>>,
     counters: Arc<Counters>,
-    mut backoff: Backoff,
+    bounds: BackoffBounds,
 ) {
     let program = argv.first().cloned().unwrap_or_default();
     let mut child = Some(first);
     let mut splitter = JpegSplitter::default();
+    let mut backoff = Backoff::default();
     loop {
         let started = Instant::now();
         if let Some(mut c) = child.take() {
@@ -101,7 +102,7 @@ async fn run(
             };
             let ran = started.elapsed();
             backoff.after_run(ran);
-            let delay = backoff.next_delay();
+            let delay = backoff.next_delay(bounds);
             tracing::warn!(
                 program = %program,
                 ran_s = ran.as_secs_f64(),
@@ -111,7 +112,7 @@ async fn run(
             );
             tokio::time::sleep(delay).await;
         } else {
-            tokio::time::sleep(backoff.next_delay()).await;
+            tokio::time::sleep(backoff.next_delay(bounds)).await;
         }
         splitter.reset();
         counters.add_restart();

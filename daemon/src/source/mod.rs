@@ -11,7 +11,6 @@
 //! filter) to the model input and delivered as 8-bit RGB, channel-major (normalisation is the
 //! pipeline's job). See `docs/sources.md`.
 
-mod backoff;
 mod capture;
 mod cifar;
 mod decoder;

@@ -12,12 +12,12 @@ use v4l::prelude::*;
 use v4l::video::Capture as _;
 use v4l::{Format, FourCC};
 
-use super::backoff::Backoff;
 use super::capture::{Background, Counters, Started};
 use super::decoder::{LiveDecoder, RawFrame, RawImage};
 use super::imaging::TargetSize;
 use super::slot::LatestSlot;
 use super::{CaptureFormat, SourceError, SourceSection};
+use crate::backoff::{Backoff, BackoffBounds};
 
 const MJPG: [u8; 4] = *b"MJPG";
 const YUYV: [u8; 4] = *b"YUYV";
@@ -52,7 +52,11 @@ pub(crate) fn start(
         pending,
         counters: counters.clone(),
         stop: stop.clone(),
-        backoff: Backoff::new(section.restart_backoff_ms, section.max_restart_backoff_ms),
+        backoff: Backoff::default(),
+        bounds: BackoffBounds::from_millis(
+            section.restart_backoff_ms,
+            section.max_restart_backoff_ms,
+        ),
     };
     std::thread::Builder::new()
         .name("jmdc-v4l2-source".into())
@@ -169,6 +173,7 @@ struct Capturer {
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
     backoff: Backoff,
+    bounds: BackoffBounds,
 }
 
 impl Capturer {
@@ -200,7 +205,7 @@ impl Capturer {
                     self.path.display()
                 );
             }
-            let delay = self.backoff.next_delay();
+            let delay = self.backoff.next_delay(self.bounds);
             self.sleep(delay);
             if self.stopped() {
                 return;
