@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use jmdc_core::settings;
-pub use jmdc_core::settings::ConfigError;
+use jmdc_service::settings;
+pub use jmdc_service::settings::ConfigError;
 use serde::Deserialize;
 
 /// Everything `jmdc-cloud serve` needs.
@@ -250,7 +250,7 @@ impl CloudConfig {
         if self.limits.request_read_timeout_ms == 0 {
             return Err("limits.request_read_timeout_ms must be at least 1".into());
         }
-        jmdc_core::logging::parse_level(&self.log_level)
+        jmdc_service::logging::parse_level(&self.log_level)
             .map(|_| ())
             .map_err(|e| format!("log_level: {e}"))
     }

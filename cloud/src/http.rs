@@ -1,18 +1,18 @@
 //! One HTTP/1.1 exchange on a health connection: read the request head (bounded size, bounded
 //! time), answer `GET /healthz`, `GET /readyz` or `GET /metrics`, anything else with an error
 //! status, close. Hand-written on purpose (three fixed routes, no body, `Connection: close`); the
-//! protocol part (head reading, request line, response bytes) is `jmdc_core::http_lite`, shared
+//! protocol part (head reading, request line, response bytes) is `jmdc_service::http_lite`, shared
 //! with the edge's `daemon/src/metrics/http.rs`.
 
 use std::time::Duration;
 
-use jmdc_core::http_lite::{self, parse_request_line, read_head_within, write_response, PLAIN};
+use jmdc_service::http_lite::{self, parse_request_line, read_head_within, write_response, PLAIN};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::exposition::{self, CONTENT_TYPE};
 use crate::health::{HealthView, Readiness};
 
-pub use jmdc_core::http_lite::ConnectionError;
+pub use jmdc_service::http_lite::ConnectionError;
 
 /// What a request asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +143,7 @@ mod tests {
         assert_eq!(r("GET / HTTP/1.1"), Route::NotFound);
         assert_eq!(r("GET /readyzz HTTP/1.1"), Route::NotFound);
         assert_eq!(r("POST /readyz HTTP/1.1"), Route::MethodNotAllowed);
-        // The request-line cases are `jmdc_core::http_lite`'s tests; one shows the mapping.
+        // The request-line cases are `jmdc_service::http_lite`'s tests; one shows the mapping.
         assert_eq!(r("GET /metrics HTTP/2"), Route::BadRequest);
     }
 

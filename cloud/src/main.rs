@@ -110,7 +110,7 @@ fn check_config(config: &Path, syntax_only: bool) -> Result<(), String> {
         config.display(),
         if syntax_only { " (syntax only)" } else { "" }
     );
-    for layer in jmdc_core::settings::config_layers(config)
+    for layer in jmdc_service::settings::config_layers(config)
         .map_err(|e| e.to_string())?
         .iter()
         .skip(1)
@@ -225,8 +225,8 @@ fn main() -> Result<()> {
                     std::process::exit(1);
                 }
             };
-            let log = jmdc_core::logging::init(&cfg.log_level);
-            for layer in jmdc_core::settings::config_layers(&config)? {
+            let log = jmdc_service::logging::init(&cfg.log_level);
+            for layer in jmdc_service::settings::config_layers(&config)? {
                 tracing::info!(file = %layer.display(), "configuration layer");
             }
             let runtime = tokio::runtime::Runtime::new()?;

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use jmdc_core::logging::LogControl;
+use jmdc_service::logging::LogControl;
+use jmdc_service::notify::Notifier;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{info, warn};
 
@@ -96,14 +97,20 @@ pub async fn run(config_path: &Path, cfg: CloudConfig, log: LogControl) -> anyho
     };
     println!("jmdc-cloud listening on {addr}");
     info!(%addr, "jmdc-cloud listening");
-    systemd::ready(&systemd::status_line(addr, &stats));
+    let notifier = Notifier::from_env();
+    notifier.ready(&systemd::status_line(addr, &stats));
 
     let mut helpers = Vec::new();
-    if let Some(interval) = systemd::watchdog_interval() {
+    if let Some(interval) = notifier.watchdog_timeout() {
         info!(?interval, "systemd watchdog enabled");
-        helpers.push(tokio::spawn(systemd::watchdog_loop(interval, heartbeat)));
+        helpers.push(tokio::spawn(systemd::watchdog_loop(
+            notifier.clone(),
+            interval,
+            heartbeat,
+        )));
     }
     helpers.push(tokio::spawn(systemd::status_loop(
+        notifier.clone(),
         addr,
         stats.clone(),
         STATUS_PERIOD,
@@ -121,7 +128,7 @@ pub async fn run(config_path: &Path, cfg: CloudConfig, log: LogControl) -> anyho
                         Ok(_) => {}
                         Err(e) => warn!(error = %e, "revocation list not re-read; the one in force stays"),
                     }
-                    reload(config_path, &mut running, &log, addr, &stats)
+                    reload(config_path, &mut running, &log, &notifier, addr, &stats)
                 }
                 Request::Stop => break Ok(()),
             },
@@ -133,7 +140,7 @@ pub async fn run(config_path: &Path, cfg: CloudConfig, log: LogControl) -> anyho
     if outcome.is_ok() {
         let in_flight = stats.in_flight.load(std::sync::atomic::Ordering::SeqCst);
         info!(in_flight, "stop requested");
-        systemd::stopping(&format!("stopping: finishing {in_flight} frames in flight"));
+        notifier.stopping(&format!("stopping: finishing {in_flight} frames in flight"));
         let _ = stop_tx.send(());
         let bound = DRAIN_TIMEOUT + Duration::from_secs(5);
         if tokio::time::timeout(bound, &mut serve).await.is_err() {
@@ -152,10 +159,11 @@ fn reload(
     path: &Path,
     running: &mut CloudConfig,
     log: &LogControl,
+    notifier: &Notifier,
     addr: SocketAddr,
     stats: &Arc<ServerStats>,
 ) {
-    systemd::reloading();
+    notifier.reloading();
     info!(config = %path.display(), "SIGHUP: re-reading the configuration (only log_level changes live)");
     match CloudConfig::load(path) {
         Ok(new) => {
@@ -177,5 +185,5 @@ fn reload(
         }
         Err(e) => warn!(error = %e, "configuration not reloaded; the running one stays"),
     }
-    systemd::ready(&systemd::status_line(addr, stats));
+    notifier.ready(&systemd::status_line(addr, stats));
 }

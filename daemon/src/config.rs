@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use jmdc_core::settings;
-pub use jmdc_core::settings::ConfigError;
+use jmdc_service::settings;
+pub use jmdc_service::settings::ConfigError;
 use serde::Deserialize;
 
 use crate::adaptive::AdaptiveConfig;
@@ -297,7 +297,8 @@ impl EdgeConfig {
 
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), String> {
-        jmdc_core::logging::parse_level(&self.log_level).map_err(|e| format!("log_level: {e}"))?;
+        jmdc_service::logging::parse_level(&self.log_level)
+            .map_err(|e| format!("log_level: {e}"))?;
         if self.runtime.intra_op_threads == Some(0) {
             return Err("runtime.intra_op_threads must be at least 1".into());
         }

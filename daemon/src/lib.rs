@@ -11,7 +11,6 @@ pub mod frame;
 pub mod link;
 pub mod metrics;
 pub mod monitor;
-pub mod notify;
 pub mod output;
 pub mod pipeline;
 pub mod plan_spec;

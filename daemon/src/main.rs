@@ -75,7 +75,7 @@ fn main() -> Result<()> {
                         std::process::exit(1);
                     }
                 }
-                let layers = jmdc_core::settings::config_layers(&config).unwrap_or_default();
+                let layers = jmdc_service::settings::config_layers(&config).unwrap_or_default();
                 for layer in layers.iter().skip(1) {
                     println!("  drop-in {}", layer.display());
                 }
@@ -92,7 +92,7 @@ fn main() -> Result<()> {
             }
         },
         Command::Calibrate(args) => {
-            jmdc_core::logging::init("warn");
+            jmdc_service::logging::init("warn");
             jmdc_edge::calibrate::calibrate_command(&args)?;
             Ok(())
         }
@@ -104,7 +104,7 @@ fn main() -> Result<()> {
             summary_json,
         } => {
             let cfg = EdgeConfig::load(&config)?;
-            let log = jmdc_core::logging::init(&cfg.log_level);
+            let log = jmdc_service::logging::init(&cfg.log_level);
             let set_log_level: jmdc_edge::service::LogLevelSetter =
                 Box::new(move |level: &str| log.set_level(level));
             let runtime = tokio::runtime::Builder::new_multi_thread()

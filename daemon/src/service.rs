@@ -17,13 +17,13 @@ use crate::client::CloudClient;
 use crate::config::{CloudSection, EdgeConfig};
 use crate::link::{CloudLink, LinkSettings};
 use crate::metrics::{self, Metrics, MetricsServer};
-use crate::notify::Notifier;
 use crate::output::ResultSink;
 use crate::pipeline::{image_shape, EdgePipeline, FrameObservation, PipelineError};
 use crate::plan_spec::PlanSpec;
 use crate::session::{AdaptiveSession, Planning};
 use crate::source::{self, FrameFeed};
 use crate::stats::{FrameRecord, Summary};
+use jmdc_service::notify::Notifier;
 
 /// The summary's latency percentiles cover at most this many recent frames (memory stays bounded);
 /// counts, top-1 and bytes cover the whole run.

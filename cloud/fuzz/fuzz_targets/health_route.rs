@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use jmdc_cloud::health::Heartbeat;
 use jmdc_cloud::http::{respond, route, Route};
 use jmdc_cloud::HealthView;
-use jmdc_core::http_lite::{parse_request_line, read_head, ConnectionError};
+use jmdc_service::http_lite::{parse_request_line, read_head, ConnectionError};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncRead, ReadBuf};
 

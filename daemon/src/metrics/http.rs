@@ -1,10 +1,10 @@
 //! One HTTP/1.1 exchange on a metrics connection: read the request head (bounded size, bounded
 //! time), answer `GET /metrics` with the exposition, anything else with an error status, close.
-//! The protocol part (head reading, request line, response bytes) is `jmdc_core::http_lite`.
+//! The protocol part (head reading, request line, response bytes) is `jmdc_service::http_lite`.
 
 use std::time::Duration;
 
-use jmdc_core::http_lite::{
+use jmdc_service::http_lite::{
     parse_request_line, read_head_within, response, too_large, write_response, PLAIN,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::exposition::CONTENT_TYPE;
 use super::registry::Metrics;
 
-pub use jmdc_core::http_lite::ConnectionError;
+pub use jmdc_service::http_lite::ConnectionError;
 
 /// What a request asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +97,7 @@ mod tests {
         assert_eq!(r("GET /metricsx HTTP/1.1"), Route::NotFound);
         assert_eq!(r("POST /metrics HTTP/1.1"), Route::MethodNotAllowed);
         assert_eq!(r("HEAD /metrics HTTP/1.1"), Route::MethodNotAllowed);
-        // The request-line cases are `jmdc_core::http_lite`'s tests; one shows the mapping.
+        // The request-line cases are `jmdc_service::http_lite`'s tests; one shows the mapping.
         assert_eq!(r("hello"), Route::BadRequest);
     }
 

@@ -71,7 +71,7 @@ impl MetricsSection {
     pub fn resolve_relative(&mut self, base: &Path) {
         if let Some(p) = self.socket.as_mut() {
             if !p.as_os_str().is_empty() {
-                jmdc_core::settings::resolve_relative(p, base);
+                jmdc_service::settings::resolve_relative(p, base);
             }
         }
     }

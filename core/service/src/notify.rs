@@ -1,5 +1,6 @@
-//! systemd readiness protocol (`Type=notify`): READY, RELOADING, STOPPING, STATUS and watchdog pings.
-//! Every call is a no-op when the process was not started by systemd (`NOTIFY_SOCKET` unset).
+//! systemd readiness protocol (`Type=notify`): READY, RELOADING, STOPPING, STATUS and watchdog pings,
+//! for both services. Every call is a no-op when the process was not started by systemd
+//! (`NOTIFY_SOCKET` unset); a failed send is logged (debug), never fatal.
 
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ impl Notifier {
     /// Reads `NOTIFY_SOCKET` and `WATCHDOG_USEC` from the environment.
     pub fn from_env() -> Self {
         Self {
-            watchdog: sd_notify::watchdog_enabled(),
+            watchdog: sd_notify::watchdog_enabled().filter(|d| !d.is_zero()),
             enabled: std::env::var_os("NOTIFY_SOCKET").is_some(),
         }
     }
@@ -24,6 +25,11 @@ impl Notifier {
     /// True when a service manager listens.
     pub fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// The watchdog timeout systemd set for this process (`WatchdogSec=`), if any.
+    pub fn watchdog_timeout(&self) -> Option<Duration> {
+        self.watchdog
     }
 
     /// How often the main loop must ping: half the watchdog timeout.

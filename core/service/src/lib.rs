@@ -1,0 +1,14 @@
+//! jmdc-service: the service plumbing both binaries (`jmdc-edge`, `jmdc-cloud`) share, kept out
+//! of `jmdc-core` so that the core has no async runtime and no service framework:
+//!
+//! - [`logging`]: journald with structured fields under systemd, readable lines on stderr
+//!   otherwise, a reload handle for the level;
+//! - [`settings`]: the layered TOML configuration (file, drop-ins, environment) whose errors name
+//!   the file or variable and the key;
+//! - [`http_lite`]: the minimal HTTP/1.1 exchange of the metrics and health listeners;
+//! - [`notify`]: the service manager's `Type=notify` protocol (READY, RELOADING, STOPPING,
+//!   STATUS, watchdog).
+pub mod http_lite;
+pub mod logging;
+pub mod notify;
+pub mod settings;
