@@ -56,8 +56,74 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 #[derive(Debug)]
 pub struct CloudClient {
     endpoint: quinn::Endpoint,
+    /// Whether the endpoint is this client's own (closed with it) or shared with other connections.
+    owns_endpoint: bool,
     connection: quinn::Connection,
     contexts: tokio::sync::Mutex<BoundContexts>,
+    in_flight: InFlight,
+}
+
+/// The unspecified address of `addr`'s family, port 0: where a client endpoint binds.
+pub(crate) fn unspecified_for(addr: SocketAddr) -> SocketAddr {
+    if addr.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    }
+}
+
+/// Requests in progress on a connection, so that closing it can wait for them
+/// ([`CloudClient::wait_idle`]) instead of guessing from who holds the client.
+#[derive(Debug, Default)]
+struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One request in progress; dropping it (the request ended, failed, timed out or was cancelled)
+/// ends it.
+#[derive(Debug)]
+struct InFlightGuard<'a>(&'a InFlight);
+
+impl InFlight {
+    fn enter(&self) -> InFlightGuard<'_> {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlightGuard(self)
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until no request is in progress, at most `limit`; whether it got there.
+    async fn wait_idle(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a request ending in between is not missed.
+            notified.as_mut().enable();
+            if self.count() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.count() == 0;
+            }
+        }
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// What a context binds, as the edge looks it up.
@@ -181,40 +247,60 @@ pub fn client_config_with_identity(
 }
 
 impl CloudClient {
-    /// Connects to `addr`, checking the certificate against `server_name`.
+    /// Connects to `addr`, checking the certificate against `server_name`, on an endpoint (UDP
+    /// socket) of its own that closes with the client.
     pub async fn connect(
         addr: SocketAddr,
         server_name: &str,
         config: quinn::ClientConfig,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
-        let bind: SocketAddr = if addr.is_ipv6() {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        };
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(ClientError::Socket)?;
-        endpoint.set_default_client_config(config);
+        let endpoint =
+            quinn::Endpoint::client(unspecified_for(addr)).map_err(ClientError::Socket)?;
+        let client = Self::handshake(&endpoint, addr, server_name, config, timeout).await;
+        if client.is_err() {
+            // Abandon a half-open attempt now so the socket is released promptly.
+            endpoint.close(0u32.into(), b"");
+        }
+        let mut client = client?;
+        client.owns_endpoint = true;
+        Ok(client)
+    }
+
+    /// Connects to `addr` on `endpoint`, which the caller shares among its connections (the cloud
+    /// link keeps one per address family); closing the client leaves the endpoint open.
+    pub async fn connect_on(
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+        server_name: &str,
+        config: quinn::ClientConfig,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        Self::handshake(endpoint, addr, server_name, config, timeout).await
+    }
+
+    async fn handshake(
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+        server_name: &str,
+        config: quinn::ClientConfig,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
         let connect_err = |reason: String| ClientError::Connect { addr, reason };
         let connecting = endpoint
-            .connect(addr, server_name)
+            .connect_with(config, addr, server_name)
             .map_err(|e| connect_err(e.to_string()))?;
         let connection = match tokio::time::timeout(timeout, connecting).await {
             Ok(Ok(connection)) => connection,
-            Ok(Err(e)) => {
-                endpoint.close(0u32.into(), b"");
-                return Err(connect_err(e.to_string()));
-            }
-            Err(_) => {
-                // Abandon the half-open attempt now so the socket is released promptly.
-                endpoint.close(0u32.into(), b"");
-                return Err(connect_err(format!("no handshake within {timeout:?}")));
-            }
+            Ok(Err(e)) => return Err(connect_err(e.to_string())),
+            Err(_) => return Err(connect_err(format!("no handshake within {timeout:?}"))),
         };
         Ok(Self {
-            endpoint,
+            endpoint: endpoint.clone(),
+            owns_endpoint: false,
             connection,
             contexts: tokio::sync::Mutex::new(BoundContexts::default()),
+            in_flight: InFlight::default(),
         })
     }
 
@@ -238,6 +324,7 @@ impl CloudClient {
         request: &InferRequest,
         timeout: Duration,
     ) -> Result<(Response, Duration), ClientError> {
+        let _in_flight = self.in_flight.enter();
         tokio::time::timeout(timeout, self.infer_compact(request))
             .await
             .map_err(|_| ClientError::Timeout(timeout))?
@@ -356,6 +443,7 @@ impl CloudClient {
         request: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, ClientError> {
+        let _in_flight = self.in_flight.enter();
         tokio::time::timeout(timeout, self.exchange_untimed(request))
             .await
             .map_err(|_| ClientError::Timeout(timeout))?
@@ -373,6 +461,11 @@ impl CloudClient {
         &self.connection
     }
 
+    /// The local address of the endpoint (UDP socket) this connection runs on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
     /// The worker's address.
     pub fn remote_address(&self) -> SocketAddr {
         self.connection.remote_address()
@@ -383,10 +476,23 @@ impl CloudClient {
         self.connection.close_reason()
     }
 
-    /// Closes the connection cleanly and waits briefly for the close to be sent.
+    /// Requests in progress ([`infer`](Self::infer), [`exchange`](Self::exchange)).
+    pub fn requests_in_flight(&self) -> usize {
+        self.in_flight.count()
+    }
+
+    /// Waits until no request is in progress, at most `limit`; whether it got there.
+    pub async fn wait_idle(&self, limit: Duration) -> bool {
+        self.in_flight.wait_idle(limit).await
+    }
+
+    /// Closes the connection cleanly. On an endpoint of its own, also waits briefly for the close to
+    /// be sent; a shared endpoint sends it while it serves the others.
     pub async fn close(&self) {
         self.connection.close(0u32.into(), b"bye");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        if self.owns_endpoint {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        }
     }
 }
 
@@ -394,6 +500,39 @@ impl CloudClient {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_idle_ends_with_the_last_request_or_at_the_limit() {
+        let in_flight = Arc::new(InFlight::default());
+        assert!(
+            in_flight.wait_idle(Duration::ZERO).await,
+            "idle from the start"
+        );
+        let a = in_flight.enter();
+        let b = in_flight.enter();
+        assert_eq!(in_flight.count(), 2);
+        // Nothing ends: the wait gives up exactly at its limit (virtual time).
+        let start = tokio::time::Instant::now();
+        assert!(!in_flight.wait_idle(Duration::from_secs(5)).await);
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        // The requests end at 1 s and 2 s: the wait returns at the second, not before.
+        let waiter = {
+            let in_flight = in_flight.clone();
+            tokio::spawn(async move {
+                let start = tokio::time::Instant::now();
+                let idle = in_flight.wait_idle(Duration::from_secs(10)).await;
+                (idle, start.elapsed())
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(a);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(b);
+        let (idle, waited) = waiter.await.unwrap();
+        assert!(idle);
+        assert_eq!(waited, Duration::from_secs(2));
+        assert_eq!(in_flight.count(), 0);
+    }
 
     fn key(split: u16) -> ContextKey {
         ContextKey {

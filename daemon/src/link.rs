@@ -155,6 +155,7 @@ impl CloudLink {
             health: Mutex::new(Health::default()),
             pending: Mutex::new(Pending::default()),
             wake: Notify::new(),
+            sockets: Mutex::new(Sockets::default()),
         });
         let task = runtime.spawn(Driver::new(shared.clone()).run());
         Ok(CloudLink {
@@ -325,9 +326,11 @@ impl Prepared {
             || self.identity_bytes != new.identity_bytes
     }
 
-    /// One handshake attempt with `addr` under these settings.
-    async fn connect(&self, addr: SocketAddr) -> Result<CloudClient, ClientError> {
-        CloudClient::connect(
+    /// One handshake attempt with `addr` under these settings, on the link's endpoint.
+    async fn connect(&self, shared: &Shared, addr: SocketAddr) -> Result<CloudClient, ClientError> {
+        let endpoint = lock(&shared.sockets).for_addr(addr)?;
+        CloudClient::connect_on(
+            &endpoint,
             addr,
             &self.settings.server_name,
             self.quic.clone(),
@@ -369,6 +372,9 @@ fn validate(s: &LinkSettings) -> Result<(), LinkError> {
     Ok(())
 }
 
+/// How long a closing link waits for its endpoints to send the last connection closes.
+const CLOSE_FLUSH: Duration = Duration::from_secs(1);
+
 /// State shared between the handles and the background task.
 #[derive(Debug)]
 struct Shared {
@@ -378,6 +384,34 @@ struct Shared {
     health: Mutex<Health>,
     pending: Mutex<Pending>,
     wake: Notify,
+    /// The link's QUIC endpoints (UDP sockets), one per address family, made on first use and
+    /// shared by every connection attempt and connection of the link.
+    sockets: Mutex<Sockets>,
+}
+
+/// One `quinn::Endpoint` per address family.
+#[derive(Debug, Default)]
+struct Sockets {
+    v4: Option<quinn::Endpoint>,
+    v6: Option<quinn::Endpoint>,
+}
+
+impl Sockets {
+    /// The endpoint for connecting to `addr`, bound to the unspecified address of its family.
+    fn for_addr(&mut self, addr: SocketAddr) -> Result<quinn::Endpoint, ClientError> {
+        let slot = if addr.is_ipv6() {
+            &mut self.v6
+        } else {
+            &mut self.v4
+        };
+        if let Some(endpoint) = slot {
+            return Ok(endpoint.clone());
+        }
+        let endpoint = quinn::Endpoint::client(crate::client::unspecified_for(addr))
+            .map_err(ClientError::Socket)?;
+        *slot = Some(endpoint.clone());
+        Ok(endpoint)
+    }
 }
 
 /// Consecutive request failures on the current connection.
@@ -537,6 +571,12 @@ impl Driver {
                     if let Some(up) = old {
                         info!("cloud link: closing connection to {}", up.addr);
                         up.client.close().await;
+                    }
+                    // The link's endpoints send the pending closes (briefly), then shut.
+                    let sockets = std::mem::take(&mut *lock(&self.shared.sockets));
+                    for endpoint in [sockets.v4, sockets.v6].into_iter().flatten() {
+                        let _ = tokio::time::timeout(CLOSE_FLUSH, endpoint.wait_idle()).await;
+                        endpoint.close(0u32.into(), b"bye");
                     }
                     self.shared.stats(|s| {
                         s.state = LinkState::Closed;
@@ -801,10 +841,11 @@ impl Driver {
             return None;
         }
         let interval = prepared.settings.backoff_max.max(MIN_FAILBACK_INTERVAL);
+        let shared = self.shared.clone();
         Some(Box::pin(async move {
             tokio::time::sleep(interval).await;
             for addr in better {
-                match prepared.connect(addr).await {
+                match prepared.connect(&shared, addr).await {
                     Ok(client) => return Some((Arc::new(client), addr)),
                     Err(e) => debug!("cloud link: failback to {addr} not yet possible: {e}"),
                 }
@@ -826,7 +867,7 @@ async fn poll_optional<T>(f: &mut Option<Pin<Box<dyn Future<Output = T> + Send>>
 async fn try_endpoints(shared: &Shared, prepared: &Prepared, order: &[SocketAddr]) -> Round {
     let mut failed = Vec::new();
     for &addr in order {
-        match prepared.connect(addr).await {
+        match prepared.connect(shared, addr).await {
             Ok(client) => {
                 return Round::Connected {
                     client: Arc::new(client),
@@ -860,14 +901,11 @@ fn preference_order(endpoints: &[SocketAddr], demote: Option<SocketAddr>) -> Vec
     order
 }
 
-/// Closes `client` once nothing else holds it (requests in flight finish) or after the drain
-/// timeout, in the background.
+/// Closes `client` once its requests in flight have finished, or after the drain timeout, in
+/// the background.
 fn drain_and_close(client: Arc<CloudClient>) {
     tokio::spawn(async move {
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
-        while Arc::strong_count(&client) > 1 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        client.wait_idle(DRAIN_TIMEOUT).await;
         client.close().await;
     });
 }
