@@ -46,7 +46,9 @@ pub struct HealthSection {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
+    /// The worker's certificate chain (PEM).
     pub cert: PathBuf,
+    /// The worker's private key (PEM).
     pub key: PathBuf,
     /// `required` (default): every device presents a certificate issued by `client_ca`;
     /// `off`: anyone who reaches the port may use the worker (warned at start).

@@ -33,13 +33,18 @@ pub struct TailEngine {
 /// Failures while loading models.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// The models folder cannot be listed.
     #[error("cannot list model packages in {path}: {source}")]
     ListDir {
+        /// The models folder.
         path: String,
+        /// Why.
         source: std::io::Error,
     },
+    /// The models folder holds no package (the folder is named).
     #[error("no model package (folder with manifest.json) in {0}")]
     NoModels(String),
+    /// A package failed to load (the message names it and why).
     #[error("{0}")]
     Package(String),
 }

@@ -1,4 +1,5 @@
 //! jmdc-cloud: a QUIC worker that finishes split inference for many edge devices.
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod config;
 pub mod contexts;

@@ -16,7 +16,9 @@ use crate::tls::{write_file, TlsError};
 /// Validity of a certificate: from `not_before` for `days` days.
 #[derive(Debug, Clone, Copy)]
 pub struct Validity {
+    /// Start of validity.
     pub not_before: OffsetDateTime,
+    /// Length of validity in days.
     pub days: i64,
 }
 

@@ -65,11 +65,15 @@ pub struct CloudServer {
 /// Failures while starting the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The TLS identity or client-authentication setup failed.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The QUIC socket cannot be bound.
     #[error("cannot bind UDP {addr}: {source}")]
     Bind {
+        /// The listen address.
         addr: SocketAddr,
+        /// Why.
         source: std::io::Error,
     },
 }

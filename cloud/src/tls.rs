@@ -9,19 +9,37 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 /// TLS setup failures, each naming the file involved.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A certificate file is missing or not PEM certificates.
     #[error("cannot read certificate file {path}: {reason}")]
-    Certificate { path: String, reason: String },
+    Certificate {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A private key file is missing or holds no usable key.
     #[error("cannot read private key file {path}: {reason}")]
-    Key { path: String, reason: String },
+    Key {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// rustls refused the certificate/key combination.
     #[error("TLS configuration rejected: {0}")]
     Rustls(#[from] rustls::Error),
+    /// quinn refused the TLS configuration.
     #[error("QUIC cannot use this TLS configuration: {0}")]
     Quic(String),
+    /// Generating a certificate failed.
     #[error("cannot generate certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    /// A generated file cannot be written.
     #[error("cannot write {path}: {source}")]
     Write {
+        /// The file.
         path: String,
+        /// Why.
         source: std::io::Error,
     },
 }

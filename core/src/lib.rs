@@ -3,6 +3,7 @@
 //! `codec`, `jpeg`, `protocol` and `optimizer` are pure (no I/O) so they test in isolation. The
 //! service plumbing both binaries share (logging, settings, HTTP, sd_notify) is the crate
 //! `jmdc-service` (`core/service/`); this crate has no async runtime.
+#![warn(missing_docs, unreachable_pub)]
 pub mod calibration;
 pub mod cifar;
 pub mod codec;

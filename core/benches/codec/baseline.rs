@@ -187,24 +187,28 @@ fn padding_is_zero(bytes: &[u8], used_bits: usize) -> bool {
 const ROUND_MAGIC: f64 = 4_503_599_627_370_496.0;
 const F16_MAX: f32 = 65504.0;
 
-pub fn encode(data: &[f32], shape: &[usize], params: &CodecParams) -> Result<Vec<u8>, CodecError> {
+pub(super) fn encode(
+    data: &[f32],
+    shape: &[usize],
+    params: &CodecParams,
+) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::new();
     Encoder::new().encode_into(data, shape, params, &mut out)?;
     Ok(out)
 }
 
 #[derive(Debug, Default, Clone)]
-pub struct Encoder {
+pub(super) struct Encoder {
     importance: Vec<f64>,
     order: Vec<u32>,
 }
 
 impl Encoder {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self::default()
     }
 
-    pub fn encode_into(
+    pub(super) fn encode_into(
         &mut self,
         data: &[f32],
         shape: &[usize],
@@ -439,7 +443,7 @@ fn quant_scale(range: f64, levels: f64) -> f32 {
 // decode.rs
 // ------------------------------------------------------------------------------------------------
 
-pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, CodecError> {
+pub(super) fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, CodecError> {
     let mut r = Reader { bytes, pos: 0 };
 
     let magic = r.take(4, "magic")?;

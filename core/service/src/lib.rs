@@ -8,6 +8,7 @@
 //! - [`http_lite`]: the minimal HTTP/1.1 exchange of the metrics and health listeners;
 //! - [`notify`]: the service manager's `Type=notify` protocol (READY, RELOADING, STOPPING,
 //!   STATUS, watchdog).
+#![warn(missing_docs, unreachable_pub)]
 pub mod http_lite;
 pub mod logging;
 pub mod notify;

@@ -16,7 +16,7 @@ use super::{decode, encode, CodecParams, DecodeLimits, Encoder, QuantMode};
 
 /// What `baseline.rs` imports.
 mod api {
-    pub use crate::codec::{
+    pub(super) use crate::codec::{
         kept_positions, CodecError, CodecParams, DecodeLimits, Decoded, QuantMode, FORMAT_VERSION,
         MAGIC,
     };
