@@ -250,16 +250,21 @@ pub struct CpuMonitor {
 }
 
 impl CpuMonitor {
-    /// Starts sampling. The first snapshot (`samples == 1`) arrives after about one interval.
+    /// Starts sampling this machine with sysinfo. The first snapshot (`samples == 1`) arrives
+    /// after about one interval.
     pub fn start(config: CpuMonitorConfig) -> Result<CpuMonitor, CpuMonitorError> {
+        Self::start_with(config, SysinfoSampler::new()?)
+    }
+
+    /// Starts sampling with `sampler` (the machine's counters, or a script in tests): one sample
+    /// per interval on a background thread.
+    pub fn start_with(
+        config: CpuMonitorConfig,
+        mut sampler: impl CpuSampler,
+    ) -> Result<CpuMonitor, CpuMonitorError> {
         let mut config = config;
         config.interval = config.interval.max(MIN_SAMPLE_INTERVAL);
-        let mut system = System::new().map_err(|e| CpuMonitorError::Sysinfo(e.to_string()))?;
-        let pid =
-            sysinfo::get_current_pid().map_err(|e| CpuMonitorError::Sysinfo(e.to_string()))?;
-        // First refresh: establishes the baseline; its usage figures are meaningless.
-        refresh(&mut system, pid);
-        let cores = system.cpus().len().max(1);
+        let cores = sampler.cores().max(1);
         let (snap_tx, snapshots) = watch::channel(CpuSnapshot::empty(cores));
         let (change_tx, changes) = watch::channel(None);
         let stop = Arc::new(Stop {
@@ -286,14 +291,7 @@ impl CpuMonitor {
                     if thread_stop.flag.load(Ordering::Acquire) {
                         return;
                     }
-                    refresh(&mut system, pid);
-                    let sample = CpuSample {
-                        global_pct: f64::from(system.global_cpu_usage()),
-                        own_pct: system
-                            .process(pid)
-                            .map_or(0.0, |p| f64::from(p.cpu_usage())),
-                        cores: system.cpus().len().max(1),
-                    };
+                    let sample = sampler.sample();
                     let change = estimator.update(sample, Instant::now());
                     let snapshot = estimator.snapshot();
                     if let Some(change) = change {
@@ -363,6 +361,52 @@ impl CpuMonitor {
 impl Drop for CpuMonitor {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Where a [`CpuMonitor`] gets its samples: the machine's counters ([`SysinfoSampler`]) or, in
+/// tests, a script, so that the monitor's behaviour can be checked whatever else the machine runs.
+pub trait CpuSampler: Send + 'static {
+    /// Logical cores of the machine.
+    fn cores(&self) -> usize;
+    /// Usage since the previous call (or since creation, for the first).
+    fn sample(&mut self) -> CpuSample;
+}
+
+/// This machine's CPU usage and this process's, from sysinfo.
+#[derive(Debug)]
+pub struct SysinfoSampler {
+    system: System,
+    pid: Pid,
+}
+
+impl SysinfoSampler {
+    /// Reads the counters once: usage is a difference between two reads, so the first
+    /// [`CpuSampler::sample`] covers the time since this call.
+    pub fn new() -> Result<Self, CpuMonitorError> {
+        let mut system = System::new().map_err(|e| CpuMonitorError::Sysinfo(e.to_string()))?;
+        let pid =
+            sysinfo::get_current_pid().map_err(|e| CpuMonitorError::Sysinfo(e.to_string()))?;
+        refresh(&mut system, pid);
+        Ok(Self { system, pid })
+    }
+}
+
+impl CpuSampler for SysinfoSampler {
+    fn cores(&self) -> usize {
+        self.system.cpus().len().max(1)
+    }
+
+    fn sample(&mut self) -> CpuSample {
+        refresh(&mut self.system, self.pid);
+        CpuSample {
+            global_pct: f64::from(self.system.global_cpu_usage()),
+            own_pct: self
+                .system
+                .process(self.pid)
+                .map_or(0.0, |p| f64::from(p.cpu_usage())),
+            cores: self.cores(),
+        }
     }
 }
 
