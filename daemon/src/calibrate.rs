@@ -49,13 +49,6 @@ use ndarray::{ArrayD, Axis, IxDyn};
 
 use crate::pipeline::argmax;
 
-static LAST_STAGE_TIMES: Mutex<Option<StageTimes>> = Mutex::new(None);
-
-/// Stage times of the last successful [`run_calibration`] in this process (for reports).
-pub fn last_stage_times() -> Option<StageTimes> {
-    LAST_STAGE_TIMES.lock().ok().and_then(|s| *s)
-}
-
 /// Default ρ grid.
 pub const DEFAULT_KEEP_RATIOS: [f32; 4] = [1.0, 0.75, 0.5, 0.25];
 /// Default codec grid.
@@ -730,7 +723,34 @@ fn count_correct(logits: &ArrayD<f32>, labels: &[u8]) -> Result<u64> {
 /// the first `limit` images of `images`, with the real codec round trip and ONNX Runtime, and
 /// returns the table (it does not write it; see [`calibrate_command`]).
 pub fn run_calibration(opts: &CalibrateOptions) -> Result<CalibrationTable> {
-    let lib = jmdc_core::runtime::init_onnxruntime(opts.onnxruntime.as_deref())?;
+    Ok(run_calibration_timed(opts)?.0)
+}
+
+/// [`run_calibration`], also returning where the time went (head, codec, tail; summed over the
+/// threads).
+pub fn run_calibration_timed(opts: &CalibrateOptions) -> Result<(CalibrationTable, StageTimes)> {
+    let setup = prepare(opts)?;
+    let (counts, times) = measure(&setup, opts)?;
+    Ok((build_table(&setup, opts, &counts)?, times))
+}
+
+/// What a calibration run works on, checked before any image is run.
+struct Setup {
+    pkg: ModelPackage,
+    cifar: CifarFile,
+    /// Images used (the first `n` of the file).
+    n: usize,
+    plans: Vec<VariantPlan>,
+    batch: usize,
+    threads: usize,
+    stamp: String,
+    images_sha: String,
+    onnxruntime: PathBuf,
+}
+
+/// Loads ONNX Runtime, the package and the images, and plans the grid.
+fn prepare(opts: &CalibrateOptions) -> Result<Setup> {
+    let onnxruntime = jmdc_core::runtime::init_onnxruntime(opts.onnxruntime.as_deref())?;
     let pkg = ModelPackage::load(&opts.package)
         .with_context(|| format!("loading package {}", opts.package.display()))?;
     if pkg.input_shape() != IMAGE_SHAPE {
@@ -754,14 +774,40 @@ pub fn run_calibration(opts: &CalibrateOptions) -> Result<CalibrationTable> {
     } else {
         opts.batch_size
     };
-    let batches = n.div_ceil(batch);
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism().map_or(1, |p| p.get())
     } else {
         opts.threads
     }
-    .clamp(1, batches);
+    .clamp(1, n.div_ceil(batch));
+    Ok(Setup {
+        pkg,
+        cifar,
+        n,
+        plans,
+        batch,
+        threads,
+        stamp,
+        images_sha,
+        onnxruntime: onnxruntime.to_path_buf(),
+    })
+}
 
+/// Runs every image through every planned head, codec and tail on `threads` threads (batches
+/// handed out in order) and returns the summed counts and stage times; the first error stops all
+/// threads.
+fn measure(setup: &Setup, opts: &CalibrateOptions) -> Result<(Counts, StageTimes)> {
+    let Setup {
+        pkg,
+        cifar,
+        n,
+        plans,
+        batch,
+        threads,
+        ..
+    } = setup;
+    let (n, batch, threads) = (*n, *batch, *threads);
+    let batches = n.div_ceil(batch);
     let tail_runs: usize = plans
         .iter()
         .map(|v| v.splits.iter().map(|s| s.groups.len()).sum::<usize>())
@@ -777,7 +823,7 @@ pub fn run_calibration(opts: &CalibrateOptions) -> Result<CalibrationTable> {
         batch,
         candidates = entries_split + (2 + opts.jpeg_qualities.len()) * plans.len(),
         distinct_tails = tail_runs,
-        onnxruntime = %lib.display(),
+        onnxruntime = %setup.onnxruntime.display(),
         "calibrating"
     );
 
@@ -798,14 +844,14 @@ pub fn run_calibration(opts: &CalibrateOptions) -> Result<CalibrationTable> {
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let nq = opts.jpeg_qualities.len();
-    let total = Mutex::new((Counts::zero(&plans, nq), StageTimes::default()));
+    let total = Mutex::new((Counts::zero(plans, nq), StageTimes::default()));
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
                 let result = (|| -> Result<()> {
-                    let mut worker = Worker::new(&pkg, &plans)?;
-                    let mut counts = Counts::zero(&plans, nq);
+                    let mut worker = Worker::new(pkg, plans)?;
+                    let mut counts = Counts::zero(plans, nq);
                     loop {
                         if failed.load(Ordering::Relaxed) {
                             return Ok(());
@@ -830,8 +876,8 @@ pub fn run_calibration(opts: &CalibrateOptions) -> Result<CalibrationTable> {
                             .saturating_sub(range.start)
                             .min(range.len());
                         worker.batch(
-                            &pkg,
-                            &plans,
+                            pkg,
+                            plans,
                             &opts.jpeg_qualities,
                             &Batch {
                                 pixels: &pixels,
@@ -868,20 +914,35 @@ pub fn run_calibration(opts: &CalibrateOptions) -> Result<CalibrationTable> {
         tail_s = times.tail.as_secs_f64(),
         "calibration time by stage (summed over threads)"
     );
-    if let Ok(mut slot) = LAST_STAGE_TIMES.lock() {
-        *slot = Some(times);
-    }
+    Ok((counts, times))
+}
 
+/// The calibration table from the counts: per variant the cloud-only image, JPEG, every split
+/// candidate and edge-only entries.
+fn build_table(
+    setup: &Setup,
+    opts: &CalibrateOptions,
+    counts: &Counts,
+) -> Result<CalibrationTable> {
+    let Setup {
+        pkg,
+        n,
+        plans,
+        stamp,
+        images_sha,
+        ..
+    } = setup;
+    let (pkg, n, plans) = (pkg, *n, plans.as_slice());
     let has_coded = !opts.only_jpeg && opts.modes.iter().any(|m| m.is_coded());
     let coded_n = opts.coded_images.clamp(1, n) as u64;
     let mut table = CalibrationTable {
         format: CALIBRATION_FORMAT.to_string(),
         package: pkg.name().to_string(),
-        package_stamp: stamp,
+        package_stamp: stamp.clone(),
         dataset: DatasetInfo {
             description: opts.dataset_description.clone(),
             file: opts.images.display().to_string(),
-            sha256: images_sha,
+            sha256: images_sha.clone(),
             images: n as u64,
         },
         created: utc_now_rfc3339(),
@@ -916,7 +977,7 @@ pub fn run_calibration(opts: &CalibrateOptions) -> Result<CalibrationTable> {
     };
     for (vi, plan) in plans.iter().enumerate() {
         let unsplit = counts.unsplit[vi];
-        let image_bytes = plan_bytes(&pkg, &plan.name, 0, None).map_err(|e| anyhow!(e))?;
+        let image_bytes = plan_bytes(pkg, &plan.name, 0, None).map_err(|e| anyhow!(e))?;
         // Cloud-only: the cloud normalises the 8-bit image exactly as the edge does here.
         table.entries.push(entry(
             &plan.name,
@@ -946,7 +1007,7 @@ pub fn run_calibration(opts: &CalibrateOptions) -> Result<CalibrationTable> {
                     let total = counts.coded_bytes[vi][si][g];
                     usize::try_from((total + coded_n / 2) / coded_n).unwrap_or(usize::MAX)
                 } else {
-                    plan_bytes(&pkg, &plan.name, sp.split, Some(&params)).map_err(|e| anyhow!(e))?
+                    plan_bytes(pkg, &plan.name, sp.split, Some(&params)).map_err(|e| anyhow!(e))?
                 };
                 table.entries.push(entry(
                     &plan.name,

@@ -223,7 +223,7 @@ fn full_grid_timing() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let t0 = Instant::now();
-    let table = run_calibration(&o).expect("calibration");
+    let (table, t) = jmdc_edge::calibrate::run_calibration_timed(&o).expect("calibration");
     let secs = t0.elapsed().as_secs_f64();
     println!(
         "full grid: {} entries on {} images, {} threads, in {secs:.1} s ({:.2} ms/image)",
@@ -232,14 +232,12 @@ fn full_grid_timing() {
         o.threads,
         secs * 1e3 / table.dataset.images as f64
     );
-    if let Some(t) = jmdc_edge::calibrate::last_stage_times() {
-        println!(
-            "thread-seconds: head {:.1} s, codec {:.1} s, tail {:.1} s",
-            t.head.as_secs_f64(),
-            t.codec.as_secs_f64(),
-            t.tail.as_secs_f64()
-        );
-    }
+    println!(
+        "thread-seconds: head {:.1} s, codec {:.1} s, tail {:.1} s",
+        t.head.as_secs_f64(),
+        t.codec.as_secs_f64(),
+        t.tail.as_secs_f64()
+    );
     println!("{}", jmdc_edge::calibrate::summary(&table));
     if let Some(out) = std::env::var_os("JMDC_CALIB_OUT") {
         table.save(std::path::Path::new(&out)).expect("save");
