@@ -2,32 +2,35 @@
 //! Every family is always present (zero before the first event), so dashboards and alerts
 //! never see a metric appear late. Label values are fixed names: no escaping is needed.
 
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use jmdc_core::protocol::ErrorKind;
+use jmdc_service::exposition::{format_value, MetricType, TextWriter};
 
 use crate::health::{HealthView, Readiness};
 use crate::stats::LATENCY_BUCKETS_S;
 
-/// The `Content-Type` of a scrape response in this format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub use jmdc_service::exposition::CONTENT_TYPE;
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+fn family(out: &mut TextWriter, name: &str, kind: &str, help: &str) {
+    let kind = match kind {
+        "counter" => MetricType::Counter,
+        "histogram" => MetricType::Histogram,
+        _ => MetricType::Gauge,
+    };
+    out.family(name, kind, help);
 }
 
-fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+fn single(out: &mut TextWriter, name: &str, kind: &str, help: &str, value: u64) {
     family(out, name, kind, help);
-    let _ = writeln!(out, "{name} {value}");
+    out.sample_u64(name, &[], value);
 }
 
 /// Renders every `jmdc_cloud_*` family from `view`.
 pub fn render(view: &HealthView) -> String {
     let st = view.stats();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let mut out = String::with_capacity(4096);
+    let mut out = TextWriter::new();
     single(
         &mut out,
         "jmdc_cloud_ready",
@@ -169,11 +172,10 @@ pub fn render(view: &HealthView) -> String {
         "Error replies sent, by kind.",
     );
     for kind in ErrorKind::ALL {
-        let _ = writeln!(
-            out,
-            "jmdc_cloud_errors_total{{kind=\"{}\"}} {}",
-            kind.as_str(),
-            st.errors(kind)
+        out.sample_u64(
+            "jmdc_cloud_errors_total",
+            &[("kind", kind.as_str())],
+            st.errors(kind),
         );
     }
     let name = "jmdc_cloud_request_duration_seconds";
@@ -184,13 +186,14 @@ pub fn render(view: &HealthView) -> String {
         "Time from a request stream's arrival to its inference answer being ready.",
     );
     let snap = st.latency.snapshot();
+    let bucket = format!("{name}_bucket");
     for (bound, count) in LATENCY_BUCKETS_S.iter().zip(&snap.cumulative) {
-        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
+        out.sample_u64(&bucket, &[("le", &format_value(*bound))], *count);
     }
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", snap.count);
-    let _ = writeln!(out, "{name}_sum {}", snap.sum_s);
-    let _ = writeln!(out, "{name}_count {}", snap.count);
-    out
+    out.sample_u64(&bucket, &[("le", "+Inf")], snap.count);
+    out.sample(&format!("{name}_sum"), &[], snap.sum_s);
+    out.sample_u64(&format!("{name}_count"), &[], snap.count);
+    out.finish()
 }
 
 #[cfg(test)]

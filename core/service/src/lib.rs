@@ -6,9 +6,11 @@
 //! - [`settings`]: the layered TOML configuration (file, drop-ins, environment) whose errors name
 //!   the file or variable and the key;
 //! - [`http_lite`]: the minimal HTTP/1.1 exchange of the metrics and health listeners;
+//! - [`exposition`]: the Prometheus text-format writer both `/metrics` endpoints render with;
 //! - [`notify`]: the service manager's `Type=notify` protocol (READY, RELOADING, STOPPING,
 //!   STATUS, watchdog).
 #![warn(missing_docs, unreachable_pub)]
+pub mod exposition;
 pub mod http_lite;
 pub mod logging;
 pub mod notify;

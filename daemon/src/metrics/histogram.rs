@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::exposition::{format_value, TextWriter};
+use jmdc_service::exposition::{format_value, TextWriter};
 
 /// Upper bounds (inclusive, `le`) of the finite buckets, in microseconds: 0.1 ms … 10 s in
 /// 1–2.5–5 steps. Larger values land only in `+Inf`.

@@ -9,8 +9,8 @@ use jmdc_service::http_lite::{
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::exposition::CONTENT_TYPE;
 use super::registry::Metrics;
+use jmdc_service::exposition::CONTENT_TYPE;
 
 pub use jmdc_service::http_lite::ConnectionError;
 

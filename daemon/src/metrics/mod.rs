@@ -5,14 +5,12 @@
 //!
 //! - [`section`]: the `[metrics]` configuration section;
 //! - [`registry`]: [`Metrics`], the counters/gauges/histograms and their rendering;
-//! - [`exposition`]: the text-format writer (escaping, number formatting);
 //! - [`histogram`]: the lock-free latency histogram;
 //! - [`http`]: one HTTP/1.1 exchange (bounded, timed);
 //! - [`server`]: the listeners and [`MetricsServer`].
 //!
 //! The metric names and their meaning are listed in `docs/metrics.md`.
 
-pub mod exposition;
 pub mod histogram;
 pub mod http;
 pub mod registry;

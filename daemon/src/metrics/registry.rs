@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::exposition::{MetricType, TextWriter};
 use super::histogram::Histogram;
 use crate::stats::FrameRecord;
+use jmdc_service::exposition::{MetricType, TextWriter};
 
 /// Where a frame was finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

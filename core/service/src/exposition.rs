@@ -1,5 +1,6 @@
-//! Writer for the Prometheus text exposition format 0.0.4: `# HELP` / `# TYPE` lines, samples
-//! `name{label="value",…} value`, label-value and help-text escaping, number formatting.
+//! Writer for the Prometheus text exposition format 0.0.4 (both services' `/metrics`): `# HELP` /
+//! `# TYPE` lines, samples `name{label="value",…} value`, label-value and help-text escaping,
+//! number formatting.
 
 use std::fmt::Write as _;
 
