@@ -257,7 +257,7 @@ impl CloudClient {
     ) -> Result<Self, ClientError> {
         let endpoint =
             quinn::Endpoint::client(unspecified_for(addr)).map_err(ClientError::Socket)?;
-        let client = Self::handshake(&endpoint, addr, server_name, config, timeout).await;
+        let client = Self::connect_on(&endpoint, addr, server_name, config, timeout).await;
         if client.is_err() {
             // Abandon a half-open attempt now so the socket is released promptly.
             endpoint.close(0u32.into(), b"");
@@ -270,16 +270,6 @@ impl CloudClient {
     /// Connects to `addr` on `endpoint`, which the caller shares among its connections (the cloud
     /// link keeps one per address family); closing the client leaves the endpoint open.
     pub async fn connect_on(
-        endpoint: &quinn::Endpoint,
-        addr: SocketAddr,
-        server_name: &str,
-        config: quinn::ClientConfig,
-        timeout: Duration,
-    ) -> Result<Self, ClientError> {
-        Self::handshake(endpoint, addr, server_name, config, timeout).await
-    }
-
-    async fn handshake(
         endpoint: &quinn::Endpoint,
         addr: SocketAddr,
         server_name: &str,
