@@ -13,7 +13,7 @@ pub(crate) struct BackoffBounds {
 
 impl BackoffBounds {
     /// `initial` is at least 1 ms and `max` at least `initial`.
-    pub fn new(initial: Duration, max: Duration) -> Self {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
         let initial = initial.max(Duration::from_millis(1));
         Self {
             initial,
@@ -22,7 +22,7 @@ impl BackoffBounds {
     }
 
     /// [`BackoffBounds::new`] from milliseconds (the config's unit).
-    pub fn from_millis(initial_ms: u64, max_ms: u64) -> Self {
+    pub(crate) fn from_millis(initial_ms: u64, max_ms: u64) -> Self {
         Self::new(
             Duration::from_millis(initial_ms),
             Duration::from_millis(max_ms),
@@ -40,19 +40,19 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     /// The delay to wait now (`initial` after a reset); the following one doubles, up to `max`.
-    pub fn next_delay(&mut self, bounds: BackoffBounds) -> Duration {
+    pub(crate) fn next_delay(&mut self, bounds: BackoffBounds) -> Duration {
         let base = self.next.unwrap_or(bounds.initial).min(bounds.max);
         self.next = Some(base.saturating_mul(2).min(bounds.max));
         base
     }
 
     /// The next delay starts over at `initial`.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = None;
     }
 
     /// Starts over if the run that just ended lasted at least [`HEALTHY_RUN`].
-    pub fn after_run(&mut self, ran: Duration) {
+    pub(crate) fn after_run(&mut self, ran: Duration) {
         if ran >= HEALTHY_RUN {
             self.reset();
         }
@@ -74,7 +74,7 @@ pub(crate) struct Jitter(u64);
 
 impl Jitter {
     /// Seeded from the clock and the process's hasher keys.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u128(
@@ -86,7 +86,7 @@ impl Jitter {
     }
 
     /// Uniform in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -22,24 +22,44 @@ use rustls_pki_types::CertificateDer;
 /// Why a frame could not be answered by the cloud.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// A CA or identity file cannot be read or holds no usable certificate or key.
     #[error("cannot read trusted certificate {path}: {reason}")]
-    Trust { path: String, reason: String },
+    Trust {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// rustls or quinn refused the TLS configuration.
     #[error("TLS configuration rejected: {0}")]
     Tls(String),
+    /// The UDP socket cannot be opened.
     #[error("cannot open UDP socket: {0}")]
     Socket(std::io::Error),
+    /// The handshake with a worker failed or timed out.
     #[error("cannot connect to {addr}: {reason}")]
-    Connect { addr: SocketAddr, reason: String },
+    Connect {
+        /// The worker.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The connection ended.
     #[error("connection lost: {0}")]
     Connection(#[from] quinn::ConnectionError),
+    /// The request could not be written.
     #[error("sending request: {0}")]
     Write(#[from] quinn::WriteError),
+    /// The request stream was already closed.
     #[error("stream closed: {0}")]
     Closed(#[from] quinn::ClosedStream),
+    /// The answer could not be read (or was too long).
     #[error("reading response: {0}")]
     Read(#[from] quinn::ReadToEndError),
+    /// No answer within the request timeout.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The answer is not a valid message, or the request could not be encoded.
     #[error("bad message: {0}")]
     Protocol(#[from] protocol::ProtocolError),
 }

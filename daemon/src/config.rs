@@ -24,13 +24,19 @@ pub struct EdgeConfig {
     /// Log filter (`info`, `debug`, `jmdc_edge=debug`).
     #[serde(default = "default_log")]
     pub log_level: String,
+    /// `[model]`: which package to load, from where.
     pub model: ModelSection,
+    /// `[plan]`: the fixed plan (variant, split, ρ, codec), or the adaptive loop's start.
     pub plan: PlanSpec,
+    /// `[cloud]`: the workers and the link's settings (absent: every frame on the edge).
     #[serde(default)]
     pub cloud: Option<CloudSection>,
+    /// `[source]`: where frames come from.
     pub source: SourceSection,
+    /// `[runtime]`: ONNX Runtime library and threads.
     #[serde(default)]
     pub runtime: RuntimeSection,
+    /// `[output]`: where per-frame results go.
     #[serde(default)]
     pub output: OutputSection,
     /// The adaptive loop (off by default: the fixed `[plan]` is used).
@@ -217,8 +223,10 @@ impl Default for OutputSection {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OutputFormat {
+    /// One readable line per frame.
     #[default]
     Text,
+    /// One JSON object per line.
     Json,
 }
 

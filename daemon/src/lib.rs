@@ -1,5 +1,6 @@
 //! jmdc-edge: the edge side of split inference — runs the head of the model, compresses the split
 //! tensor, sends it to a cloud worker over QUIC and collects the result.
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod adaptive;
 mod backoff;

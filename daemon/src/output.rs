@@ -31,7 +31,9 @@ pub struct Extras {
 /// One of the most probable classes of a frame.
 #[derive(Debug, Serialize, PartialEq)]
 pub struct Ranked<'a> {
+    /// Class name from the package.
     pub class: &'a str,
+    /// Logit position.
     pub class_index: usize,
     /// Softmax probability.
     pub score: f32,
@@ -46,26 +48,34 @@ enum Target {
 /// One JSON result line.
 #[derive(Debug, Serialize)]
 pub struct ResultLine<'a> {
+    /// Frame id (delivery order from the source, from 0).
     pub frame: u64,
     /// When the result was written, milliseconds since the Unix epoch (wall clock).
     pub unix_ms: u64,
+    /// Where the frame came from (file name, device), when the source says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<&'a str>,
     /// Ground truth, when the source knows it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<&'a str>,
+    /// Predicted class name.
     pub class: &'a str,
+    /// Predicted class index.
     pub class_index: usize,
     /// Softmax probability of `class`.
     pub score: f32,
+    /// The plan the frame ran under.
     pub plan: &'a str,
     /// `cloud` or `edge`.
     pub finished_on: &'static str,
     /// True when the plan wanted the cloud but the edge finished the frame.
     pub fallback: bool,
+    /// Where the time went.
     pub latency_ms: Latency,
+    /// The latency the adaptive loop predicted for the plan (adaptive runs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub predicted_ms: Option<f64>,
+    /// Bytes sent for the frame (0: nothing was sent).
     pub bytes: usize,
     /// The most probable classes, most probable first (`[output] top_k` > 0).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,11 +88,17 @@ pub struct ResultLine<'a> {
 /// Latency breakdown of one frame, milliseconds.
 #[derive(Debug, Serialize)]
 pub struct Latency {
+    /// From capture to the start of processing.
     pub queue: f64,
+    /// Head layers on the edge (and the tail when the edge finished the frame).
     pub edge: f64,
+    /// Feature encoding.
     pub encode: f64,
+    /// Round trip minus the worker's own time.
     pub network: f64,
+    /// Decode, tail and queueing in the worker.
     pub cloud: f64,
+    /// From the start of processing to the result.
     pub total: f64,
 }
 

@@ -25,8 +25,10 @@ use crate::stats::FrameRecord;
 /// Errors that stop the pipeline (not per-frame cloud failures, which fall back to the edge).
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
+    /// The plan does not fit the package (variant, split, codec).
     #[error("plan: {0}")]
     Plan(String),
+    /// The model failed: a session could not be built or a layer did not run.
     #[error("model: {0}")]
     Model(String),
 }

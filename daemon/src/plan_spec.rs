@@ -142,6 +142,7 @@ fn parse_any_codec(s: &str) -> Result<(CodecSpec, InputSpec), String> {
 pub struct PlanSpec {
     /// Variant directory name, e.g. `keep100`, `keep050`.
     pub variant: String,
+    /// Where the model is split (a layer index, edge-only or cloud-only).
     pub split: SplitSpec,
     /// Fraction of spatial positions sent, in (0, 1].
     pub keep_ratio: f32,

@@ -99,7 +99,9 @@ pub enum Ending {
 /// The result of a run: its summary and why it ended.
 #[derive(Debug)]
 pub struct RunReport {
+    /// Frames, top-1, latency percentiles and bytes of the run.
     pub summary: Summary,
+    /// Why the run ended.
     pub ending: Ending,
 }
 

@@ -22,7 +22,9 @@ use crate::stats::FrameRecord;
 pub enum Planning {
     /// The same plan for every frame.
     Fixed {
+        /// The pipeline of the plan's variant.
         pipeline: Box<EdgePipeline>,
+        /// The plan.
         plan: PlanSpec,
     },
     /// The adaptive loop.

@@ -8,10 +8,13 @@ use serde::Serialize;
 /// What happened to one frame.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FrameRecord {
+    /// Frame id (delivery order from the source).
     pub frame_id: u64,
     /// Where the frame came from (file name, device), when the source says.
     pub origin: Option<String>,
+    /// Ground truth, when the source knows it.
     pub label: Option<u8>,
+    /// Predicted class index.
     pub predicted: usize,
     /// Raw score (logit) of the predicted class.
     pub score: f32,
@@ -30,6 +33,7 @@ pub struct FrameRecord {
     pub network_us: u64,
     /// Decode + tail layers + queueing in the worker, as reported by it.
     pub cloud_us: u64,
+    /// From the start of processing to the result.
     pub total_us: u64,
     /// Message bytes sent for the frame, header included: its compact frame (protocol version 2;
     /// the context binding, once per plan and connection, is not counted) or its whole request
@@ -78,6 +82,7 @@ impl FrameRecord {
         });
     }
 
+    /// Whether the prediction matches the label (`None` without a label).
     pub fn correct(&self) -> Option<bool> {
         self.label.map(|l| usize::from(l) == self.predicted)
     }
@@ -86,12 +91,16 @@ impl FrameRecord {
 /// Mean and percentiles of one stage, in microseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Percentiles {
+    /// Arithmetic mean.
     pub mean: f64,
+    /// Median (nearest rank).
     pub p50: f64,
+    /// 95th percentile (nearest rank).
     pub p95: f64,
 }
 
 impl Percentiles {
+    /// Mean and percentiles of `values` (sorted in place; all zero when empty).
     pub fn of(values: &mut [u64]) -> Self {
         if values.is_empty() {
             return Self::default();
@@ -114,18 +123,31 @@ fn nearest_rank(sorted: &[u64], q: f64) -> f64 {
 /// Summary of a run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
+    /// The plan (or `adaptive (…)`) of the run.
     pub plan: String,
+    /// Frames processed.
     pub frames: usize,
+    /// Frames with a label.
     pub labelled: usize,
+    /// Labelled frames predicted right.
     pub correct: usize,
+    /// `correct / labelled` (no labels: `None`).
     pub top1: Option<f64>,
+    /// Frames the edge finished because the cloud failed.
     pub fallbacks: usize,
+    /// Head (and fallback tail) time per frame.
     pub edge: Percentiles,
+    /// Encoding time per frame.
     pub encode: Percentiles,
+    /// Network time per frame.
     pub network: Percentiles,
+    /// Worker time per frame.
     pub cloud: Percentiles,
+    /// Whole latency per frame.
     pub total: Percentiles,
+    /// Mean bytes sent per frame.
     pub bytes_per_frame: f64,
+    /// Wall-clock length of the run, seconds.
     pub wall_s: f64,
     /// Mean |measured − predicted| / measured over frames with a prediction (adaptive runs).
     pub prediction_error: Option<f64>,
@@ -139,6 +161,7 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The summary of `records`, a run of `wall` under `plan`.
     pub fn from_records(plan: String, records: &[FrameRecord], wall: Duration) -> Self {
         let column = |f: fn(&FrameRecord) -> u64| {
             let mut v: Vec<u64> = records.iter().map(f).collect();
@@ -181,9 +204,13 @@ impl Summary {
 /// Model bias per latency part, as a fraction of the mean measured total.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct PartBias {
+    /// Head layers.
     pub edge: f64,
+    /// Encoding.
     pub encode: f64,
+    /// Transfer and round trip.
     pub network: f64,
+    /// Decode and tail in the worker.
     pub cloud: f64,
     /// The measured corrections the loop applied.
     pub correction: f64,

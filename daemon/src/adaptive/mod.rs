@@ -80,6 +80,8 @@ pub struct AdaptiveConfig {
     /// Off: the fixed `[plan]` is used for every frame.
     #[serde(default)]
     pub enabled: bool,
+    /// What to optimise: `min-latency`, `max-throughput` (under `accuracy_floor`) or
+    /// `max-accuracy` (under `latency_budget_ms`).
     #[serde(default = "default_objective")]
     pub objective: ObjectiveKind,
     /// Top-1 floor in percent (min-latency, max-throughput).
@@ -223,10 +225,13 @@ impl AdaptiveConfig {
 /// Start-up or planning failures.
 #[derive(Debug, thiserror::Error)]
 pub enum PlannerError {
+    /// The calibration table is missing, invalid or for another package.
     #[error("calibration: {0}")]
     Calibration(#[from] jmdc_core::calibration::CalibrationError),
+    /// Profiling the package on this edge failed.
     #[error("profiling: {0}")]
     Profiling(#[from] jmdc_core::profiling::ProfilingError),
+    /// The optimizer could not be built from the candidates.
     #[error("optimizer: {0}")]
     Optimizer(String),
 }

@@ -48,48 +48,66 @@ pub enum MetricsError {
     /// The TCP address could not be bound.
     #[error("metrics.tcp: cannot listen on {addr}: {source}")]
     BindTcp {
+        /// The address in `metrics.tcp`.
         addr: SocketAddr,
+        /// Why.
         #[source]
         source: io::Error,
     },
     /// The socket's folder did not exist and could not be created.
     #[error("metrics.socket: cannot create folder {}: {source}", path.display())]
     CreateDir {
+        /// The path in question.
         path: PathBuf,
+        /// Why.
         #[source]
         source: io::Error,
     },
     /// The socket path could not be inspected.
     #[error("metrics.socket: cannot inspect {}: {source}", path.display())]
     Inspect {
+        /// The path in question.
         path: PathBuf,
+        /// Why.
         #[source]
         source: io::Error,
     },
     /// Something that is not a socket is at the socket path; it is left alone.
     #[error("metrics.socket: {} exists and is not a socket; not replacing it", path.display())]
-    NotASocket { path: PathBuf },
+    NotASocket {
+        /// The path in `metrics.socket`.
+        path: PathBuf,
+    },
     /// A live process is listening on the socket path.
     #[error("metrics.socket: {} is in use by a running process (another jmdc-edge?)", path.display())]
-    SocketInUse { path: PathBuf },
+    SocketInUse {
+        /// The path in `metrics.socket`.
+        path: PathBuf,
+    },
     /// A stale socket file could not be removed.
     #[error("metrics.socket: cannot remove stale socket {}: {source}", path.display())]
     RemoveStale {
+        /// The path in question.
         path: PathBuf,
+        /// Why.
         #[source]
         source: io::Error,
     },
     /// The Unix socket could not be bound.
     #[error("metrics.socket: cannot listen on {}: {source}", path.display())]
     BindUnix {
+        /// The path in question.
         path: PathBuf,
+        /// Why.
         #[source]
         source: io::Error,
     },
     /// The socket's mode could not be set to 0660.
     #[error("metrics.socket: cannot set mode 0660 on {}: {source}", path.display())]
     Permissions {
+        /// The path in question.
         path: PathBuf,
+        /// Why.
         #[source]
         source: io::Error,
     },

@@ -28,17 +28,17 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub fn add_dropped(&self, n: u64) {
+    pub(crate) fn add_dropped(&self, n: u64) {
         self.dropped.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub fn add_restart(&self) {
+    pub(crate) fn add_restart(&self) {
         self.restarts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one undecodable frame and logs it: the first (and the 10th, 100th, …) at warn,
     /// the others at debug.
-    pub fn decode_error(&self, what: &str, error: &dyn std::fmt::Display) {
+    pub(crate) fn decode_error(&self, what: &str, error: &dyn std::fmt::Display) {
         let n = self.decode_errors.fetch_add(1, Ordering::Relaxed) + 1;
         if is_power_of_ten(n) {
             tracing::warn!(errors = n, "{what}: skipped undecodable frame: {error}");
@@ -86,7 +86,7 @@ pub(crate) struct Started<P> {
 
 impl<P> Started<P> {
     /// The same source with its producer wrapped by `f`.
-    pub fn map<Q>(self, f: impl FnOnce(P) -> Q) -> Started<Q> {
+    pub(crate) fn map<Q>(self, f: impl FnOnce(P) -> Q) -> Started<Q> {
         Started {
             producer: f(self.producer),
             counters: self.counters,

@@ -21,7 +21,7 @@ pub(crate) struct CifarCursor {
 
 impl CifarCursor {
     /// The next record, converted to the model size; `None` at the end (without `repeat`).
-    pub fn next(&mut self, counters: &Counters) -> Option<Captured> {
+    pub(crate) fn next(&mut self, counters: &Counters) -> Option<Captured> {
         // Bounded: at most one pass over the file looking for a convertible record.
         for _ in 0..self.file.len() {
             if self.next >= self.file.len() {

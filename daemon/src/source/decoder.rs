@@ -71,7 +71,11 @@ pub(crate) struct LiveDecoder {
 }
 
 impl LiveDecoder {
-    pub fn new(what: String, pending: Arc<LatestSlot<RawFrame>>, target: TargetSize) -> Self {
+    pub(crate) fn new(
+        what: String,
+        pending: Arc<LatestSlot<RawFrame>>,
+        target: TargetSize,
+    ) -> Self {
         Self {
             what,
             pending,
@@ -81,7 +85,7 @@ impl LiveDecoder {
     }
 
     /// The next decodable frame; `None` if the producer closed the slot.
-    pub async fn next(&mut self, counters: &Counters) -> Option<Captured> {
+    pub(crate) async fn next(&mut self, counters: &Counters) -> Option<Captured> {
         loop {
             let job = match self.decoding.as_mut() {
                 Some(job) => job,

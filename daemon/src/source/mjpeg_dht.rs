@@ -81,7 +81,7 @@ fn standard_dht() -> Vec<u8> {
 
 /// `jpg` unchanged if it has a DHT segment before its first SOS (or cannot be parsed: the
 /// decoder will report it); otherwise a copy with the standard tables inserted before the SOS.
-pub fn with_huffman_tables(jpg: &[u8]) -> Cow<'_, [u8]> {
+pub(super) fn with_huffman_tables(jpg: &[u8]) -> Cow<'_, [u8]> {
     if jpg.get(..2) != Some(&[0xFF, 0xD8][..]) {
         return Cow::Borrowed(jpg);
     }

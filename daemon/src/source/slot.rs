@@ -12,7 +12,7 @@ struct State<T> {
 
 /// Holds at most one value; a `put` replaces a value not yet taken (the caller counts the drop).
 #[derive(Debug)]
-pub struct LatestSlot<T> {
+pub(crate) struct LatestSlot<T> {
     state: Mutex<State<T>>,
     notify: Notify,
 }
@@ -31,7 +31,7 @@ impl<T> Default for LatestSlot<T> {
 
 impl<T> LatestSlot<T> {
     /// A new empty slot, shared.
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
 
@@ -42,7 +42,7 @@ impl<T> LatestSlot<T> {
 
     /// Stores `value`; returns `true` when it replaced a value nobody took (a dropped frame).
     /// Callable from any thread, sync or async.
-    pub fn put(&self, value: T) -> bool {
+    pub(crate) fn put(&self, value: T) -> bool {
         let replaced = self.lock().value.replace(value).is_some();
         self.notify.notify_one();
         replaced
@@ -50,19 +50,19 @@ impl<T> LatestSlot<T> {
 
     /// Marks the slot closed: once empty, [`LatestSlot::recv`] returns `None`.
     #[cfg(test)]
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.notify.notify_one();
     }
 
     /// Takes the value if there is one.
     #[cfg(test)]
-    pub fn try_take(&self) -> Option<T> {
+    pub(crate) fn try_take(&self) -> Option<T> {
         self.lock().value.take()
     }
 
     /// Waits for a value. Cancel-safe: a value is only taken when this returns it.
-    pub async fn recv(&self) -> Option<T> {
+    pub(crate) async fn recv(&self) -> Option<T> {
         loop {
             {
                 let mut st = self.lock();
