@@ -2,10 +2,7 @@
 //! `tests/fixtures/config/<case>/edge.toml` (+ `edge.d/*.toml`): valid layers pass; each mistake
 //! exits 1 naming the layer that introduced it (file or environment variable) and the key.
 
-#[path = "support/check_config.rs"]
-mod support;
-
-use support::Fixtures;
+use jmdc_test_support::check_config::Fixtures;
 
 const FIXTURES: Fixtures = Fixtures {
     binary: env!("CARGO_BIN_EXE_jmdc-edge"),

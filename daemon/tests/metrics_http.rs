@@ -2,8 +2,7 @@
 //! TCP ports, scraped with raw HTTP requests (and curl when installed); the body is checked line
 //! by line against the Prometheus text exposition format.
 
-#[path = "support/require.rs"]
-mod require;
+use jmdc_test_support::require;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

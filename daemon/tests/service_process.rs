@@ -7,8 +7,7 @@
 //! - The cloud worker killed (SIGKILL) in the middle of a 1000-frame run: every frame gets exactly
 //!   one result in order, fallbacks are counted, and the edge reconnects when the worker returns.
 
-#[path = "support/require.rs"]
-mod require;
+use jmdc_test_support::require;
 
 use std::fs;
 use std::io::{BufRead, BufReader};

@@ -1,8 +1,7 @@
 //! CIFAR source: ids, labels and pixels match the file; limit, repeat and max_fps work;
 //! bad input names the file.
 
-#[path = "support/require.rs"]
-mod require;
+use jmdc_test_support::require;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -2,8 +2,7 @@
 //! with backoff, newest-frame-wins drops with contiguous ids, the child killed on drop, and a
 //! missing program named. Skipped (with a message) when ffmpeg is not on PATH.
 
-#[path = "support/require.rs"]
-mod require;
+use jmdc_test_support::require;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -5,7 +5,6 @@
 
 /// What a test needs.
 #[derive(Debug, Clone, Copy)]
-#[allow(dead_code)]
 pub enum Need {
     /// A program installed on the machine (ffmpeg, curl).
     Tool,

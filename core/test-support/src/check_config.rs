@@ -1,5 +1,5 @@
-//! Shared by `daemon/tests/config_fixtures.rs` and `cloud/tests/config_fixtures.rs` (included with
-//! `#[path]`): runs a binary's `check-config` against the layered fixtures in
+//! Used by `daemon/tests/config_fixtures.rs` and `cloud/tests/config_fixtures.rs`: runs a binary's
+//! `check-config` against the layered fixtures in
 //! `<crate>/tests/fixtures/config/<case>/<file>` and checks how mistakes are reported.
 
 use std::path::PathBuf;
@@ -7,9 +7,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// One binary's fixtures: its path and the name of its main configuration file.
+#[derive(Debug, Clone, Copy)]
 pub struct Fixtures {
+    /// The binary (`env!("CARGO_BIN_EXE_…")`).
     pub binary: &'static str,
+    /// The crate folder holding `tests/fixtures/config/` (`env!("CARGO_MANIFEST_DIR")`).
     pub crate_dir: &'static str,
+    /// The main file's name in each case folder (`edge.toml`, `cloud.toml`).
     pub main_file: &'static str,
 }
 
