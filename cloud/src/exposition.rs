@@ -12,17 +12,8 @@ use crate::stats::LATENCY_BUCKETS_S;
 
 pub use jmdc_service::exposition::CONTENT_TYPE;
 
-fn family(out: &mut TextWriter, name: &str, kind: &str, help: &str) {
-    let kind = match kind {
-        "counter" => MetricType::Counter,
-        "histogram" => MetricType::Histogram,
-        _ => MetricType::Gauge,
-    };
+fn single(out: &mut TextWriter, name: &str, kind: MetricType, help: &str, value: u64) {
     out.family(name, kind, help);
-}
-
-fn single(out: &mut TextWriter, name: &str, kind: &str, help: &str, value: u64) {
-    family(out, name, kind, help);
     out.sample_u64(name, &[], value);
 }
 
@@ -34,117 +25,117 @@ pub fn render(view: &HealthView) -> String {
     single(
         &mut out,
         "jmdc_cloud_ready",
-        "gauge",
+        MetricType::Gauge,
         "1 while the worker takes new devices (what /readyz answers 200 for).",
         u64::from(view.readiness() == Readiness::Ready),
     );
     single(
         &mut out,
         "jmdc_cloud_draining",
-        "gauge",
+        MetricType::Gauge,
         "1 after SIGTERM while frames in flight finish.",
         u64::from(view.is_draining()),
     );
     single(
         &mut out,
         "jmdc_cloud_connections_total",
-        "counter",
+        MetricType::Counter,
         "QUIC connections accepted since start.",
         load(&st.connections),
     );
     single(
         &mut out,
         "jmdc_cloud_connections_open",
-        "gauge",
+        MetricType::Gauge,
         "QUIC connections open now.",
         load(&st.open_connections),
     );
     single(
         &mut out,
         "jmdc_cloud_requests_in_flight",
-        "gauge",
+        MetricType::Gauge,
         "Requests (streams) being read, computed or answered now.",
         load(&st.in_flight),
     );
     single(
         &mut out,
         "jmdc_cloud_frames_served_total",
-        "counter",
+        MetricType::Counter,
         "Frames answered with a result.",
         load(&st.frames_ok),
     );
     single(
         &mut out,
         "jmdc_cloud_frames_refused_total",
-        "counter",
+        MetricType::Counter,
         "Frames refused with Overloaded (admission limit or draining).",
         load(&st.overloaded),
     );
     single(
         &mut out,
         "jmdc_cloud_frames_failed_total",
-        "counter",
+        MetricType::Counter,
         "Requests answered with an error other than Overloaded.",
         load(&st.frames_failed),
     );
     for (name, kind, help, value) in [
         (
             "jmdc_cloud_connections_refused_total",
-            "counter",
+            MetricType::Counter,
             "Connections refused at max_connections, max_connections_per_address or max_connections_per_device.",
             load(&st.connections_refused),
         ),
         (
             "jmdc_cloud_connections_refused_per_device_total",
-            "counter",
+            MetricType::Counter,
             "Of those, connections closed after the handshake at max_connections_per_device.",
             load(&st.connections_refused_per_device),
         ),
         (
             "jmdc_cloud_handshakes_failed_total",
-            "counter",
+            MetricType::Counter,
             "TLS handshakes that failed (no or a refused device certificate, …).",
             load(&st.handshakes_failed),
         ),
         (
             "jmdc_cloud_connections_idle_closed_total",
-            "counter",
+            MetricType::Counter,
             "Connections closed after idle_timeout_s without a request.",
             load(&st.idle_closed),
         ),
         (
             "jmdc_cloud_request_read_timeouts_total",
-            "counter",
+            MetricType::Counter,
             "Request streams reset for not arriving whole within request_read_timeout_ms.",
             load(&st.read_timeouts),
         ),
         (
             "jmdc_cloud_requests_over_budget_total",
-            "counter",
+            MetricType::Counter,
             "Requests answered Overloaded because the request-byte budget was spent.",
             load(&st.over_budget),
         ),
         (
             "jmdc_cloud_log_lines_suppressed_total",
-            "counter",
+            MetricType::Counter,
             "Warnings about bad requests or refused connections left out by the rate limit.",
             load(&st.log_lines_suppressed),
         ),
         (
             "jmdc_cloud_request_bytes_buffered",
-            "gauge",
+            MetricType::Gauge,
             "Request bytes buffered now (held until the request is answered).",
             st.budget.get().map_or(0, |b| b.in_use() as u64),
         ),
         (
             "jmdc_cloud_request_bytes_buffered_peak",
-            "gauge",
+            MetricType::Gauge,
             "The most request bytes buffered at once since start.",
             st.budget.get().map_or(0, |b| b.peak()),
         ),
         (
             "jmdc_cloud_request_bytes_budget",
-            "gauge",
+            MetricType::Gauge,
             "limits.max_buffered_mib in bytes.",
             st.budget.get().map_or(0, |b| b.capacity() as u64),
         ),
@@ -154,21 +145,20 @@ pub fn render(view: &HealthView) -> String {
     single(
         &mut out,
         "jmdc_cloud_probes_total",
-        "counter",
+        MetricType::Counter,
         "Link probes answered.",
         load(&st.probes),
     );
     single(
         &mut out,
         "jmdc_cloud_contexts_bound_total",
-        "counter",
+        MetricType::Counter,
         "Context bindings accepted (compact framing, protocol version 2).",
         load(&st.contexts_bound),
     );
-    family(
-        &mut out,
+    out.family(
         "jmdc_cloud_errors_total",
-        "counter",
+        MetricType::Counter,
         "Error replies sent, by kind.",
     );
     for kind in ErrorKind::ALL {
@@ -179,10 +169,9 @@ pub fn render(view: &HealthView) -> String {
         );
     }
     let name = "jmdc_cloud_request_duration_seconds";
-    family(
-        &mut out,
+    out.family(
         name,
-        "histogram",
+        MetricType::Histogram,
         "Time from a request stream's arrival to its inference answer being ready.",
     );
     let snap = st.latency.snapshot();

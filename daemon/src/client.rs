@@ -486,11 +486,6 @@ impl CloudClient {
         self.connection.close_reason()
     }
 
-    /// Requests in progress ([`infer`](Self::infer), [`exchange`](Self::exchange)).
-    pub fn requests_in_flight(&self) -> usize {
-        self.in_flight.count()
-    }
-
     /// Waits until no request is in progress, at most `limit`; whether it got there.
     pub async fn wait_idle(&self, limit: Duration) -> bool {
         self.in_flight.wait_idle(limit).await

@@ -676,10 +676,7 @@ impl Driver {
                         self.jitter.unit(),
                     )
                 } else {
-                    equal_jitter(
-                        self.backoff.next_delay(prepared.settings.backoff_bounds()),
-                        self.jitter.unit(),
-                    )
+                    self.next_backoff(&prepared.settings)
                 };
                 self.shared.stats(|s| s.failed_rounds += 1);
                 let outage = self.outage.get_or_insert(Outage {
@@ -800,11 +797,8 @@ impl Driver {
                         self.backoff.reset();
                         None
                     } else {
-                        let settings = self.shared.prepared().settings.clone();
-                        Some(equal_jitter(
-                            self.backoff.next_delay(settings.backoff_bounds()),
-                            self.jitter.unit(),
-                        ))
+                        let prepared = self.shared.prepared();
+                        Some(self.next_backoff(&prepared.settings))
                     };
                     return Step::Connect { old: None, wait };
                 }
@@ -824,6 +818,14 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// The next doubling wait between connection rounds, with equal jitter.
+    fn next_backoff(&mut self, settings: &LinkSettings) -> Duration {
+        equal_jitter(
+            self.backoff.next_delay(settings.backoff_bounds()),
+            self.jitter.unit(),
+        )
     }
 
     /// A future that, after the failback interval, tries the endpoints preferred to `up`'s; `None`
