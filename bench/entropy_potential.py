@@ -14,7 +14,7 @@ codes are sized five ways:
   per-chan   H0 of codes quantized per channel, plus 4 bytes of ranges (f16 min + scale) per channel
   zlib, lzma general-purpose compressors over the packed codes
   zstd       zstandard (level 19, magicless frame without checksum or size) over the packed codes
-  range      what jmdc's entropy stage (`QuantMode::Coded`, `core/src/codec/entropy.rs`) really sent:
+  range      what jmdc's entropy stage (`QuantMode::Coded`, `core/proto/src/codec/entropy.rs`) really sent:
              read from `--coded TABLE`, a calibration table measured by `jmdc-edge calibrate` on the
              same 256 images with the `intNac` codecs (mean encoded bytes minus the codec header)
 

@@ -479,9 +479,9 @@ impl FullModelRunner {
         let v = pkg.variant(variant)?;
         let path = pkg
             .full_model_path(variant)?
-            .ok_or_else(|| PackageError::Invalid {
-                path: pkg.manifest_path().to_path_buf(),
-                message: format!("variant {variant} has no full_model"),
+            .ok_or_else(|| PackageError::NoFullModel {
+                manifest: pkg.manifest_path().to_path_buf(),
+                variant: variant.to_string(),
             })?;
         let src = if options.load_from_file {
             Err(path.clone())

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use jmdc_core::calibration;
 use jmdc_core::calibration::{
     codec_name, default_path, package_stamp, plan_bytes, top1_and_ci95, CalibrationEntry,
     CalibrationError, CalibrationTable, DatasetInfo, CALIBRATION_FILE, CALIBRATION_FORMAT,
@@ -176,14 +177,14 @@ fn stamp_is_the_manifest_hash_and_mismatch_is_refused() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let good_path = dir.path().join("good.json");
-    table(&stamp).save(&good_path).expect("save");
-    let loaded = CalibrationTable::load_for(&good_path, &pkg).expect("matching stamp loads");
+    calibration::save(&table(&stamp), &good_path).expect("save");
+    let loaded = calibration::load_for(&good_path, &pkg).expect("matching stamp loads");
     assert_eq!(loaded.package_stamp, stamp);
 
     let other = "0123456789abcdef".repeat(4);
     let bad_path = dir.path().join("stale.json");
-    table(&other).save(&bad_path).expect("save");
-    let e = CalibrationTable::load_for(&bad_path, &pkg).expect_err("stale table refused");
+    calibration::save(&table(&other), &bad_path).expect("save");
+    let e = calibration::load_for(&bad_path, &pkg).expect_err("stale table refused");
     let msg = e.to_string();
     assert!(matches!(e, CalibrationError::StampMismatch { .. }));
     assert!(msg.contains("stale.json"), "{msg}");
@@ -194,11 +195,11 @@ fn stamp_is_the_manifest_hash_and_mismatch_is_refused() {
     let mut t = table(&stamp);
     t.entries[1].variant = "keep999".into();
     let p = dir.path().join("unknown.json");
-    t.save(&p).expect("save");
-    let e = CalibrationTable::load_for(&p, &pkg).expect_err("unknown variant");
+    calibration::save(&t, &p).expect("save");
+    let e = calibration::load_for(&p, &pkg).expect_err("unknown variant");
     assert!(e.to_string().contains("keep999"), "{e}");
 
-    let e = CalibrationTable::load_for(&dir.path().join("none.json"), &pkg).expect_err("missing");
+    let e = calibration::load_for(&dir.path().join("none.json"), &pkg).expect_err("missing");
     assert!(matches!(e, CalibrationError::Io { .. }));
     assert!(e.to_string().contains("none.json"));
 }
@@ -312,17 +313,17 @@ fn pareto_pruning() {
 #[test]
 fn plan_bytes_follow_the_codec() {
     let pkg = package();
-    assert_eq!(plan_bytes(&pkg, "keep100", 0, None), Ok(3072));
-    assert_eq!(plan_bytes(&pkg, "keep100", 13, None), Ok(0));
+    assert_eq!(plan_bytes(pkg.manifest(), "keep100", 0, None), Ok(3072));
+    assert_eq!(plan_bytes(pkg.manifest(), "keep100", 13, None), Ok(0));
     let p = CodecParams {
         keep_ratio: 0.5,
         mode: QuantMode::Bits(4),
     };
     assert_eq!(
-        plan_bytes(&pkg, "keep100", 6, Some(&p)),
+        plan_bytes(pkg.manifest(), "keep100", 6, Some(&p)),
         Ok(encoded_len(&[64, 5, 5], &p).expect("len")) // split 6 = output of pool2
     );
-    assert!(plan_bytes(&pkg, "keep100", 6, None).is_err());
+    assert!(plan_bytes(pkg.manifest(), "keep100", 6, None).is_err());
 }
 
 /// `table` plus cloud-only JPEG entries for keep100 at q90/q75/q50 (mean bytes, made-up counts).
@@ -455,7 +456,7 @@ fn committed_table_matches_the_bundled_package() {
         "{} is missing: the bundled package ships its table",
         path.display()
     );
-    let t = CalibrationTable::load_default(&pkg).expect("committed table matches its package");
+    let t = calibration::load_default(&pkg).expect("committed table matches its package");
     for v in pkg.variants() {
         let unsplit = t.lookup_cloud_only(&v.name).expect("cloud-only entry");
         assert_eq!(t.lookup_edge_only(&v.name), Some(unsplit), "{}", v.name);

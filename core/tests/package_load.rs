@@ -7,7 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use jmdc_core::package::{
-    LoadOptions, Manifest, ModelPackage, ModelRegistry, PackageError, VerifyMode, MANIFEST_FILE,
+    LoadOptions, Manifest, ManifestError, ModelPackage, ModelRegistry, PackageError, VerifyMode,
+    MANIFEST_FILE,
 };
 
 fn repo_root() -> PathBuf {
@@ -90,7 +91,7 @@ fn package_loads_and_helpers_agree() {
         );
         assert!(matches!(
             pkg.split_tensor_shape(&v.name, l + 1),
-            Err(PackageError::OutOfRange { .. })
+            Err(PackageError::Manifest(ManifestError::OutOfRange { .. }))
         ));
         assert!(pkg.layer_output_shape(&v.name, l).is_err());
         assert!(pkg.read_layer(&v.name, 0).is_ok());
@@ -173,7 +174,10 @@ fn bad_manifest_json_names_the_file() {
     let text = fs::read_to_string(&mpath).expect("read");
     fs::write(&mpath, &text[..text.len() / 2]).expect("truncate");
     let e = ModelPackage::load(&dir).expect_err("bad json");
-    assert!(matches!(e, PackageError::ManifestParse { .. }), "{e:?}");
+    assert!(
+        matches!(e, PackageError::Manifest(ManifestError::Parse { .. })),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("manifest.json"), "{e}");
 
     fs::remove_file(&mpath).expect("rm");

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use jmdc_core::calibration;
 use jmdc_core::calibration::{
     codec_name, default_path, package_stamp, parse_codec_list, parse_jpeg_list, parse_keep_list,
     plan_bytes, top1_and_ci95, utc_now_rfc3339, CalibrationEntry, CalibrationTable, DatasetInfo,
@@ -244,7 +245,7 @@ pub fn calibrate_command(args: &CalibrateArgs) -> Result<PathBuf> {
         let pkg = ModelPackage::load(&opts.package)
             .with_context(|| format!("loading package {}", opts.package.display()))?;
         Some(
-            CalibrationTable::load_for(&out, &pkg)
+            calibration::load_for(&out, &pkg)
                 .with_context(|| format!("--only-jpeg merges into {}", out.display()))?,
         )
     } else {
@@ -271,9 +272,7 @@ pub fn calibrate_command(args: &CalibrateArgs) -> Result<PathBuf> {
         }
         None => measured,
     };
-    table
-        .save(&out)
-        .with_context(|| format!("writing {}", out.display()))?;
+    calibration::save(&table, &out).with_context(|| format!("writing {}", out.display()))?;
     eprintln!("{}", summary(&table));
     eprintln!(
         "{} entries on {} images in {:.1} s → {}",
@@ -977,7 +976,8 @@ fn build_table(
     };
     for (vi, plan) in plans.iter().enumerate() {
         let unsplit = counts.unsplit[vi];
-        let image_bytes = plan_bytes(pkg, &plan.name, 0, None).map_err(|e| anyhow!(e))?;
+        let image_bytes =
+            plan_bytes(pkg.manifest(), &plan.name, 0, None).map_err(|e| anyhow!(e))?;
         // Cloud-only: the cloud normalises the 8-bit image exactly as the edge does here.
         table.entries.push(entry(
             &plan.name,
@@ -1007,7 +1007,8 @@ fn build_table(
                     let total = counts.coded_bytes[vi][si][g];
                     usize::try_from((total + coded_n / 2) / coded_n).unwrap_or(usize::MAX)
                 } else {
-                    plan_bytes(pkg, &plan.name, sp.split, Some(&params)).map_err(|e| anyhow!(e))?
+                    plan_bytes(pkg.manifest(), &plan.name, sp.split, Some(&params))
+                        .map_err(|e| anyhow!(e))?
                 };
                 table.entries.push(entry(
                     &plan.name,

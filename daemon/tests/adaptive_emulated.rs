@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use common::{packages_dir, sample_file, Cloud};
 use jmdc_bench::linkemu::{LinkParams, Relay, RelayConfig};
-use jmdc_core::calibration::CalibrationTable;
+use jmdc_core::calibration;
 use jmdc_core::cifar::CifarFile;
 use jmdc_core::package::ModelPackage;
 use jmdc_edge::adaptive::{plan_spec, AdaptiveConfig, ObjectiveKind};
@@ -72,7 +72,7 @@ async fn plan_follows_bandwidth_steps_50_1_20_mbit() {
         .try_init();
     let package =
         Arc::new(ModelPackage::load(&packages_dir().join("alexnet-cifar10")).expect("package"));
-    if let Err(e) = CalibrationTable::load_default(&package) {
+    if let Err(e) = calibration::load_default(&package) {
         panic!("the package needs its calibration table (jmdc-edge calibrate): {e}");
     }
     let cloud = Cloud::start(64).await;

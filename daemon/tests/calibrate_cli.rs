@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use jmdc_core::calibration::CalibrationTable;
+use jmdc_core::calibration;
 use jmdc_core::codec::QuantMode;
 use jmdc_core::package::ModelPackage;
 use jmdc_edge::calibrate::{calibrate_command, CalibrateArgs, DEFAULT_BATCH};
@@ -171,7 +171,7 @@ fn command_writes_a_table_that_loads_for_the_package() {
     let written = calibrate_command(&a).expect("calibrate");
     assert_eq!(written, out);
     let pkg = ModelPackage::load(&pkg_dir).expect("package");
-    let t = CalibrationTable::load_for(&out, &pkg).expect("table matches the package");
+    let t = calibration::load_for(&out, &pkg).expect("table matches the package");
     assert_eq!(t.dataset.images, 40);
     assert!(t.pareto_pruned);
     // Rank-1 split 11: ρ does not change bytes or values, so ρ = 0.5 duplicates ρ = 1 and is
@@ -214,12 +214,12 @@ fn only_jpeg_merges_into_an_existing_table() {
     // A table without JPEG entries (an old table): offers no JPEG candidate.
     run(&["-n", "40", "--splits", "6", "--jpeg", "none"]).expect("grid");
     let pkg = ModelPackage::load(&pkg_dir).expect("package");
-    let before = CalibrationTable::load_for(&out, &pkg).expect("loads");
+    let before = calibration::load_for(&out, &pkg).expect("loads");
     assert!(before.jpeg_qualities().is_empty());
 
     // Merge q90 and q50 measured on the same 40 images.
     run(&["-n", "40", "--only-jpeg", "--jpeg", "90,50"]).expect("merge");
-    let after = CalibrationTable::load_for(&out, &pkg).expect("merged table loads");
+    let after = calibration::load_for(&out, &pkg).expect("merged table loads");
     assert_eq!(after.jpeg_qualities(), vec![90, 50]);
     let codecs: Vec<&str> = after.entries.iter().map(|e| e.codec.as_str()).collect();
     assert_eq!(codecs, vec!["u8-image", "jpeg90", "jpeg50", "int4", "none"]);
@@ -233,13 +233,13 @@ fn only_jpeg_merges_into_an_existing_table() {
         .ends_with(&["jpeg90".to_string(), "jpeg50".to_string()]));
     // Again with q90 only: replaced, not duplicated.
     run(&["-n", "40", "--only-jpeg", "--jpeg", "90"]).expect("re-merge");
-    let again = CalibrationTable::load_for(&out, &pkg).expect("loads");
+    let again = calibration::load_for(&out, &pkg).expect("loads");
     assert_eq!(again.entries, after.entries);
 
     // Other images (N = 41): refused, the table is left as it was.
     let e = run(&["-n", "41", "--only-jpeg"]).expect_err("different images");
     assert!(format!("{e:#}").contains("different images"), "{e:#}");
-    let unchanged = CalibrationTable::load_for(&out, &pkg).expect("loads");
+    let unchanged = calibration::load_for(&out, &pkg).expect("loads");
     assert_eq!(unchanged, again);
     // No table to merge into: refused.
     let missing = dir.path().join("none.json");

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use jmdc_core::calibration;
 use jmdc_core::calibration::{CalibrationTable, CODEC_IMAGE, CODEC_NONE};
 use jmdc_core::codec::{CodecParams, QuantMode};
 use jmdc_core::package::ModelPackage;
@@ -145,8 +146,8 @@ fn small_grid_on_bundled_samples() {
     // Stamp matches this package: the table loads for it.
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("calibration.json");
-    table.save(&path).expect("save");
-    let back = CalibrationTable::load_for(&path, &pkg).expect("stamp matches");
+    calibration::save(&table, &path).expect("save");
+    let back = calibration::load_for(&path, &pkg).expect("stamp matches");
     assert_eq!(back, table);
 }
 
@@ -240,7 +241,7 @@ fn full_grid_timing() {
     );
     println!("{}", jmdc_edge::calibrate::summary(&table));
     if let Some(out) = std::env::var_os("JMDC_CALIB_OUT") {
-        table.save(std::path::Path::new(&out)).expect("save");
+        calibration::save(&table, std::path::Path::new(&out)).expect("save");
     }
 }
 

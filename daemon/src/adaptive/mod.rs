@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use jmdc_core::calibration;
 use jmdc_core::calibration::CalibrationTable;
 use jmdc_core::codec::QuantMode;
 use jmdc_core::optimizer::{
@@ -318,8 +319,8 @@ impl Planner {
         speed: EdgeSpeed,
     ) -> Result<Self, PlannerError> {
         let table = match &settings.calibration {
-            Some(path) => CalibrationTable::load_for(path, &package)?,
-            None => CalibrationTable::load_default(&package)?,
+            Some(path) => calibration::load_for(path, &package)?,
+            None => calibration::load_default(&package)?,
         };
         let options = RunnerOptions {
             intra_op_threads: threads,

@@ -2,7 +2,7 @@
 //! robustness of the decoder against random and mutated input.
 #![allow(clippy::unwrap_used, clippy::needless_range_loop)]
 
-use jmdc_core::codec::{
+use jmdc_proto::codec::{
     decode, encode, encode_into, encoded_len, kept_positions, CodecParams, DecodeLimits, QuantMode,
 };
 use proptest::prelude::*;
@@ -322,7 +322,7 @@ proptest! {
 }
 
 fn check_decoded(
-    d: &jmdc_core::codec::Decoded,
+    d: &jmdc_proto::codec::Decoded,
     limits: &DecodeLimits,
 ) -> Result<(), TestCaseError> {
     prop_assert!(d.shape.len() <= limits.max_rank);

@@ -1,7 +1,7 @@
 //! Unit tests of the wire protocol: golden bytes, limits, every decode error.
 #![allow(clippy::unwrap_used)]
 
-use jmdc_core::protocol::*;
+use jmdc_proto::protocol::*;
 
 fn request() -> InferRequest {
     InferRequest {
@@ -644,7 +644,7 @@ fn bind() -> BindContext {
         payload_kind: PayloadKind::Feature,
         coding: Some(FeatureCoding {
             keep_ratio: 0.5,
-            mode: jmdc_core::codec::QuantMode::Coded(3),
+            mode: jmdc_proto::codec::QuantMode::Coded(3),
         }),
     }
 }
@@ -813,7 +813,7 @@ fn a_version_1_message_gets_a_typed_error_naming_both_versions() {
 
 #[test]
 fn a_request_has_a_compact_form_of_a_few_header_bytes() {
-    use jmdc_core::codec::{encode, CodecParams, QuantMode};
+    use jmdc_proto::codec::{encode, CodecParams, QuantMode};
     let x: Vec<f32> = (0..64 * 25).map(|i| ((i * 7) % 11) as f32 - 4.0).collect();
     let p = CodecParams {
         keep_ratio: 1.0,

@@ -9,8 +9,8 @@
 //! * pruning dominated candidates never changes what a decision predicts.
 #![allow(clippy::unwrap_used)]
 
-use jmdc_core::codec::{CodecParams, QuantMode};
-use jmdc_core::optimizer::{
+use jmdc_proto::codec::{CodecParams, QuantMode};
+use jmdc_proto::optimizer::{
     candidate_grid, Candidate, CodecCost, Conditions, Evaluation, Objective, Optimizer,
     OptimizerConfig, Profile, VariantProfile,
 };

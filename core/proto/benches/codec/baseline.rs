@@ -1,8 +1,8 @@
 //! The feature codec as it was before the performance work of issue 14 (part 4), frozen: encoder,
-//! decoder and the private helpers they used, copied from `core/src/codec/` at commit `4fd09e7`
+//! decoder and the private helpers they used, copied from `core/proto/src/codec/` at commit `4fd09e7`
 //! with only the imports changed (and `QuantMode::Coded`, added later, matched like `Bits`: the
 //! baseline is only ever given fixed-width modes). Only for side-by-side benchmarks (`benches/codec/main.rs`) and
-//! the differential tests (`core/src/codec/golden.rs`); never used by the library.
+//! the differential tests (`core/proto/src/codec/golden.rs`); never used by the library.
 //!
 //! The including module provides `super::api` with the public codec items.
 #![allow(dead_code, clippy::unwrap_used)]

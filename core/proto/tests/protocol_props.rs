@@ -1,7 +1,7 @@
 //! Property tests of the wire protocol: round trips and robustness against hostile bytes.
 #![allow(clippy::unwrap_used)]
 
-use jmdc_core::protocol::*;
+use jmdc_proto::protocol::*;
 use proptest::prelude::*;
 
 fn name() -> impl Strategy<Value = String> {
@@ -150,7 +150,7 @@ proptest! {
         body in prop::collection::vec(any::<u8>(), 0..64),
         split in any::<u16>(),
         keep in 1u32..=1000,
-        mode in prop::sample::select(jmdc_core::codec::QuantMode::ALL.iter().chain(jmdc_core::codec::QuantMode::CODED.iter()).copied().collect::<Vec<_>>()),
+        mode in prop::sample::select(jmdc_proto::codec::QuantMode::ALL.iter().chain(jmdc_proto::codec::QuantMode::CODED.iter()).copied().collect::<Vec<_>>()),
     ) {
         let f = Frame { context_id, frame_id, body };
         let bytes = encode_frame(&f).unwrap();

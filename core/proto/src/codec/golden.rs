@@ -7,7 +7,7 @@
 //!   recorded with the implementation before the optimisation (commit `4fd09e7`).
 //! * [`matches_baseline`]: random tensors, parameters and mutated encodings give the same bytes,
 //!   the same decoded bits and the same errors as that frozen implementation, which lives in
-//!   `core/benches/codec/baseline.rs` (shared with the side-by-side benchmark).
+//!   `core/proto/benches/codec/baseline.rs` (shared with the side-by-side benchmark).
 #![allow(clippy::unwrap_used)]
 
 use sha2::{Digest, Sha256};

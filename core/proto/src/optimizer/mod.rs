@@ -10,8 +10,8 @@
 //! The model, the objectives and the hysteresis rule are documented in `docs/optimizer.md`.
 //!
 //! ```
-//! use jmdc_core::codec::{CodecParams, QuantMode};
-//! use jmdc_core::optimizer::*;
+//! use jmdc_proto::codec::{CodecParams, QuantMode};
+//! use jmdc_proto::optimizer::*;
 //!
 //! let variant = VariantProfile {
 //!     name: "full".into(),

@@ -2,14 +2,14 @@
 //! 4 variants × 15 layers (14 inner splits × 6 ρ × 8 codecs, plus cloud-only and edge-only)
 //! = 2,696 candidates.
 //!
-//! `cargo bench -p jmdc-core --bench optimizer`. Figures are in `docs/optimizer.md`.
+//! `cargo bench -p jmdc-proto --bench optimizer`. Figures are in `docs/optimizer.md`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use jmdc_core::codec::QuantMode;
-use jmdc_core::optimizer::{
+use jmdc_proto::codec::QuantMode;
+use jmdc_proto::optimizer::{
     candidate_grid, Candidate, CodecCost, Conditions, Objective, Optimizer, OptimizerConfig,
     Profile, VariantProfile,
 };

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Old → new throughput tables (GB/s = 1e9 bytes of f32 per second) from the last
-`cargo bench -p jmdc-core --bench codec` run, read from criterion's sample files.
+`cargo bench -p jmdc-proto --bench codec` run, read from criterion's sample files.
 
-    python3 core/benches/codec/table.py [target/criterion]
+    python3 core/proto/benches/codec/table.py [target/criterion]
 
 Prints two Markdown tables: the median and the fastest of the samples of each case (criterion
 prints GiB/s and a mean; on a shared machine the fastest sample is the steadier figure).

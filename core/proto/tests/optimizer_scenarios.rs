@@ -17,8 +17,8 @@
 //! split 1, q4, ρ 0.25: 64 · 32 · 4 bits = 1,024 B + 36 + 32 = 1,092 B.
 #![allow(clippy::unwrap_used)]
 
-use jmdc_core::codec::{compact, encoded_len, CodecParams, QuantMode};
-use jmdc_core::optimizer::{
+use jmdc_proto::codec::{compact, encoded_len, CodecParams, QuantMode};
+use jmdc_proto::optimizer::{
     candidate_grid, Candidate, CodecCost, Conditions, InputCodec, Objective, Optimizer,
     OptimizerConfig, OptimizerError, Profile, VariantProfile, DEFAULT_HEADER_OVERHEAD_BYTES,
 };
@@ -736,7 +736,7 @@ fn construction_errors() {
 fn decision_serializes_and_plan_displays() {
     let d = optimizer().decide(&cond(1e6, 0.005, 1.0), &min_latency(0.85), None);
     let json = serde_json::to_string(&d).unwrap();
-    let back: jmdc_core::optimizer::Decision = serde_json::from_str(&json).unwrap();
+    let back: jmdc_proto::optimizer::Decision = serde_json::from_str(&json).unwrap();
     assert_eq!(back.plan, d.plan);
     assert_eq!(
         d.plan.to_string(),
@@ -955,7 +955,7 @@ fn jpeg_plans_resolve_by_quality_and_switch_with_hysteresis() {
     assert!(d.reason.contains("only"), "{}", d.reason);
     // Serde round trip keeps the input codec.
     let json = serde_json::to_string(&first).unwrap();
-    let back: jmdc_core::optimizer::Decision = serde_json::from_str(&json).unwrap();
+    let back: jmdc_proto::optimizer::Decision = serde_json::from_str(&json).unwrap();
     assert_eq!(back.plan.input, first.plan.input);
 }
 

@@ -1,7 +1,7 @@
 //! Unit tests of the feature codec's public API: golden bytes, edge cases, every decode error.
 #![allow(clippy::unwrap_used)]
 
-use jmdc_core::codec::{
+use jmdc_proto::codec::{
     decode, encode, encode_into, encoded_len, kept_positions, CodecError, CodecParams,
     DecodeLimits, Encoder, QuantMode, FORMAT_VERSION, MAGIC,
 };

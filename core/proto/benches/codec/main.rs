@@ -1,9 +1,9 @@
 //! Throughput of the feature codec, old (the frozen pre-optimisation copy in `baseline.rs`) and new
-//! (`jmdc_core::codec`) side by side: every case runs both, one right after the other, so the
+//! (`jmdc_proto::codec`) side by side: every case runs both, one right after the other, so the
 //! ratio is meaningful even on a busy machine. Throughput is in bytes of `f32` input (encode) or
 //! output (decode), i.e. `4 · C·H·W` per call, whatever the compressed size.
 //!
-//! `cargo bench -p jmdc-core --bench codec` (a filter narrows it: `-- 'encode/q4'`). Figures are
+//! `cargo bench -p jmdc-proto --bench codec` (a filter narrows it: `-- 'encode/q4'`). Figures are
 //! in `docs/codec.md` ("Performance").
 //!
 //! The entropy stage (`coded-encode/…`, `coded-decode/…`): fixed-width `Bits(b)` and entropy-coded
@@ -14,11 +14,11 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use jmdc_core::codec::{decode, CodecParams, DecodeLimits, Encoder, QuantMode};
+use jmdc_proto::codec::{decode, CodecParams, DecodeLimits, Encoder, QuantMode};
 
 /// What `baseline.rs` imports.
 mod api {
-    pub use jmdc_core::codec::{
+    pub use jmdc_proto::codec::{
         kept_positions, CodecError, CodecParams, DecodeLimits, Decoded, QuantMode, FORMAT_VERSION,
         MAGIC,
     };
@@ -105,7 +105,7 @@ fn bench_codec(c: &mut Criterion) {
                 let data = relu_features(shape);
                 let bytes = (data.len() * 4) as u64;
                 dec_group.throughput(Throughput::Bytes(bytes));
-                let encoded = jmdc_core::codec::encode(&data, &shape, &p).unwrap();
+                let encoded = jmdc_proto::codec::encode(&data, &shape, &p).unwrap();
                 let old = baseline::decode(&encoded, &limits).unwrap();
                 let new = decode(&encoded, &limits).unwrap();
                 let bits = |d: &[f32]| d.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -155,7 +155,7 @@ fn bench_entropy(c: &mut Criterion) {
             let data = relu_features(shape);
             dec_group.throughput(Throughput::Bytes((data.len() * 4) as u64));
             for (label, p) in [("fixed", fixed), ("coded", coded)] {
-                let encoded = jmdc_core::codec::encode(&data, &shape, &p).unwrap();
+                let encoded = jmdc_proto::codec::encode(&data, &shape, &p).unwrap();
                 dec_group.bench_function(BenchmarkId::new(label, name(shape)), |b| {
                     b.iter(|| decode(black_box(&encoded), &limits).unwrap())
                 });

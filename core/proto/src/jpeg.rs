@@ -10,7 +10,7 @@
 //! decoder is caught and reported as [`JpegError::Decode`]).
 //!
 //! ```
-//! use jmdc_core::jpeg::{decode_chw, JpegEncoder};
+//! use jmdc_proto::jpeg::{decode_chw, JpegEncoder};
 //! let shape = [3, 32, 32];
 //! let pixels: Vec<u8> = (0..3 * 32 * 32).map(|i| (i % 251) as u8).collect();
 //! let mut jpg = Vec::new();
