@@ -1,5 +1,5 @@
 //! The one exponential backoff of the edge: the cloud link between connection rounds
-//! (`link.rs`, with jitter) and the live frame sources between restarts of an MJPEG child or
+//! (`link/driver.rs`, with jitter) and the live frame sources between restarts of an MJPEG child or
 //! re-opens of a camera (`source/mjpeg.rs`, `source/v4l2.rs`).
 
 use std::time::Duration;
@@ -70,7 +70,11 @@ pub(crate) fn equal_jitter(delay: Duration, unit: f64) -> Duration {
 
 /// A small SplitMix64 generator for backoff jitter (no cryptographic use).
 #[derive(Debug)]
-pub(crate) struct Jitter(u64);
+pub(crate) struct Jitter {
+    state: u64,
+    /// Set by [`Jitter::fixed`]: every draw is this value.
+    fixed: Option<f64>,
+}
 
 impl Jitter {
     /// Seeded from the clock and the process's hasher keys.
@@ -82,13 +86,28 @@ impl Jitter {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos()),
         );
-        Self(h.finish())
+        Self {
+            state: h.finish(),
+            fixed: None,
+        }
+    }
+
+    /// Always `unit`: tests on virtual time assert exact waits with it.
+    #[cfg(test)]
+    pub(crate) fn fixed(unit: f64) -> Self {
+        Self {
+            state: 0,
+            fixed: Some(unit),
+        }
     }
 
     /// Uniform in `[0, 1)`.
     pub(crate) fn unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
+        if let Some(unit) = self.fixed {
+            return unit;
+        }
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
