@@ -5,10 +5,9 @@
 use std::sync::atomic::Ordering;
 
 use jmdc_core::protocol::ErrorKind;
-use jmdc_service::exposition::{format_value, MetricType, TextWriter};
+use jmdc_service::exposition::{MetricType, TextWriter};
 
 use crate::health::{HealthView, Readiness};
-use crate::stats::LATENCY_BUCKETS_S;
 
 pub use jmdc_service::exposition::CONTENT_TYPE;
 
@@ -174,14 +173,7 @@ pub fn render(view: &HealthView) -> String {
         MetricType::Histogram,
         "Time from a request stream's arrival to its inference answer being ready.",
     );
-    let snap = st.latency.snapshot();
-    let bucket = format!("{name}_bucket");
-    for (bound, count) in LATENCY_BUCKETS_S.iter().zip(&snap.cumulative) {
-        out.sample_u64(&bucket, &[("le", &format_value(*bound))], *count);
-    }
-    out.sample_u64(&bucket, &[("le", "+Inf")], snap.count);
-    out.sample(&format!("{name}_sum"), &[], snap.sum_s);
-    out.sample_u64(&format!("{name}_count"), &[], snap.count);
+    st.latency.render(&mut out, name, &[]);
     out.finish()
 }
 

@@ -1,39 +1,24 @@
 //! The optional plain-HTTP health listener (`[health] listen`): `/healthz`, `/readyz`,
 //! `/metrics` for Kubernetes probes and Prometheus. Connections are served concurrently up to a
-//! bound; each gets one bounded request and one response. Not meant to be exposed publicly.
+//! bound (the shared `jmdc_service::http_listener` loop); each gets one bounded request and one
+//! response. Not meant to be exposed publicly.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
+use jmdc_service::http_listener::accept_loop;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::health::HealthView;
 use crate::http::serve_connection;
 
-/// Limits of the health HTTP server.
-#[derive(Debug, Clone)]
-pub struct HealthOptions {
-    /// Time a client has to send its request head, and again to take the response.
-    pub request_timeout: Duration,
-    /// Largest request head accepted (larger gets 431).
-    pub max_request_bytes: usize,
-    /// Connections served at once; further ones are closed at once.
-    pub max_connections: usize,
-}
+/// Limits of the health HTTP server (5 s, 8 KiB; the service uses
+/// [`HEALTH_MAX_CONNECTIONS`]).
+pub use jmdc_service::http_listener::Limits as HealthOptions;
 
-impl Default for HealthOptions {
-    fn default() -> Self {
-        Self {
-            request_timeout: Duration::from_secs(5),
-            max_request_bytes: 8 * 1024,
-            max_connections: 32,
-        }
-    }
-}
+/// Health connections the service serves at once.
+pub const HEALTH_MAX_CONNECTIONS: usize = 32;
 
 /// The health listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +52,7 @@ impl HealthServer {
         let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
         let bound = listener.local_addr().map_err(bind_err)?;
         info!(addr = %bound, "health and metrics on http://{bound}/ (/healthz, /readyz, /metrics)");
-        let task = tokio::spawn(accept_loop(listener, view, options));
+        let task = tokio::spawn(accept_health(listener, view, options));
         Ok(Self { addr: bound, task })
     }
 
@@ -83,37 +68,23 @@ impl Drop for HealthServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, view: HealthView, options: HealthOptions) {
-    let slots = Arc::new(Semaphore::new(options.max_connections));
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                warn!(error = %e, "health listener: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            debug!(%peer, "health listener: too many connections; closing");
-            continue;
-        };
-        let view = view.clone();
-        let options = options.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match serve_connection(
+async fn accept_health(listener: TcpListener, view: HealthView, options: HealthOptions) {
+    let max = options.max_connections;
+    accept_loop(listener, "health".into(), max, move |stream| {
+        let (view, options) = (view.clone(), options.clone());
+        async move {
+            let served = serve_connection(
                 stream,
                 &view,
                 options.max_request_bytes,
                 options.request_timeout,
             )
-            .await
-            {
-                Ok(route) => debug!(%peer, ?route, "health request served"),
-                Err(e) => debug!(%peer, error = %e, "health connection ended"),
+            .await;
+            match served {
+                Ok(route) => debug!(?route, "health request served"),
+                Err(e) => debug!(error = %e, "health connection ended"),
             }
-        });
-    }
+        }
+    })
+    .await;
 }

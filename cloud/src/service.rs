@@ -19,7 +19,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{info, warn};
 
 use crate::config::CloudConfig;
-use crate::health_server::{HealthOptions, HealthServer};
+use crate::health_server::{HealthOptions, HealthServer, HEALTH_MAX_CONNECTIONS};
 use crate::server::{ServerStats, DRAIN_TIMEOUT};
 use crate::systemd;
 
@@ -80,8 +80,15 @@ pub async fn run(config_path: &Path, cfg: CloudConfig, log: LogControl) -> anyho
     // Bound after the models loaded: until then probes get "connection refused" (not ready).
     let _health = match &cfg.health {
         Some(section) => {
-            let health =
-                HealthServer::start(section.listen, health_view, HealthOptions::default()).await;
+            let health = HealthServer::start(
+                section.listen,
+                health_view,
+                HealthOptions {
+                    max_connections: HEALTH_MAX_CONNECTIONS,
+                    ..HealthOptions::default()
+                },
+            )
+            .await;
             let health = match health {
                 Ok(health) => health,
                 Err(e) => {

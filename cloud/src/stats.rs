@@ -2,14 +2,27 @@
 //! kind and a request latency histogram. Lock-free; read by the status line and `/metrics`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use jmdc_core::protocol::ErrorKind;
+use jmdc_service::histogram::{Buckets, Histogram};
 
-/// Upper bounds (seconds) of the request latency histogram buckets; `+Inf` is implied.
-pub const LATENCY_BUCKETS_S: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+/// Upper bounds (microseconds; rendered in seconds) of the request latency histogram buckets,
+/// 0.5 ms … 2.5 s; `+Inf` is implied.
+pub const LATENCY_BUCKETS_US: [u64; 12] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000,
 ];
+
+/// The bucket layout of the request latency histogram ([`LATENCY_BUCKETS_US`]).
+#[derive(Debug)]
+pub struct RequestLatency;
+
+impl Buckets for RequestLatency {
+    const BOUNDS_US: &'static [u64] = &LATENCY_BUCKETS_US;
+}
+
+/// The request latency histogram (the shared `jmdc_service::histogram` with the worker's buckets).
+pub type LatencyHistogram = Histogram<RequestLatency>;
 
 /// Counters a health or metrics endpoint can read.
 #[derive(Debug, Default)]
@@ -76,64 +89,10 @@ impl ServerStats {
     }
 }
 
-/// A fixed-bucket histogram of durations (Prometheus style: per-bucket counts, sum and count).
-#[derive(Debug, Default)]
-pub struct LatencyHistogram {
-    /// Observations per bucket of [`LATENCY_BUCKETS_S`]; the last slot is `+Inf`.
-    buckets: [AtomicU64; LATENCY_BUCKETS_S.len() + 1],
-    sum_us: AtomicU64,
-    count: AtomicU64,
-}
-
-/// A consistent-enough copy of a [`LatencyHistogram`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct LatencySnapshot {
-    /// Cumulative counts for each bound of [`LATENCY_BUCKETS_S`], then `+Inf`.
-    pub cumulative: Vec<u64>,
-    /// Sum of all observations, seconds.
-    pub sum_s: f64,
-    /// Number of observations.
-    pub count: u64,
-}
-
-impl LatencyHistogram {
-    /// Records one duration.
-    pub fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        let i = LATENCY_BUCKETS_S
-            .iter()
-            .position(|bound| s <= *bound)
-            .unwrap_or(LATENCY_BUCKETS_S.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Cumulative bucket counts, sum and count.
-    pub fn snapshot(&self) -> LatencySnapshot {
-        let mut running = 0u64;
-        let cumulative = self
-            .buckets
-            .iter()
-            .map(|b| {
-                running += b.load(Ordering::Relaxed);
-                running
-            })
-            .collect();
-        // Integer microseconds to seconds for the exposition.
-        let sum_s = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        LatencySnapshot {
-            cumulative,
-            sum_s,
-            count: self.count.load(Ordering::Relaxed),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn histogram_is_cumulative_and_sums() {
@@ -143,13 +102,12 @@ mod tests {
         h.observe(Duration::from_secs(10));
         let s = h.snapshot();
         assert_eq!(s.count, 3);
-        assert_eq!(s.cumulative.len(), LATENCY_BUCKETS_S.len() + 1);
+        assert_eq!(s.cumulative.len(), LATENCY_BUCKETS_US.len());
         assert_eq!(s.cumulative[0], 1, "0.3 ms <= 0.5 ms");
         assert_eq!(s.cumulative[2], 1, "3 ms > 2.5 ms");
         assert_eq!(s.cumulative[3], 2, "3 ms <= 5 ms");
-        assert_eq!(s.cumulative[LATENCY_BUCKETS_S.len() - 1], 2);
-        assert_eq!(*s.cumulative.last().expect("+Inf"), 3);
-        assert!((s.sum_s - 10.0033).abs() < 1e-9, "{}", s.sum_s);
+        assert_eq!(s.cumulative[LATENCY_BUCKETS_US.len() - 1], 2);
+        assert_eq!(s.sum_us, 10_003_300);
     }
 
     #[test]

@@ -1,43 +1,23 @@
 //! The metrics listeners: a Unix socket (stale file replaced, mode 0660) and/or a loopback TCP
 //! port, each with an accept loop that serves connections concurrently.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use jmdc_service::http_listener::{accept_loop, Accept};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::http::serve_connection;
 use super::registry::Metrics;
 use super::section::MetricsSection;
 
-/// Limits of the metrics HTTP server.
-#[derive(Debug, Clone)]
-pub struct ServerOptions {
-    /// Time a client has to send its request head, and again to take the response.
-    pub request_timeout: Duration,
-    /// Largest request head accepted (larger gets 431).
-    pub max_request_bytes: usize,
-    /// Connections served at once per listener; further ones are closed at once.
-    pub max_connections: usize,
-}
-
-impl Default for ServerOptions {
-    fn default() -> Self {
-        Self {
-            request_timeout: Duration::from_secs(5),
-            max_request_bytes: 8 * 1024,
-            max_connections: 64,
-        }
-    }
-}
+/// Limits of the metrics HTTP server (per listener; default 5 s, 8 KiB, 64 connections).
+pub use jmdc_service::http_listener::Limits as ServerOptions;
 
 /// Why the metrics server could not start. Each message names the key and the path or address.
 #[derive(Debug, thiserror::Error)]
@@ -228,17 +208,20 @@ pub async fn serve_with(
         info!(addr = %local, "serving metrics over TCP");
         server.tcp_addr = Some(local);
         let (m, o) = (metrics.clone(), options.clone());
-        server
-            .tasks
-            .push(tokio::spawn(accept_loop(listener, local.to_string(), m, o)));
+        server.tasks.push(tokio::spawn(accept_metrics(
+            listener,
+            local.to_string(),
+            m,
+            o,
+        )));
     }
     if let Some((listener, bound)) = unix {
         info!(path = %bound.path.display(), "serving metrics on Unix socket");
         let label = bound.path.display().to_string();
         server.socket = Some(bound);
-        server
-            .tasks
-            .push(tokio::spawn(accept_loop(listener, label, metrics, options)));
+        server.tasks.push(tokio::spawn(accept_metrics(
+            listener, label, metrics, options,
+        )));
     }
     if server.tasks.is_empty() {
         info!("metrics enabled but neither metrics.socket nor metrics.tcp is set (nor RUNTIME_DIRECTORY); not serving");
@@ -304,62 +287,22 @@ async fn bind_unix(path: &Path) -> Result<(UnixListener, BoundSocket), MetricsEr
     ))
 }
 
-/// Accepts connections until aborted; each is served in its own task (owned by a `JoinSet`, so
-/// aborting the loop ends them too).
-async fn accept_loop<L: Accept>(
+/// Serves metrics on `listener` until aborted (the shared accept loop).
+async fn accept_metrics<L: Accept>(
     listener: L,
     label: String,
     metrics: Arc<Metrics>,
     options: Arc<ServerOptions>,
 ) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept_stream() => match accepted {
-                Ok(stream) if connections.len() >= options.max_connections => {
-                    debug!(listener = %label, "too many metrics connections; closing a new one");
-                    drop(stream);
-                }
-                Ok(stream) => {
-                    let (m, o, l) = (metrics.clone(), options.clone(), label.clone());
-                    connections.spawn(async move {
-                        match serve_connection(stream, &m, o.max_request_bytes, o.request_timeout).await {
-                            Ok(route) => debug!(listener = %l, ?route, "metrics request served"),
-                            Err(e) => debug!(listener = %l, error = %e, "metrics connection ended"),
-                        }
-                    });
-                }
-                Err(e) => {
-                    // E.g. out of file descriptors: back off instead of spinning.
-                    warn!(listener = %label, error = %e, "cannot accept metrics connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(done) = connections.join_next(), if !connections.is_empty() => {
-                if let Err(e) = done {
-                    warn!(listener = %label, error = %e, "metrics connection task failed");
-                }
+    let max = options.max_connections;
+    accept_loop(listener, label.clone(), max, move |stream| {
+        let (m, o, l) = (metrics.clone(), options.clone(), label.clone());
+        async move {
+            match serve_connection(stream, &m, o.max_request_bytes, o.request_timeout).await {
+                Ok(route) => debug!(listener = %l, ?route, "metrics request served"),
+                Err(e) => debug!(listener = %l, error = %e, "metrics connection ended"),
             }
         }
-    }
-}
-
-/// A listener the accept loop can take connections from.
-trait Accept: Send + 'static {
-    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-    fn accept_stream(&self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
-}
-
-impl Accept for TcpListener {
-    type Stream = tokio::net::TcpStream;
-    async fn accept_stream(&self) -> io::Result<Self::Stream> {
-        self.accept().await.map(|(s, _)| s)
-    }
-}
-
-impl Accept for UnixListener {
-    type Stream = UnixStream;
-    async fn accept_stream(&self) -> io::Result<Self::Stream> {
-        self.accept().await.map(|(s, _)| s)
-    }
+    })
+    .await;
 }
