@@ -16,15 +16,15 @@ pub struct CloudConfig {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// TLS certificate chain and private key (PEM).
-    pub tls: TlsFiles,
+    pub tls: TlsSection,
     /// Folder holding model packages (`<dir>/<model>/manifest.json`).
     pub models_dir: PathBuf,
     /// ONNX Runtime settings.
     #[serde(default)]
     pub runtime: RuntimeSection,
-    /// Limits that protect the worker.
+    /// `[limits]`: what protects the worker.
     #[serde(default)]
-    pub limits: Limits,
+    pub limits: LimitsSection,
     /// Log filter (`info`, `debug`, `jmdc_cloud=debug`).
     #[serde(default = "default_log")]
     pub log_level: String,
@@ -42,10 +42,10 @@ pub struct HealthSection {
     pub listen: SocketAddr,
 }
 
-/// PEM files for the server identity, and how devices prove theirs.
+/// `[tls]`: PEM files for the server identity, and how devices prove theirs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TlsFiles {
+pub struct TlsSection {
     /// The worker's certificate chain (PEM).
     pub cert: PathBuf,
     /// The worker's private key (PEM).
@@ -98,10 +98,10 @@ impl Default for RuntimeSection {
     }
 }
 
-/// Admission limits.
+/// `[limits]`: admission limits.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Limits {
+pub struct LimitsSection {
     /// Frames admitted at once (running + waiting for a session); beyond this the reply is `Overloaded`.
     #[serde(default = "default_max_inflight")]
     pub max_inflight: usize,
@@ -130,7 +130,7 @@ pub struct Limits {
     pub request_read_timeout_ms: u64,
 }
 
-impl Default for Limits {
+impl Default for LimitsSection {
     fn default() -> Self {
         Self {
             max_inflight: default_max_inflight(),

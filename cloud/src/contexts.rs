@@ -8,7 +8,7 @@ use jmdc_core::protocol::{ErrorKind, ErrorReply, Frame, InferRequest, PayloadKin
 
 /// A bound context: everything a frame on it does not repeat.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BoundContext {
+pub(crate) struct BoundContext {
     /// Who bound it (the connection's certificate name, else the name the bind gave).
     pub device: String,
     /// Model package name.
@@ -26,7 +26,7 @@ pub struct BoundContext {
 impl BoundContext {
     /// The self-contained request `frame` stands for: the codec body expanded to a full encoding
     /// (which the engine decodes and validates as any other), image and JPEG bodies as they are.
-    pub fn request(&self, frame: Frame) -> Result<InferRequest, ErrorReply> {
+    pub(crate) fn request(&self, frame: Frame) -> Result<InferRequest, ErrorReply> {
         let payload = match &self.tensor {
             Some(tensor) => compact::expand(tensor, &frame.body).map_err(|e| {
                 ErrorReply::new(Some(frame.frame_id), ErrorKind::BadPayload, e.to_string())
@@ -47,7 +47,7 @@ impl BoundContext {
 
 /// One connection's context slots, `0..MAX_CONTEXTS`; binding a slot again replaces it.
 #[derive(Debug)]
-pub struct ContextTable {
+pub(crate) struct ContextTable {
     slots: Mutex<Vec<Option<Arc<BoundContext>>>>,
 }
 
@@ -62,7 +62,7 @@ impl Default for ContextTable {
 impl ContextTable {
     /// Binds `id` (ids are checked against [`MAX_CONTEXTS`] when the message is decoded; an
     /// out-of-range id is ignored here).
-    pub fn bind(&self, id: u8, context: BoundContext) {
+    pub(crate) fn bind(&self, id: u8, context: BoundContext) {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(slot) = slots.get_mut(usize::from(id)) {
             *slot = Some(Arc::new(context));
@@ -70,7 +70,7 @@ impl ContextTable {
     }
 
     /// Leaves `id` unbound.
-    pub fn unbind(&self, id: u8) {
+    pub(crate) fn unbind(&self, id: u8) {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(slot) = slots.get_mut(usize::from(id)) {
             *slot = None;
@@ -78,19 +78,21 @@ impl ContextTable {
     }
 
     /// The context bound to `id`, if any.
-    pub fn get(&self, id: u8) -> Option<Arc<BoundContext>> {
+    pub(crate) fn get(&self, id: u8) -> Option<Arc<BoundContext>> {
         let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.get(usize::from(id)).cloned().flatten()
     }
 
     /// Contexts bound now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.iter().filter(|s| s.is_some()).count()
     }
 
     /// True when nothing is bound.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

@@ -9,7 +9,7 @@ use jmdc_service::exposition::{MetricType, TextWriter};
 
 use crate::health::{HealthView, Readiness};
 
-pub use jmdc_service::exposition::CONTENT_TYPE;
+pub(crate) use jmdc_service::exposition::CONTENT_TYPE;
 
 fn single(out: &mut TextWriter, name: &str, kind: MetricType, help: &str, value: u64) {
     out.family(name, kind, help);
@@ -17,7 +17,7 @@ fn single(out: &mut TextWriter, name: &str, kind: MetricType, help: &str, value:
 }
 
 /// Renders every `jmdc_cloud_*` family from `view`.
-pub fn render(view: &HealthView) -> String {
+pub(crate) fn render(view: &HealthView) -> String {
     let st = view.stats();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut out = TextWriter::new();

@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// client certificate proved), and each address's share of the request-byte budget (so that one
 /// address cannot spend all of it).
 #[derive(Debug)]
-pub struct ConnectionLimiter {
+pub(crate) struct ConnectionLimiter {
     max_total: usize,
     max_per_address: usize,
     max_per_device: usize,
@@ -35,7 +35,7 @@ struct OpenConnections {
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectionRefusal {
+pub(crate) enum ConnectionRefusal {
     /// `max_connections` are open.
     Total,
     /// `max_connections_per_address` are open from this address.
@@ -46,7 +46,7 @@ pub enum ConnectionRefusal {
 
 /// An admitted connection; frees its place when dropped.
 #[derive(Debug)]
-pub struct ConnectionSlot {
+pub(crate) struct ConnectionSlot {
     limiter: Arc<ConnectionLimiter>,
     address: IpAddr,
     /// The device identity this connection counts against, once [`ConnectionSlot::admit_device`]
@@ -60,7 +60,7 @@ impl ConnectionLimiter {
     /// At most `max_total` connections, `max_per_address` from one IP address, `max_per_device`
     /// with one device identity; the connections of one address buffer at most
     /// `bytes_per_address` request bytes at once.
-    pub fn new(
+    pub(crate) fn new(
         max_total: usize,
         max_per_address: usize,
         max_per_device: usize,
@@ -77,7 +77,10 @@ impl ConnectionLimiter {
 
     /// A place for a connection from `address`, or why there is none. The device identity is
     /// known only after the handshake: [`ConnectionSlot::admit_device`] counts it then.
-    pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<ConnectionSlot, ConnectionRefusal> {
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        address: IpAddr,
+    ) -> Result<ConnectionSlot, ConnectionRefusal> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let total: usize = open.addresses.values().map(|(n, _)| n).sum();
         if total >= self.max_total {
@@ -100,13 +103,15 @@ impl ConnectionLimiter {
     }
 
     /// Connections open from `address`.
-    pub fn open_from(&self, address: IpAddr) -> usize {
+    #[cfg(test)]
+    pub(crate) fn open_from(&self, address: IpAddr) -> usize {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.addresses.get(&address).map_or(0, |(n, _)| *n)
     }
 
     /// Connections open with the identity `device` (admitted by [`ConnectionSlot::admit_device`]).
-    pub fn open_as(&self, device: &str) -> usize {
+    #[cfg(test)]
+    pub(crate) fn open_as(&self, device: &str) -> usize {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.devices.get(device).copied().unwrap_or(0)
     }
@@ -117,7 +122,7 @@ impl ConnectionSlot {
     /// refused ([`ConnectionRefusal::PerDevice`]) when `max_per_device` connections with that
     /// identity are open already (the caller then closes the connection; dropping the slot frees
     /// its address place). A slot counts against one device: later calls change nothing.
-    pub fn admit_device(&mut self, device: &str) -> Result<(), ConnectionRefusal> {
+    pub(crate) fn admit_device(&mut self, device: &str) -> Result<(), ConnectionRefusal> {
         if self.device.is_some() {
             return Ok(());
         }
@@ -157,14 +162,14 @@ impl Drop for ConnectionSlot {
 
 /// Request bytes a stream holds: from its address's share and from the global budget.
 #[derive(Debug, Default)]
-pub struct HeldBytes {
+pub(crate) struct HeldBytes {
     address: Option<OwnedSemaphorePermit>,
     global: Option<OwnedSemaphorePermit>,
 }
 
 impl HeldBytes {
     /// Takes `bytes` more from both budgets, or nothing (`false`) when either cannot cover them.
-    pub fn take(&mut self, bytes: usize, address: &ByteBudget, global: &ByteBudget) -> bool {
+    pub(crate) fn take(&mut self, bytes: usize, address: &ByteBudget, global: &ByteBudget) -> bool {
         let mut from_address = None;
         if !address.take(bytes, &mut from_address) {
             return false;
@@ -246,7 +251,7 @@ impl ByteBudget {
 
 /// Lets through at most `burst` events per `window`; counts the rest.
 #[derive(Debug)]
-pub struct LogLimiter {
+pub(crate) struct LogLimiter {
     window: Duration,
     burst: u32,
     state: Mutex<LogWindow>,
@@ -261,7 +266,7 @@ struct LogWindow {
 
 impl LogLimiter {
     /// `burst` events per `window`.
-    pub fn new(window: Duration, burst: u32) -> Self {
+    pub(crate) fn new(window: Duration, burst: u32) -> Self {
         Self {
             window,
             burst,
@@ -275,7 +280,7 @@ impl LogLimiter {
 
     /// Whether an event at `now` may be logged; when it may, also how many were suppressed
     /// since the last one that was (to say so in that line).
-    pub fn allow(&self, now: Instant) -> Option<u64> {
+    pub(crate) fn allow(&self, now: Instant) -> Option<u64> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let expired = st
             .started

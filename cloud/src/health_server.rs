@@ -18,7 +18,7 @@ use crate::http::serve_connection;
 pub use jmdc_service::http_listener::Limits as HealthOptions;
 
 /// Health connections the service serves at once.
-pub const HEALTH_MAX_CONNECTIONS: usize = 32;
+pub(crate) const HEALTH_MAX_CONNECTIONS: usize = 32;
 
 /// The health listener could not start.
 #[derive(Debug, thiserror::Error)]

@@ -2,12 +2,12 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod config;
-pub mod contexts;
+mod contexts;
 pub mod engine;
-pub mod exposition;
-pub mod guard;
+mod exposition;
+mod guard;
 pub mod health;
-pub mod health_server;
+mod health_server;
 pub mod http;
 pub mod identity;
 pub mod pki;
@@ -15,7 +15,7 @@ pub mod preflight;
 pub mod server;
 pub mod service;
 pub mod stats;
-pub mod systemd;
+mod systemd;
 pub mod tls;
 
 use std::sync::Arc;

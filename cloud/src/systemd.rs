@@ -14,7 +14,7 @@ use crate::health::Heartbeat;
 use crate::server::ServerStats;
 
 /// `listening on ADDR: N connections open, M in flight, K frames served, F failed, O overloaded`.
-pub fn status_line(addr: SocketAddr, stats: &ServerStats) -> String {
+pub(crate) fn status_line(addr: SocketAddr, stats: &ServerStats) -> String {
     format!(
         "listening on {addr}: {} connections open, {} in flight, {} frames served, {} failed, {} overloaded",
         stats.open_connections.load(Ordering::Relaxed),
@@ -27,7 +27,11 @@ pub fn status_line(addr: SocketAddr, stats: &ServerStats) -> String {
 
 /// Sends `WATCHDOG=1` every `interval / 2` while the accept loop's heartbeat is fresher than
 /// `interval` (systemd then restarts a worker whose accept loop hangs). Runs until aborted.
-pub async fn watchdog_loop(notifier: Notifier, interval: Duration, heartbeat: Arc<Heartbeat>) {
+pub(crate) async fn watchdog_loop(
+    notifier: Notifier,
+    interval: Duration,
+    heartbeat: Arc<Heartbeat>,
+) {
     let mut tick = tokio::time::interval(interval / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -41,7 +45,7 @@ pub async fn watchdog_loop(notifier: Notifier, interval: Duration, heartbeat: Ar
 }
 
 /// Sends [`status_line`] every `every`. Runs until aborted.
-pub async fn status_loop(
+pub(crate) async fn status_loop(
     notifier: Notifier,
     addr: SocketAddr,
     stats: Arc<ServerStats>,

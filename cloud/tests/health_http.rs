@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use jmdc_cloud::config::{ClientAuth, CloudConfig, Limits, RuntimeSection, TlsFiles};
+use jmdc_cloud::config::{ClientAuth, CloudConfig, LimitsSection, RuntimeSection, TlsSection};
 use jmdc_cloud::{tls, CloudServer, HealthOptions, HealthServer, TailEngine};
 use jmdc_core::package::ModelPackage;
 use jmdc_core::protocol::{self, InferRequest, PayloadKind, Response};
@@ -121,7 +121,7 @@ async fn ready_after_start_metrics_move_and_503_while_draining() {
     let (cert, key) = gen_cert(dir.path());
     let cfg = CloudConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
-        tls: TlsFiles {
+        tls: TlsSection {
             cert: cert.clone(),
             key,
             client_auth: ClientAuth::Off,
@@ -133,7 +133,7 @@ async fn ready_after_start_metrics_move_and_503_while_draining() {
             workers: 1,
             ..RuntimeSection::default()
         },
-        limits: Limits::default(),
+        limits: LimitsSection::default(),
         log_level: "warn".into(),
         health: None,
     };

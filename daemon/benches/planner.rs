@@ -14,17 +14,17 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use jmdc_core::optimizer::Conditions;
 use jmdc_core::package::ModelPackage;
-use jmdc_edge::adaptive::{AdaptiveConfig, Planner};
+use jmdc_edge::adaptive::{AdaptiveSection, Planner};
 use jmdc_edge::emulation::EdgeSpeed;
 
 fn planner_decide(c: &mut Criterion) {
     jmdc_core::runtime::init_onnxruntime(None).expect("ONNX Runtime (make ort)");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/packages/alexnet-cifar10");
     let package = Arc::new(ModelPackage::load(&dir).expect("bundled package"));
-    let settings = AdaptiveConfig {
+    let settings = AdaptiveSection {
         enabled: true,
         profile_runs: 5,
-        ..AdaptiveConfig::default()
+        ..AdaptiveSection::default()
     };
     let mut planner =
         Planner::new(package, &settings, Some(1), EdgeSpeed::default()).expect("planner");

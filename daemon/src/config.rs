@@ -8,7 +8,7 @@ use jmdc_service::settings;
 pub use jmdc_service::settings::ConfigError;
 use serde::Deserialize;
 
-use crate::adaptive::AdaptiveConfig;
+use crate::adaptive::AdaptiveSection;
 use crate::emulation::EmulationSection;
 use crate::metrics::MetricsSection;
 use crate::plan_spec::PlanSpec;
@@ -41,7 +41,7 @@ pub struct EdgeConfig {
     pub output: OutputSection,
     /// The adaptive loop (off by default: the fixed `[plan]` is used).
     #[serde(default)]
-    pub adaptive: AdaptiveConfig,
+    pub adaptive: AdaptiveSection,
     /// Emulation of a slower edge device (benchmarks; off by default).
     #[serde(default)]
     pub emulation: EmulationSection,

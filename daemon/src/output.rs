@@ -12,7 +12,7 @@ use crate::stats::FrameRecord;
 
 /// Writes one result per frame.
 #[derive(Debug)]
-pub struct ResultSink {
+pub(crate) struct ResultSink {
     format: OutputFormat,
     enabled: bool,
     target: Target,
@@ -21,7 +21,7 @@ pub struct ResultSink {
 
 /// What a result carries besides the predicted class (`[output] top_k`, `scores`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Extras {
+pub(crate) struct Extras {
     /// The `top_k` most probable classes (0: none).
     pub top_k: usize,
     /// The probability of every class (JSON only).
@@ -30,7 +30,7 @@ pub struct Extras {
 
 /// One of the most probable classes of a frame.
 #[derive(Debug, Serialize, PartialEq)]
-pub struct Ranked<'a> {
+pub(crate) struct Ranked<'a> {
     /// Class name from the package.
     pub class: &'a str,
     /// Logit position.
@@ -47,7 +47,7 @@ enum Target {
 
 /// One JSON result line.
 #[derive(Debug, Serialize)]
-pub struct ResultLine<'a> {
+pub(crate) struct ResultLine<'a> {
     /// Frame id (delivery order from the source, from 0).
     pub frame: u64,
     /// When the result was written, milliseconds since the Unix epoch (wall clock).
@@ -87,7 +87,7 @@ pub struct ResultLine<'a> {
 
 /// Latency breakdown of one frame, milliseconds.
 #[derive(Debug, Serialize)]
-pub struct Latency {
+pub(crate) struct Latency {
     /// From capture to the start of processing.
     pub queue: f64,
     /// Head layers on the edge (and the tail when the edge finished the frame).
@@ -108,7 +108,7 @@ fn ms(us: u64) -> f64 {
 
 impl ResultSink {
     /// Opens the configured target (a file is created if missing and appended to).
-    pub fn open(section: &OutputSection) -> io::Result<Self> {
+    pub(crate) fn open(section: &OutputSection) -> io::Result<Self> {
         let target = match &section.file {
             Some(path) => Target::File(BufWriter::new(open_append(path)?)),
             None => Target::Stdout,
@@ -125,7 +125,7 @@ impl ResultSink {
     }
 
     /// A sink that writes nothing.
-    pub fn disabled() -> Self {
+    pub(crate) fn disabled() -> Self {
         Self {
             format: OutputFormat::Text,
             enabled: false,
@@ -135,7 +135,7 @@ impl ResultSink {
     }
 
     /// Writes the result of one frame.
-    pub fn write(&mut self, package: &ModelPackage, record: &FrameRecord) -> io::Result<()> {
+    pub(crate) fn write(&mut self, package: &ModelPackage, record: &FrameRecord) -> io::Result<()> {
         if !self.enabled {
             return Ok(());
         }
@@ -176,7 +176,11 @@ fn unix_ms_now() -> u64 {
 }
 
 /// The `k` most probable classes of a frame, most probable first (ties: lower index first).
-pub fn top_k<'a>(package: &'a ModelPackage, probabilities: &[f32], k: usize) -> Vec<Ranked<'a>> {
+pub(crate) fn top_k<'a>(
+    package: &'a ModelPackage,
+    probabilities: &[f32],
+    k: usize,
+) -> Vec<Ranked<'a>> {
     let mut order: Vec<usize> = (0..probabilities.len()).collect();
     order.sort_by(|&a, &b| {
         probabilities[b]
@@ -195,7 +199,11 @@ pub fn top_k<'a>(package: &'a ModelPackage, probabilities: &[f32], k: usize) -> 
 }
 
 /// The JSON line of one frame.
-pub fn json_line(package: &ModelPackage, r: &FrameRecord, extras: Extras) -> io::Result<String> {
+pub(crate) fn json_line(
+    package: &ModelPackage,
+    r: &FrameRecord,
+    extras: Extras,
+) -> io::Result<String> {
     let line = ResultLine {
         frame: r.frame_id,
         unix_ms: unix_ms_now(),
@@ -228,7 +236,7 @@ pub fn json_line(package: &ModelPackage, r: &FrameRecord, extras: Extras) -> io:
 }
 
 /// The readable line of one frame (`top=cat:0.912,dog:0.051` with `top_k`; `scores` is JSON only).
-pub fn text_line(package: &ModelPackage, r: &FrameRecord, extras: Extras) -> String {
+pub(crate) fn text_line(package: &ModelPackage, r: &FrameRecord, extras: Extras) -> String {
     let label = r.label.map_or("-", |l| class_name(package, usize::from(l)));
     let top = if extras.top_k > 0 {
         let ranked: Vec<String> = top_k(package, &r.probabilities, extras.top_k)

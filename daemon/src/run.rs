@@ -12,7 +12,7 @@ use crate::plan_spec::PlanSpec;
 use crate::service::{run_service, Ending, LogLevelSetter, ServiceOptions};
 use crate::stats::Summary;
 
-pub use crate::session::AdaptiveSession;
+pub use crate::planning::AdaptiveSession;
 
 /// Options of one `run` invocation beyond the config file.
 #[derive(Debug, Clone, Default)]

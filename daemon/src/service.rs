@@ -20,7 +20,7 @@ use crate::metrics::{self, Metrics, MetricsServer};
 use crate::output::ResultSink;
 use crate::pipeline::{image_shape, EdgePipeline, FrameObservation, PipelineError};
 use crate::plan_spec::PlanSpec;
-use crate::session::{AdaptiveSession, Planning};
+use crate::planning::{AdaptiveSession, Planning};
 use crate::source::{self, FrameFeed};
 use crate::stats::{FrameRecord, Summary};
 use jmdc_service::notify::Notifier;

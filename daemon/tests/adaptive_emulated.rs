@@ -39,11 +39,11 @@ use jmdc_bench::linkemu::{LinkParams, Relay, RelayConfig};
 use jmdc_core::calibration;
 use jmdc_core::cifar::CifarFile;
 use jmdc_core::package::ModelPackage;
-use jmdc_edge::adaptive::{plan_spec, AdaptiveConfig, ObjectiveKind};
+use jmdc_edge::adaptive::{plan_spec, AdaptiveSection, ObjectiveKind};
 use jmdc_edge::client::{client_config, CloudClient};
 use jmdc_edge::emulation::EdgeSpeed;
 use jmdc_edge::pipeline::{EdgePipeline, Frame};
-use jmdc_edge::session::AdaptiveSession;
+use jmdc_edge::planning::AdaptiveSession;
 
 const FLOOR_PCT: f64 = 80.0;
 
@@ -92,7 +92,7 @@ async fn plan_follows_bandwidth_steps_50_1_20_mbit() {
         .await
         .expect("connect through relay"),
     );
-    let settings = AdaptiveConfig {
+    let settings = AdaptiveSection {
         enabled: true,
         objective: ObjectiveKind::MinLatency,
         accuracy_floor_pct: FLOOR_PCT,
@@ -100,7 +100,7 @@ async fn plan_follows_bandwidth_steps_50_1_20_mbit() {
         profile_runs: 10,
         probe_bytes: 8 * 1024,
         probe_interval_ms: 150,
-        ..AdaptiveConfig::default()
+        ..AdaptiveSection::default()
     };
     // One ONNX Runtime thread, as on the device (`[runtime] intra_op_threads = 1`): the emulation
     // stretches the calling thread's CPU time, and a second intra-op thread would fight the spin.

@@ -214,9 +214,9 @@ async fn a_connection_the_worker_closes_as_idle_is_replaced_without_a_loss() {
     tokio::time::timeout(WHOLE_TEST, async {
         let (_certs, cert, key) = common::make_cert();
         let dir = tempfile::tempdir().expect("tmp");
-        let limits = jmdc_cloud::config::Limits {
+        let limits = jmdc_cloud::config::LimitsSection {
             idle_timeout_s: 3,
-            ..jmdc_cloud::config::Limits::default()
+            ..jmdc_cloud::config::LimitsSection::default()
         };
         let w = common::Cloud::start_with_limits(limits, any_port(), cert.clone(), key, dir).await;
         let link = CloudLink::start(settings(vec![w.addr], &cert)).expect("start");

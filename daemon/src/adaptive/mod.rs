@@ -77,7 +77,7 @@ impl Strategy {
 /// `[adaptive]` in the edge configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AdaptiveConfig {
+pub struct AdaptiveSection {
     /// Off: the fixed `[plan]` is used for every frame.
     #[serde(default)]
     pub enabled: bool,
@@ -161,7 +161,7 @@ fn default_probe_interval() -> u64 {
     2000
 }
 
-impl Default for AdaptiveConfig {
+impl Default for AdaptiveSection {
     fn default() -> Self {
         Self {
             enabled: false,
@@ -182,7 +182,7 @@ impl Default for AdaptiveConfig {
     }
 }
 
-impl AdaptiveConfig {
+impl AdaptiveSection {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), String> {
         if !(0.0..=100.0).contains(&self.accuracy_floor_pct) {
@@ -314,7 +314,7 @@ impl Planner {
     /// real device).
     pub fn new(
         package: Arc<ModelPackage>,
-        settings: &AdaptiveConfig,
+        settings: &AdaptiveSection,
         threads: Option<usize>,
         speed: EdgeSpeed,
     ) -> Result<Self, PlannerError> {
@@ -423,7 +423,7 @@ impl Planner {
     }
 
     /// Applies changed objective and hysteresis settings (live reload).
-    pub fn reconfigure(&mut self, settings: &AdaptiveConfig) {
+    pub fn reconfigure(&mut self, settings: &AdaptiveSection) {
         self.objective = settings.objective();
         self.config.hysteresis_margin = settings.hysteresis;
         self.strategy = settings.strategy;

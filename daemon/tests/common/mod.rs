@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jmdc_cloud::config::{ClientAuth, CloudConfig, Limits, RuntimeSection, TlsFiles};
+use jmdc_cloud::config::{ClientAuth, CloudConfig, LimitsSection, RuntimeSection, TlsSection};
 use jmdc_cloud::{tls, CloudServer, TailEngine};
 use jmdc_edge::client::{client_config, CloudClient};
 use tokio::sync::oneshot;
@@ -66,16 +66,16 @@ impl Cloud {
         key: PathBuf,
         dir: tempfile::TempDir,
     ) -> Cloud {
-        let limits = Limits {
+        let limits = LimitsSection {
             max_inflight,
-            ..Limits::default()
+            ..LimitsSection::default()
         };
         Cloud::start_with_limits(limits, listen, cert, key, dir).await
     }
 
     /// [`Cloud::start_at`] with all of `[limits]`.
     pub async fn start_with_limits(
-        limits: Limits,
+        limits: LimitsSection,
         listen: SocketAddr,
         cert: PathBuf,
         key: PathBuf,
@@ -85,7 +85,7 @@ impl Cloud {
         assert!(listen.ip().is_loopback(), "tests listen on loopback only");
         let cfg = CloudConfig {
             listen,
-            tls: TlsFiles {
+            tls: TlsSection {
                 cert: cert.clone(),
                 key,
                 client_auth: ClientAuth::Off,

@@ -9,7 +9,7 @@ use jmdc_core::optimizer::{Conditions, Decision};
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::adaptive::{plan_spec, AdaptiveConfig, Planner, Prediction};
+use crate::adaptive::{plan_spec, AdaptiveSection, Planner, Prediction};
 use crate::client::CloudClient;
 use crate::monitor::cpu::{CpuChange, CpuMonitor, CpuMonitorConfig};
 use crate::monitor::network::{ChangeKind, NetworkChange, NetworkMonitor, NetworkMonitorConfig};
@@ -174,7 +174,7 @@ impl AdaptiveSession {
     /// measures the link once and makes the first plan.
     pub async fn start(
         mut pipeline: EdgePipeline,
-        settings: &AdaptiveConfig,
+        settings: &AdaptiveSection,
         cloud: Option<Arc<CloudClient>>,
         threads: Option<usize>,
     ) -> Result<Self> {
@@ -278,7 +278,7 @@ impl AdaptiveSession {
     }
 
     /// Applies changed settings (live reload): objective, hysteresis, re-plan interval.
-    pub fn reconfigure(&mut self, settings: &AdaptiveConfig) {
+    pub fn reconfigure(&mut self, settings: &AdaptiveSection) {
         self.planner.reconfigure(settings);
         self.interval = Duration::from_millis(settings.replan_interval_ms);
         self.explore_every = settings.explore_every_frames;
