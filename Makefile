@@ -9,7 +9,7 @@ VERIFY_VENV := .cache/verify-venv
 # Prefer the training venv when it exists (it has everything); otherwise a light one without PyTorch.
 MODELS_PY = $(if $(wildcard $(TRAIN_VENV)/bin/python),$(TRAIN_VENV)/bin/python,$(VERIFY_VENV)/bin/python)
 
-.PHONY: demo test bench bench-vgg16 bench-ci soak soak-short bench-bins ort build lint fmt models-venv models-verify verify-venv deploy-check cross-ci debs clean
+.PHONY: demo test bench bench-vgg16 bench-ci soak soak-short bench-bins ort build lint fmt models-venv models-test models-verify verify-venv deploy-check cross-ci debs clean
 
 ## Run the bundled model on the bundled sample frames: cloud worker + edge on loopback, five plans compared,
 ## then the adaptive loop. MODEL=vgg16-cifar10 runs the VGG16 package instead of AlexNet.
@@ -99,6 +99,10 @@ verify-venv:
 		$(PYTHON) -m venv $(VERIFY_VENV) && \
 		$(VERIFY_VENV)/bin/pip install -q -r models/requirements-verify.txt; \
 	fi
+
+## The models/ pytest suite (needs the training venv: `make models-venv`, PyTorch ≈ 7 GB; not part of `make test`).
+models-test:
+	cd models && OMP_NUM_THREADS=1 ../$(TRAIN_VENV)/bin/python -m pytest -q tests
 
 ## Re-check the shipped model packages with ONNX Runtime (hashes, shapes, chained == full, top-1).
 models-verify: verify-venv

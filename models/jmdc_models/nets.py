@@ -65,7 +65,7 @@ class Layer(nn.Module):
             fin = 1
             for d in in_shape:
                 fin *= d
-            self.op = nn.Linear(fin, lspec["out"])
+            self.op = nn.Linear(fin, lspec["out"], bias=lspec.get("bias", True))
         elif kind in ("lrn", "maxpool"):
             self.op = None
         else:
@@ -182,7 +182,8 @@ def prune(net, keep):
                     feat = (cur[:, None] * (h * wd) + torch.arange(h * wd, device=dev)[None, :])
                     w = w[:, feat.reshape(-1)]
                 ln.op.weight.copy_(w)
-                ln.op.bias.copy_(lo.op.bias)
+                if lo.op.bias is not None:
+                    ln.op.bias.copy_(lo.op.bias)
                 flattened = True
                 cur = None
     return new

@@ -13,7 +13,9 @@ Per layer:
   (``size//2`` in front, ``(size-1)//2`` behind), ``Slice`` + ``Add`` over the window, ``Mul``/``Add``
   for ``k + alpha/size * sum``, ``d**0.75`` as ``Sqrt(d) * Sqrt(Sqrt(d))``, ``Div``.
 - maxpool: ``MaxPool``. linear: ``Flatten`` (first linear only, when its input is 4-D) + ``Gemm``
-  (+ ``Relu``).
+  (+ ``Relu``). Every kind ends with ``Relu`` when its spec says ``"relu": True`` (a pooling or LRN
+  layer followed by a ReLU, e.g. ``relu(max_pool2d(conv(x)))``); a linear layer without bias
+  (``"bias": False``) gets a zero ``Gemm`` bias.
 
 Weight storage (``storage``; conv and linear weight tensors only, biases stay float32):
 - ``fp32`` (default): plain float32 initializers.
@@ -161,15 +163,21 @@ def _emit_layer(g, i, layers, weights, info, x, y, folded):
             den = g.node("Mul", [r, rr])
         else:
             den = g.node("Pow", [d, g.const("beta", np.array(beta, np.float32))])
-        g.node("Div", [x, den], y)
+        out = g.node("Div", [x, den], None if relu else y)
+        if relu:
+            g.node("Relu", [out], y)
     elif kind == "maxpool":
         k, s, p = l["k"], l.get("stride", l["k"]), l.get("pad", 0)
-        g.node("MaxPool", [x], y, kernel_shape=[k, k], strides=[s, s], pads=[p, p, p, p])
+        out = g.node("MaxPool", [x], None if relu else y, kernel_shape=[k, k], strides=[s, s],
+                     pads=[p, p, p, p])
+        if relu:
+            g.node("Relu", [out], y)
     elif kind == "linear":
         if len(info[i]["input_shape"]) > 1:
             x = g.node("Flatten", [x], axis=1)
-        out = g.node("Gemm", [x, g.weight("W", w["weight"].astype(np.float32)),
-                              g.const("B", w["bias"].astype(np.float32))],
+        wt, b = w["weight"].astype(np.float32), w.get("bias")
+        b = np.zeros(wt.shape[0], np.float32) if b is None else b.astype(np.float32)
+        out = g.node("Gemm", [x, g.weight("W", wt), g.const("B", b)],
                      None if relu else y, transB=1)
         if relu:
             g.node("Relu", [out], y)

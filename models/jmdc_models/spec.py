@@ -10,6 +10,9 @@ A layer spec is a dict with a ``kind`` and a ``name``:
 - ``{"kind": "linear", "name": "fc1", "out": 384, "relu": True}`` (a flatten in front of the first
   linear layer is part of that layer)
 
+Any layer may carry ``"relu": True`` (its activation); conv and linear layers may carry
+``"bias": False`` (no bias parameter).
+
 Pruning changes only the ``out`` of conv layers; every other shape follows.
 """
 
@@ -62,7 +65,7 @@ def infer(layers, input_shape):
             for d in shape:
                 fin *= d
             macs = fin * l["out"]
-            params = fin * l["out"] + l["out"]
+            params = fin * l["out"] + (l["out"] if l.get("bias", True) else 0)
             shape = [l["out"]]
         if any(d <= 0 for d in shape):
             raise ValueError(f"layer {i} ({l['name']}): empty output shape {shape}")
