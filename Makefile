@@ -9,7 +9,7 @@ VERIFY_VENV := .cache/verify-venv
 # Prefer the training venv when it exists (it has everything); otherwise a light one without PyTorch.
 MODELS_PY = $(if $(wildcard $(TRAIN_VENV)/bin/python),$(TRAIN_VENV)/bin/python,$(VERIFY_VENV)/bin/python)
 
-.PHONY: demo test bench bench-vgg16 bench-ci soak soak-short bench-bins ort build lint fmt models-venv models-test models-verify verify-venv deploy-check cross-ci debs clean
+.PHONY: demo test bench bench-vgg16 bench-ci soak soak-short bench-bins ort build lint fmt models-venv models-test models-verify verify-venv deploy-check cross-ci debs deny clean
 
 ## Run the bundled model on the bundled sample frames: cloud worker + edge on loopback, five plans compared,
 ## then the adaptive loop. MODEL=vgg16-cifar10 runs the VGG16 package instead of AlexNet.
@@ -107,6 +107,10 @@ models-test:
 ## Re-check the shipped model packages with ONNX Runtime (hashes, shapes, chained == full, top-1).
 models-verify: verify-venv
 	cd models && ../$(MODELS_PY) -m jmdc_models.verify packages/*/
+
+## Dependency policy (deny.toml, cargo-deny): licences, bans, sources; RustSec advisories when the database can be had.
+deny:
+	scripts/deny.sh
 
 clean:
 	$(CARGO) clean
