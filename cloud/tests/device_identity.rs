@@ -294,10 +294,15 @@ async fn only_current_devices_of_the_device_ca_are_served() {
         "good device refused after reload"
     );
 
-    // The worker logs the proven identity of each connection.
-    std::thread::sleep(Duration::from_millis(300));
-    while let Ok(chunk) = worker.log.try_recv() {
-        log.push_str(&chunk);
+    // The worker logs the proven identity of each connection: read its log until both lines are
+    // there (at most 10 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(log.contains("device=pi-good") && log.contains("handshake failed")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match worker.log.recv_timeout(left) {
+            Ok(chunk) => log.push_str(&chunk),
+            Err(_) => break,
+        }
     }
     assert!(log.contains("device=pi-good"), "{log}");
     assert!(log.contains("handshake failed"), "{log}");

@@ -173,10 +173,14 @@ async fn worker_stopped_then_restarted_on_the_same_address() {
         assert!(first.close_reason().is_some());
         let stats = link.stats();
         assert_eq!(stats.losses, 1, "{stats:?}");
-        // While down, frames see no client (they finish on the edge at once).
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // While down, frames see no client (they finish on the edge at once), round after round.
+        wait_until(
+            "a failed round while the worker is down",
+            Duration::from_secs(5),
+            || link.stats().failed_rounds >= 1,
+        )
+        .await;
         assert!(link.current().is_none());
-        assert!(link.stats().failed_rounds >= 1);
 
         let a = worker(addr, &cert, &key).await;
         let back = wait_until(
@@ -346,7 +350,9 @@ async fn consecutive_request_failures_force_a_reconnect() {
         for ok in [false, false, true, false, false] {
             link.report(&first, ok);
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Below the threshold nothing is requested of the link, so the connection is the same
+        // one now; that nothing happens later either is asserted on virtual time
+        // (`failed_requests_drop_the_connection_and_demote_its_endpoint` in link/tests.rs).
         let same = link.current().expect("still connected");
         assert!(
             Arc::ptr_eq(&first, &same),
@@ -379,10 +385,10 @@ async fn consecutive_request_failures_force_a_reconnect() {
 
         // Reports about a connection that is no longer current change nothing.
         let second = link.current().expect("connected");
+        // Reports about the old connection are ignored (on virtual time: link/tests.rs).
         for _ in 0..5 {
             link.report(&first, false);
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(link.current().is_some_and(|c| Arc::ptr_eq(&c, &second)));
 
         // The preferred endpoint still handshakes, so the link fails back to it after backoff_max.
@@ -437,8 +443,8 @@ async fn reconfigure_moves_the_link_and_keeps_bad_settings_out() {
         let err = link.reconfigure(bad).expect_err("missing CA");
         assert!(matches!(err, LinkError::Trust(_)));
         assert!(err.to_string().contains("missing.pem"), "{err}");
+        // Refused before anything is asked of the link: the connection stays.
         assert_eq!(link.settings(), slower);
-        tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(link.current().is_some_and(|c| Arc::ptr_eq(&c, &first)));
 
         // A new endpoint: the link moves, the old connection is closed cleanly.

@@ -565,9 +565,17 @@ socket = "metrics.sock"
     let mut edge = start_edge(dir.path(), &config, None);
     let results = path_results(dir.path());
     wait_results(&results, 30, Duration::from_secs(60));
-    // Prometheus scrape of the running daemon over its Unix socket (after at least one tick).
-    std::thread::sleep(Duration::from_millis(300));
-    let body = scrape_unix(&dir.path().join("metrics.sock"));
+    // Prometheus scrape of the running daemon over its Unix socket, until the frames written are
+    // counted (at most 10 s).
+    let socket = dir.path().join("metrics.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut body = scrape_unix(&socket);
+    while metric_value(&body, "jmdc_edge_frames_total{outcome=\"edge\"}") < 30.0
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+        body = scrape_unix(&socket);
+    }
     let edge_frames = metric_value(&body, "jmdc_edge_frames_total{outcome=\"edge\"}");
     assert!(edge_frames >= 30.0, "frames counted: {edge_frames}\n{body}");
     assert!(metric_value(&body, "jmdc_edge_source_frames_total") >= edge_frames);

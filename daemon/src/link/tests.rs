@@ -448,28 +448,28 @@ async fn failed_requests_drop_the_connection_and_demote_its_endpoint() {
     assert_eq!(next_change(&net, &mut rx).await, (0, Some(addr(A))));
     let on_a = link.current().unwrap();
     tokio::time::sleep(ms(1_500)).await;
-    // Two failures and a success: the count starts over.
+    // Two failures and a success: the count starts over. A second of virtual time later nothing
+    // has happened: no attempt, the same connection.
     link.report(&on_a, false);
     link.report(&on_a, false);
     link.report(&on_a, true);
     link.report(&on_a, false);
     link.report(&on_a, false);
-    tokio::task::yield_now().await;
+    tokio::time::sleep(ms(1_000)).await;
+    assert_eq!(net.attempt_times(), vec![0]);
+    assert!(Arc::ptr_eq(&link.current().unwrap(), &on_a));
     assert_eq!(link.stats().losses, 0);
     // The third consecutive failure drops it; B is tried first and serves at once.
     link.report(&on_a, false);
-    assert_eq!(next_change(&net, &mut rx).await, (1_500, Some(addr(B))));
-    assert_eq!(
-        net.attempts().last().map(|a| (a.at_ms, a.addr)),
-        Some((1_500, addr(B)))
-    );
+    assert_eq!(next_change(&net, &mut rx).await, (2_500, Some(addr(B))));
     assert_eq!(net.open(A), 0);
-    // Reports about the old connection are ignored.
+    // Reports about the old connection are ignored: the next attempt is the failback to A (still
+    // preferred), 5 s later.
     for _ in 0..5 {
         link.report(&on_a, false);
     }
-    // A is still preferred: failback 5 s later.
-    assert_eq!(next_change(&net, &mut rx).await, (6_500, Some(addr(A))));
+    assert_eq!(next_change(&net, &mut rx).await, (7_500, Some(addr(A))));
+    assert_eq!(net.attempt_times(), vec![0, 2_500, 7_500]);
     let s = link.stats();
     assert_eq!((s.losses, s.failbacks, s.connects), (1, 1, 3));
     link.close().await;
