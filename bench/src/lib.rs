@@ -9,6 +9,7 @@
 //!
 //! [`soak`] is `jmdc-bench soak`: many devices with certificates, loss, a blackout and a worker
 //! restart; frames lost, recovery times and memory over time.
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod linkemu;
 pub mod matrix;

@@ -142,10 +142,13 @@ pub fn mbit_to_bps(mbit: f64) -> u64 {
 /// Rejected link parameters.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ParamsError {
+    /// A rate of 0 bit/s (unlimited is `rate_bps: None`).
     #[error("rate must be > 0 bit/s (use no rate for unlimited)")]
     ZeroRate,
+    /// A loss probability outside `0..=1` (or NaN).
     #[error("loss probability {0} is outside 0..=1")]
     Loss(f64),
+    /// A one-way delay above [`MAX_DELAY`].
     #[error("one-way delay {0:?} exceeds one hour")]
     Delay(Duration),
 }

@@ -96,16 +96,23 @@ impl RelayConfig {
 /// Failures while starting the relay.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
+    /// The uplink or downlink parameters failed [`LinkParams::validate`].
     #[error("invalid {direction:?} parameters: {source}")]
     Params {
+        /// The direction whose parameters were rejected.
         direction: Direction,
+        /// Why they were rejected.
         source: ParamsError,
     },
+    /// The listening socket could not be bound or its address read.
     #[error("cannot bind UDP {addr}: {source}")]
     Bind {
+        /// The configured listening address.
         addr: SocketAddr,
+        /// The socket error.
         source: std::io::Error,
     },
+    /// `max_sessions` is 0.
     #[error("max_sessions must be ≥ 1")]
     NoSessions,
 }

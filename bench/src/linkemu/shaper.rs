@@ -59,7 +59,7 @@ pub(crate) async fn cancelled(rx: &mut watch::Receiver<bool>) {
 }
 
 impl Shaper {
-    pub fn new(params: LinkParams, seed: u64) -> Self {
+    pub(crate) fn new(params: LinkParams, seed: u64) -> Self {
         Self {
             state: Mutex::new(State {
                 params,
@@ -77,23 +77,23 @@ impl Shaper {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn params(&self) -> LinkParams {
+    pub(crate) fn params(&self) -> LinkParams {
         self.lock().params
     }
 
     /// Replaces the parameters; the next datagram to start serialisation uses them.
-    pub fn set_params(&self, params: LinkParams) {
+    pub(crate) fn set_params(&self, params: LinkParams) {
         self.lock().params = params;
         self.wake.notify_one();
     }
 
-    pub fn stats(&self) -> DirectionStats {
+    pub(crate) fn stats(&self) -> DirectionStats {
         let queued = self.lock().queue_bytes;
         self.counters.snapshot(queued)
     }
 
     /// A datagram enters the link: loss, then drop-tail admission into the queue.
-    pub fn enqueue(&self, data: Vec<u8>, dest: Dest) {
+    pub(crate) fn enqueue(&self, data: Vec<u8>, dest: Dest) {
         let len = data.len();
         let c = &self.counters;
         DirectionCounters::add(&c.packets_in, 1);
@@ -230,7 +230,7 @@ impl Shaper {
     }
 
     /// Spawns the serialiser and the delay line of this direction into `tasks`.
-    pub fn spawn(
+    pub(crate) fn spawn(
         self: &Arc<Self>,
         tasks: &mut tokio::task::JoinSet<()>,
         shutdown: &watch::Receiver<bool>,

@@ -19,11 +19,11 @@ pub(crate) struct DirectionCounters {
 }
 
 impl DirectionCounters {
-    pub fn add(counter: &AtomicU64, value: usize) {
+    pub(crate) fn add(counter: &AtomicU64, value: usize) {
         counter.fetch_add(value as u64, Ordering::Relaxed);
     }
 
-    pub fn snapshot(&self, queue_bytes_now: usize) -> DirectionStats {
+    pub(crate) fn snapshot(&self, queue_bytes_now: usize) -> DirectionStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         DirectionStats {
             packets_in: get(&self.packets_in),

@@ -60,19 +60,38 @@ pub struct Trace {
 /// A rejected trace.
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
+    /// A step's parameters failed [`LinkParams::validate`].
     #[error("trace step {index} (at {at:?}): {source}")]
     Params {
+        /// Index of the step after sorting by time (0-based).
         index: usize,
+        /// The step's offset from the start of the playback.
         at: Duration,
+        /// Why the parameters were rejected.
         source: ParamsError,
     },
+    /// A line of a trace file cannot be parsed.
     #[error("line {line}: {reason}")]
-    Syntax { line: usize, reason: String },
+    Syntax {
+        /// Line number in the file (1-based).
+        line: usize,
+        /// What is wrong with the line.
+        reason: String,
+    },
+    /// The repeat period is zero or shorter than the time of the last step.
     #[error("repeat period {period:?} must be > 0 and ≥ the last step ({last:?})")]
-    Period { period: Duration, last: Duration },
+    Period {
+        /// The requested period.
+        period: Duration,
+        /// Offset of the last step.
+        last: Duration,
+    },
+    /// The trace file cannot be read.
     #[error("cannot read trace file {path}: {source}")]
     Read {
+        /// The trace file.
         path: String,
+        /// The I/O error.
         source: std::io::Error,
     },
 }

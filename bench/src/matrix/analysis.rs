@@ -9,22 +9,29 @@ use super::results::{ResultRow, Strategy};
 /// One plan's (or strategy's) runs in a cell, over its repeats.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Agg {
+    /// Runs aggregated (one per repeat).
     pub repeats: usize,
     /// Mean over repeats of each run's mean latency, ms.
     pub mean_ms: f64,
-    /// Lowest and highest run mean, ms (the spread over repeats).
+    /// Lowest run mean, ms (with `max_ms`, the spread over repeats).
     pub min_ms: f64,
+    /// Highest run mean, ms.
     pub max_ms: f64,
     /// Mean over repeats of each run's p95, ms.
     pub p95_ms: f64,
     /// Measured top-1 (fraction), mean over repeats.
     pub top1: Option<f64>,
+    /// Mean over repeats of each run's bytes sent per frame.
     pub bytes_per_frame: f64,
+    /// Mean over repeats of each run's mean network time (round trip minus the worker's time), ms.
     pub network_mean_ms: f64,
+    /// Mean over repeats of each run's frames per second (runs with a wall time).
     pub fps: Option<f64>,
+    /// Mean over repeats of each run's prediction error, fraction (adaptive runs).
     pub prediction_error: Option<f64>,
     /// Error of the mean prediction (mean over repeats), fraction.
     pub prediction_bias: Option<f64>,
+    /// Frames the edge finished itself because the cloud failed, summed over repeats.
     pub fallbacks: usize,
 }
 
@@ -69,12 +76,15 @@ impl Agg {
 /// A plan or strategy in one cell.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanResult {
+    /// Who chose the plan.
     pub strategy: Strategy,
     /// `--plan` text, or `adaptive` / `neurosurgeon`.
     pub plan: String,
     /// The edge's name for it.
     pub label: String,
+    /// Top-1 from the calibration table (fixed plans), fraction.
     pub calibrated_top1: Option<f64>,
+    /// Its runs' figures over the repeats.
     pub agg: Agg,
     /// Plans used with frame counts (`label=count`) summed over repeats, in order of first use.
     pub plans_used: Vec<(String, Option<usize>)>,
@@ -145,29 +155,37 @@ fn merge_plans_used(rows: &[&ResultRow]) -> Vec<(String, Option<usize>)> {
 pub struct Baseline {
     /// `edge-only keep050`, `cloud-only raw`, `neurosurgeon`, …
     pub name: String,
+    /// The edge's name of the plan it ran (for Neurosurgeon, the plan that ran the most frames).
     pub label: String,
+    /// Its runs' figures over the repeats.
     pub agg: Agg,
 }
 
 /// Everything measured in one cell.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CellResult {
+    /// The cell the figures are for.
     pub cell: Cell,
     /// Fixed plans, in order of first appearance.
     pub plans: Vec<PlanResult>,
+    /// The JMDC adaptive loop (frames after its warm-up).
     pub adaptive: Option<PlanResult>,
     /// The JMDC loop's first frames after start (same runs as `adaptive`).
     pub adaptive_cold: Option<PlanResult>,
+    /// The adaptive loop with `strategy = "neurosurgeon"`.
     pub neurosurgeon: Option<PlanResult>,
     /// Index into `plans` of the oracle: the fixed plan with the lowest mean latency among plans
     /// whose calibrated top-1 meets the floor.
     pub oracle: Option<usize>,
+    /// The baseline with the lowest mean latency: an edge-only, cloud-only or JPEG plan
+    /// meeting the accuracy floor, or Neurosurgeon.
     pub best_baseline: Option<Baseline>,
     /// Plans measured only in the screening pass (repeat 0): label and mean ms there.
     pub screened_out: Vec<(String, f64)>,
 }
 
 impl CellResult {
+    /// The oracle's fixed plan ([`Self::oracle`] resolved into `plans`).
     pub fn oracle_plan(&self) -> Option<&PlanResult> {
         self.oracle.and_then(|i| self.plans.get(i))
     }
@@ -375,10 +393,15 @@ impl Default for Targets {
 /// A target a cell missed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Miss {
+    /// The cell that missed it.
     pub cell: Cell,
+    /// Which target: `adaptive ÷ oracle`, `adaptive ÷ best baseline` or `prediction error`.
     pub what: &'static str,
+    /// The cell's figure.
     pub value: f64,
+    /// The target's limit, which `value` exceeds.
     pub limit: f64,
+    /// The figures behind `value`, for the report.
     pub detail: String,
 }
 

@@ -16,12 +16,16 @@ pub const RTTS_MS: [f64; 3] = [0.0, 20.0, 60.0];
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Profile {
+    /// This machine's own speed (edge timings not stretched).
     Native,
+    /// An emulated Raspberry Pi 4 B (the edge's `pi4` profile).
     Pi4,
+    /// An emulated Raspberry Pi 3 B+ (the edge's `pi3` profile).
     Pi3,
 }
 
 impl Profile {
+    /// Every profile, fastest first.
     pub const ALL: [Profile; 3] = [Profile::Native, Profile::Pi4, Profile::Pi3];
 
     /// The name the edge configuration uses.
@@ -68,6 +72,7 @@ pub enum Load {
 }
 
 impl Load {
+    /// The name used in cell ids, `results.csv` and the command line.
     pub fn name(self) -> &'static str {
         match self {
             Load::Idle => "idle",
@@ -98,13 +103,18 @@ impl FromStr for Load {
 /// One point of the matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Cell {
+    /// Edge speed.
     pub profile: Profile,
+    /// Competing CPU load.
     pub load: Load,
+    /// Bottleneck rate of the emulated link, both directions, Mbit/s.
     pub bandwidth_mbit: f64,
+    /// Round-trip time added by the emulated link (half each way), ms.
     pub rtt_ms: f64,
 }
 
 impl Cell {
+    /// A cell from its four coordinates.
     pub fn new(profile: Profile, load: Load, bandwidth_mbit: f64, rtt_ms: f64) -> Self {
         Self {
             profile,
@@ -151,8 +161,11 @@ impl fmt::Display for Cell {
 /// Cells that share a profile, a load and an RTT (one line per strategy over bandwidth).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Group {
+    /// Edge speed of the group's cells.
     pub profile: Profile,
+    /// Competing CPU load of the group's cells.
     pub load: Load,
+    /// Round-trip time of the group's cells, ms.
     pub rtt_ms: f64,
 }
 
@@ -203,9 +216,14 @@ impl FromStr for Preset {
 /// Optional restrictions (for presets) or axes (for [`Preset::Grid`]).
 #[derive(Debug, Clone, Default)]
 pub struct Axes {
+    /// Bandwidths to keep (presets) or run (grid), Mbit/s; `None`: no restriction (grid: every
+    /// bandwidth of the full matrix).
     pub bandwidths_mbit: Option<Vec<f64>>,
+    /// Round-trip times to keep or run, ms; `None`: no restriction (grid: 0 ms only).
     pub rtts_ms: Option<Vec<f64>>,
+    /// Edge profiles to keep or run; `None`: no restriction (grid: pi4 only).
     pub profiles: Option<Vec<Profile>>,
+    /// CPU loads to keep or run; `None`: no restriction (grid: idle only).
     pub loads: Option<Vec<Load>>,
 }
 

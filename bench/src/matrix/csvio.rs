@@ -87,7 +87,9 @@ pub fn parse(text: &str) -> Result<Vec<Vec<String>>, (usize, String)> {
 /// Records of a CSV text with a header, as maps from column name to value.
 #[derive(Debug)]
 pub struct Table {
+    /// Column names, from the first record.
     pub header: Vec<String>,
+    /// The records after the header, each with one field per column.
     pub rows: Vec<Vec<String>>,
 }
 

@@ -22,7 +22,9 @@ use super::summary::FrameLine;
 /// The schedule of the dynamic run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DynamicSpec {
+    /// Edge speed of the run.
     pub profile: Profile,
+    /// Round-trip time of the link (half each way), ms.
     pub rtt_ms: f64,
     /// (Mbit/s, seconds), in order.
     pub phases: Vec<(f64, f64)>,
@@ -61,6 +63,7 @@ impl DynamicSpec {
             .collect()
     }
 
+    /// Length of the whole schedule (every phase), s.
     pub fn total_s(&self) -> f64 {
         self.phases.iter().map(|p| p.1).sum()
     }
@@ -78,6 +81,7 @@ impl DynamicSpec {
             .unwrap_or(0.0)
     }
 
+    /// Whether the CPU burst is on at `t` (seconds from the start of the trace).
     pub fn busy_at(&self, t: f64) -> bool {
         self.burst.is_some_and(|(a, b)| t >= a && t < b)
     }
@@ -103,11 +107,17 @@ impl DynamicSpec {
 pub struct DynFrame {
     /// Seconds from the start of the trace when the result line arrived.
     pub t_s: f64,
+    /// Frame id from the edge's result line.
     pub frame: u64,
+    /// The plan the frame ran under.
     pub plan: String,
+    /// Bytes sent for the frame (0: nothing was sent).
     pub bytes: u64,
+    /// Whole latency of the frame, ms.
     pub total_ms: f64,
+    /// The latency the loop predicted for the plan, ms.
     pub predicted_ms: Option<f64>,
+    /// True when the plan wanted the cloud but the edge finished the frame.
     pub fallback: bool,
 }
 
@@ -187,25 +197,37 @@ pub fn read_frames(path: &Path) -> Result<Vec<DynFrame>, BenchError> {
 /// Reaction to one bandwidth step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepReaction {
+    /// When the step happened, s from the start of the trace.
     pub at_s: f64,
+    /// Bandwidth before the step, Mbit/s.
     pub from_mbit: f64,
+    /// Bandwidth after the step, Mbit/s.
     pub to_mbit: f64,
     /// The plan in force just before the step, and its bytes.
     pub before_plan: String,
+    /// Bytes of the last frame before the step.
     pub before_bytes: u64,
     /// Seconds from the step to the first frame on a plan with fewer (drop) or more (rise) bytes.
     pub reaction_s: Option<f64>,
+    /// The plan of that first frame, when there is one.
     pub new_plan: Option<String>,
+    /// Why there is no reaction (no frame before the step, already edge-only, …); empty
+    /// otherwise.
     pub note: String,
 }
 
 /// Figures of one phase.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PhaseStats {
+    /// Bandwidth of the phase, Mbit/s.
     pub mbit: f64,
+    /// Start of the phase, s from the start of the trace.
     pub start_s: f64,
+    /// End of the phase, s from the start of the trace.
     pub end_s: f64,
+    /// Frames whose results arrived during the phase.
     pub frames: usize,
+    /// Mean latency of those frames, ms (0 without frames).
     pub mean_ms: f64,
     /// Plan changes between consecutive frames in the steady part (after `settle_s`, outside the
     /// CPU burst and its settling time).
@@ -219,12 +241,15 @@ pub struct PhaseStats {
 /// The whole analysis.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DynamicAnalysis {
+    /// The reaction to each bandwidth step, in order.
     pub steps: Vec<StepReaction>,
+    /// The figures of each phase, in order.
     pub phases: Vec<PhaseStats>,
     /// Seconds from the start of the burst to the first frame on another plan, and that plan.
     pub burst_reaction: Option<(f64, String)>,
     /// Same after the end of the burst.
     pub burst_recovery: Option<(f64, String)>,
+    /// Plan changes between consecutive frames over the whole run.
     pub total_changes: usize,
 }
 

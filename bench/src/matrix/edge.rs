@@ -14,11 +14,16 @@ use super::summary::{read_summaries, EdgeSummary};
 /// The adaptive loop's strategy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoopStrategy {
+    /// JMDC: every variant (pruning level), split, region keep ratio and bit width the accuracy
+    /// table covers.
     Jmdc,
+    /// Neurosurgeon as a baseline: the unpruned model, any single split, the split tensor sent as
+    /// uncompressed `f32`.
     Neurosurgeon,
 }
 
 impl LoopStrategy {
+    /// The `[adaptive] strategy` value.
     pub fn name(self) -> &'static str {
         match self {
             LoopStrategy::Jmdc => "jmdc",
@@ -30,11 +35,15 @@ impl LoopStrategy {
 /// Everything an edge configuration file of the runner depends on.
 #[derive(Debug, Clone)]
 pub struct EdgeSetup {
+    /// Repository root (the model packages and the sample images are found under it).
     pub repo: PathBuf,
     /// Model package name under `models/packages`.
     pub model: String,
+    /// The address the edge sends to (the relay in front of the worker).
     pub endpoint: SocketAddr,
+    /// The worker's certificate, the edge's `[cloud] ca_cert`.
     pub cert: PathBuf,
+    /// Edge speed (`[emulation] edge_profile`).
     pub profile: Profile,
     /// `[pipeline] max_in_flight`.
     pub in_flight: usize,
@@ -107,12 +116,17 @@ impl EdgeSetup {
 /// One `jmdc-edge run` to completion.
 #[derive(Debug, Clone)]
 pub struct EdgeRun<'a> {
+    /// The edge configuration file (`--config`), as written by [`EdgeSetup::write`].
     pub config: &'a Path,
     /// Fixed plans (`--plan`, in order); empty: the configured plan or adaptive loop.
     pub plans: &'a [String],
+    /// Frames per plan (`--limit`).
     pub frames: usize,
+    /// Where the edge writes its summaries (`--summary-json`).
     pub summary: &'a Path,
+    /// Where the edge's stderr goes.
     pub stderr: &'a Path,
+    /// The edge is killed and the run fails after this long.
     pub timeout: Duration,
     /// `--quiet` (no per-frame output, whatever the configuration says).
     pub quiet: bool,

@@ -6,36 +6,73 @@ use std::time::Duration;
 /// What can go wrong while planning, running or reporting a benchmark matrix.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
+    /// A file or folder cannot be read, written or created.
     #[error("{path}: {source}")]
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// A JSON file (summary, calibration table, `meta.json`) cannot be parsed or written.
     #[error("{path}: {source}")]
     Json {
+        /// The JSON file.
         path: PathBuf,
+        /// The parse or serialisation error.
         #[source]
         source: serde_json::Error,
     },
+    /// A CSV file (`results.csv`, `dynamic.csv`) has a bad line.
     #[error("{path}, line {line}: {message}")]
     Csv {
+        /// The CSV file.
         path: PathBuf,
+        /// Line number in the file (1-based; the header is line 1).
         line: usize,
+        /// What is wrong with the line.
         message: String,
     },
+    /// The model's calibration table is unusable (it has no entries).
     #[error("calibration table {path}: {message}")]
-    Calibration { path: PathBuf, message: String },
+    Calibration {
+        /// The calibration table file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A bad argument, name or selection, or a missing binary (the message says which).
     #[error("{0}")]
     Invalid(String),
+    /// A child process (or a helper: the signal handler, a reader thread, the in-process link
+    /// emulator) failed.
     #[error("{name}: {message}")]
-    Process { name: String, message: String },
+    Process {
+        /// What failed (`jmdc-edge`, `jmdc-cloud`, `signal handler`, …).
+        name: String,
+        /// What happened (with the tail of the child's stderr when there is one).
+        message: String,
+    },
+    /// Something did not finish in time: a child (then killed), a start-up, the soak warm-up.
     #[error("{name} did not finish within {:.0} s", .after.as_secs_f64())]
-    Timeout { name: String, after: Duration },
+    Timeout {
+        /// What was waited for.
+        name: String,
+        /// How long it was given.
+        after: Duration,
+    },
+    /// Ctrl-C or SIGTERM arrived; the children were stopped.
     #[error("interrupted (Ctrl-C or SIGTERM)")]
     Interrupted,
+    /// An SVG figure cannot be drawn or written.
     #[error("plot {path}: {message}")]
-    Plot { path: PathBuf, message: String },
+    Plot {
+        /// The figure file.
+        path: PathBuf,
+        /// The plotting error.
+        message: String,
+    },
 }
 
 impl BenchError {

@@ -15,23 +15,31 @@ use super::plans::FixedPlan;
 /// The machine the run was made on.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Machine {
+    /// CPU model name from `lscpu` (`unknown` when it cannot be read).
     pub cpu_model: String,
+    /// Logical CPUs from `lscpu` (`CPU(s)`).
     pub cores: String,
+    /// Kernel release from `uname -r`.
     pub kernel: String,
 }
 
 /// A JPEG baseline and whether the binaries accepted it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JpegStatus {
+    /// The baseline's `--plan` text.
     pub spec: String,
+    /// Whether the edge and the worker accepted it: a one-frame probe finished in the cloud.
     pub available: bool,
+    /// First line of the probe's error when it failed; empty otherwise.
     pub reason: String,
 }
 
 /// Time one cell took.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellTiming {
+    /// The cell id (`pi4-idle-rtt20-5mbit`).
     pub cell: String,
+    /// Wall-clock time the cell took, s.
     pub seconds: f64,
     /// Set when the cell failed (its rows may be missing).
     #[serde(default)]
@@ -41,32 +49,52 @@ pub struct CellTiming {
 /// Everything about a run except its measurements.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunMeta {
+    /// The `jmdc-bench` command line of the run.
     pub command: String,
+    /// UTC start time (`2026-12-03T20:52:05Z`).
     pub started: String,
+    /// UTC end time of the measurements.
     pub finished: String,
+    /// The machine the run was made on.
     pub machine: Machine,
+    /// `HEAD` of the repository (`unknown` outside git).
     pub git_commit: String,
+    /// Whether tracked files had uncommitted changes.
     pub git_dirty: bool,
+    /// Frames per plan and per adaptive run (`--frames`).
     pub frames: usize,
+    /// Measured repeats of each plan and adaptive run (`--repeats`).
     pub repeats: usize,
+    /// The edge's `[pipeline] max_in_flight` (`--in-flight`).
     pub in_flight: usize,
+    /// Top-1 floor, percent (`--floor-pct`).
     pub floor_pct: f64,
     /// Model package benchmarked (runs made before the option existed: AlexNet).
     #[serde(default = "default_model")]
     pub model: String,
+    /// Relay queue per direction, bytes (`--queue-bytes`).
     pub queue_bytes: usize,
+    /// Screening cut-off: JMDC plans slower than this × the fastest floor-meeting plan
+    /// were dropped.
     pub screen_factor: f64,
+    /// Frames of the screening pass (0: no pass; 0 in runs made before it existed).
     #[serde(default)]
     pub screen_frames: usize,
     /// Frames each adaptive run ran before its measured frames (0 in runs made before it existed).
     #[serde(default)]
     pub warm_up_frames: usize,
+    /// The fixed plans of every cell: the baselines the binaries accept, then the JMDC plans.
     pub plans: Vec<FixedPlan>,
+    /// The JPEG baselines and whether the binaries accepted them.
     pub jpeg: Vec<JpegStatus>,
+    /// Time taken by each cell, in run order.
     pub cells: Vec<CellTiming>,
+    /// The schedule of the dynamic run, when it ran and was analysed.
     pub dynamic: Option<DynamicSpec>,
+    /// The dynamic run's analysis, when it ran.
     #[serde(default)]
     pub dynamic_analysis: Option<DynamicAnalysis>,
+    /// Why the dynamic run failed, when it did.
     #[serde(default)]
     pub dynamic_error: Option<String>,
     /// Where the markdown report goes (as given on the command line).
@@ -80,6 +108,7 @@ fn default_model() -> String {
 }
 
 impl RunMeta {
+    /// Writes `meta.json` (pretty JSON) to `path`.
     pub fn write(&self, path: &Path) -> Result<(), BenchError> {
         let text = serde_json::to_string_pretty(self).map_err(|e| BenchError::Json {
             path: path.to_path_buf(),
@@ -88,6 +117,7 @@ impl RunMeta {
         std::fs::write(path, text).map_err(|e| BenchError::io(path, e))
     }
 
+    /// Reads a `meta.json` written by [`RunMeta::write`].
     pub fn read(path: &Path) -> Result<Self, BenchError> {
         let text = std::fs::read_to_string(path).map_err(|e| BenchError::io(path, e))?;
         serde_json::from_str(&text).map_err(|e| BenchError::Json {

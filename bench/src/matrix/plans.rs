@@ -15,11 +15,19 @@ pub const JPEG_BASELINES: [&str; 2] = ["jpeg90", "jpeg75"];
 /// One row of the calibration table (fields the runner needs; others are ignored).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct CalibrationEntry {
+    /// Variant (pruning level) name as in the package manifest.
     pub variant: String,
+    /// Split point: `0` = cloud-only, the layer count = edge-only, else the edge runs layers
+    /// `0..split`.
     pub split: usize,
+    /// Region keep ratio ρ (`1.0` for cloud-only and edge-only entries).
     pub keep_ratio: f64,
+    /// Split codec (`f32`, `f16`, `int2` … `int8`, `int2ac` … `int8ac`), `u8-image` or `jpegQ`
+    /// (cloud-only), `none` (edge-only).
     pub codec: String,
+    /// Payload bytes per frame on the wire (0 for edge-only; protocol header not included).
     pub bytes: u64,
+    /// Top-1 accuracy over the calibration images, fraction.
     pub top1: f64,
 }
 
@@ -48,13 +56,18 @@ pub fn load_calibration(path: &Path) -> Result<Vec<CalibrationEntry>, BenchError
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PlanKind {
+    /// The whole model on the edge; nothing is sent.
     EdgeOnly,
+    /// The raw 8-bit image sent to the cloud.
     CloudOnly,
+    /// The image sent to the cloud as JPEG.
     Jpeg,
+    /// A split plan: head on the edge, the compressed split tensor to the cloud.
     Jmdc,
 }
 
 impl PlanKind {
+    /// The name in the `strategy` column of `results.csv`.
     pub fn name(self) -> &'static str {
         match self {
             PlanKind::EdgeOnly => "edge-only",
@@ -86,6 +99,7 @@ impl fmt::Display for PlanKind {
 pub struct FixedPlan {
     /// The `--plan` text, always with every key (`variant=…,split=…[,keep=…,codec=…]`).
     pub spec: String,
+    /// What kind of plan it is.
     pub kind: PlanKind,
     /// Top-1 from the table (fraction), when it has the plan.
     pub calibrated_top1: Option<f64>,

@@ -132,10 +132,12 @@ impl Proc {
         })
     }
 
+    /// The name given at spawn, used in errors and logs.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The child's process id.
     pub fn id(&self) -> u32 {
         self.child.id()
     }

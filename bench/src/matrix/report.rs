@@ -16,8 +16,11 @@ use super::results::{read_results, ResultRow, Strategy};
 /// What rendering produced.
 #[derive(Debug)]
 pub struct Rendered {
+    /// The figures of every cell in `results.csv`.
     pub cells: Vec<CellResult>,
+    /// Where the markdown report was written.
     pub report: PathBuf,
+    /// The SVG figures written.
     pub figures: Vec<PathBuf>,
 }
 

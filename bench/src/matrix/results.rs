@@ -28,6 +28,7 @@ pub enum Strategy {
 }
 
 impl Strategy {
+    /// The name in the `strategy` column (the plan kind's name for fixed plans).
     pub fn name(self) -> &'static str {
         match self {
             Strategy::Fixed(k) => k.name(),
@@ -63,9 +64,11 @@ impl FromStr for Strategy {
 /// One run of one plan (or adaptive loop) in one cell, one repeat.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResultRow {
+    /// The matrix cell the run was made in.
     pub cell: Cell,
     /// 1-based.
     pub repeat: usize,
+    /// Who chose the plan.
     pub strategy: Strategy,
     /// The `--plan` text, or `adaptive` / `neurosurgeon`.
     pub plan: String,
@@ -73,22 +76,31 @@ pub struct ResultRow {
     pub label: String,
     /// Top-1 from the calibration table (fixed plans), fraction.
     pub calibrated_top1: Option<f64>,
+    /// Frames counted in the run.
     pub frames: usize,
     /// Measured top-1 over the frames, fraction.
     pub top1: Option<f64>,
+    /// Mean latency per frame, µs.
     pub mean_us: f64,
+    /// Median latency per frame, µs.
     pub p50_us: f64,
+    /// 95th-percentile latency per frame, µs.
     pub p95_us: f64,
     /// Round trip minus the worker's own time, mean over frames, µs.
     pub network_mean_us: f64,
+    /// Mean bytes sent per frame.
     pub bytes_per_frame: f64,
+    /// Wall-clock length of the run, s.
     pub wall_s: f64,
+    /// Frames the edge finished itself because the cloud failed.
     pub fallbacks: usize,
+    /// Mean over frames of |measured − predicted| ÷ measured latency (adaptive runs).
     pub prediction_error: Option<f64>,
     /// |mean measured − mean predicted| ÷ mean measured (adaptive runs).
     pub prediction_bias: Option<f64>,
     /// Plans used, with frame counts when known (`label=count`), in order of first use.
     pub plans_used: Vec<String>,
+    /// The edge speed of the run (`native`, or `emulated pi4 (×…)`).
     pub edge_speed: String,
 }
 
@@ -140,6 +152,7 @@ impl ResultRow {
         (self.wall_s > 0.0).then(|| self.frames as f64 / self.wall_s)
     }
 
+    /// The column names of `results.csv`, in order.
     pub const HEADER: [&'static str; 25] = [
         "cell",
         "profile",
@@ -315,6 +328,7 @@ impl ResultsFile {
         })
     }
 
+    /// Appends `rows` and flushes, so they are on disk when the call returns.
     pub fn append(&mut self, rows: &[ResultRow]) -> Result<(), BenchError> {
         let text: String = rows.iter().map(|r| csvio::line(&r.fields())).collect();
         self.file

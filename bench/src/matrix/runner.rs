@@ -25,11 +25,13 @@ pub const SAMPLE_IMAGES: usize = 256;
 /// Settings shared by every cell.
 #[derive(Debug, Clone)]
 pub struct RunSettings {
+    /// Repository root (the models and the sample images are found under it).
     pub repo: PathBuf,
     /// Model package name under `models/packages`.
     pub model: String,
     /// Frames per plan and per adaptive run.
     pub frames: usize,
+    /// Measured repeats of each plan and adaptive run (numbered from 1).
     pub repeats: usize,
     /// `[pipeline] max_in_flight` of the edge.
     pub in_flight: usize,
@@ -73,7 +75,9 @@ impl RunSettings {
 /// What a cell produced.
 #[derive(Debug)]
 pub struct CellOutcome {
+    /// The cell's `results.csv` rows (screening pass included).
     pub rows: Vec<ResultRow>,
+    /// Wall-clock time the cell took, s.
     pub seconds: f64,
 }
 

@@ -14,8 +14,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Where the binaries are.
 #[derive(Debug, Clone)]
 pub struct Binaries {
+    /// The edge daemon, `jmdc-edge`.
     pub edge: PathBuf,
+    /// The cloud worker, `jmdc-cloud`.
     pub cloud: PathBuf,
+    /// The link emulator, `jmdc-linkemu`.
     pub linkemu: PathBuf,
     /// This program (for `spin`).
     pub bench: PathBuf,
@@ -72,7 +75,9 @@ pub fn parse_addr(line: &str) -> Option<SocketAddr> {
 #[derive(Debug)]
 pub struct Worker {
     proc: Proc,
+    /// The loopback address the worker listens on.
     pub addr: SocketAddr,
+    /// The worker's self-signed certificate (PEM), for the edge to trust.
     pub cert: PathBuf,
 }
 
@@ -131,6 +136,7 @@ impl Worker {
         }
     }
 
+    /// Stops the worker: SIGTERM, then a kill after 5 s.
     pub fn stop(mut self) {
         self.proc.terminate(Duration::from_secs(5));
     }
@@ -139,9 +145,11 @@ impl Worker {
 /// Link parameters of one relay.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkSetting {
+    /// Rate of both directions, Mbit/s (until a trace changes it).
     pub rate_mbit: f64,
     /// One-way delay, both directions.
     pub delay_ms: f64,
+    /// Drop-tail queue capacity of each direction, bytes.
     pub queue_bytes: usize,
     /// A `--trace` CSV.
     pub trace: Option<PathBuf>,
@@ -153,6 +161,7 @@ pub struct LinkSetting {
 #[derive(Debug)]
 pub struct LinkEmu {
     proc: Proc,
+    /// The address the relay listens on (the edge connects here).
     pub addr: SocketAddr,
 }
 

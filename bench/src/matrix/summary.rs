@@ -11,10 +11,13 @@ use super::error::BenchError;
 /// Mean and percentiles of one stage, µs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
 pub struct Percentiles {
+    /// Mean over the frames, µs.
     #[serde(default)]
     pub mean: f64,
+    /// Median (nearest rank), µs.
     #[serde(default)]
     pub p50: f64,
+    /// 95th percentile (nearest rank), µs.
     #[serde(default)]
     pub p95: f64,
 }
@@ -22,19 +25,28 @@ pub struct Percentiles {
 /// One plan's (or the adaptive loop's) run.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct EdgeSummary {
+    /// The plan of the run (`keep050 split@6 keep=1.00 int3`, or `adaptive (…)`).
     pub plan: String,
+    /// Frames processed.
     pub frames: usize,
+    /// Labelled frames predicted right ÷ labelled frames; `None` without labels.
     #[serde(default)]
     pub top1: Option<f64>,
+    /// Frames the edge finished itself because the cloud failed.
     #[serde(default)]
     pub fallbacks: usize,
+    /// Whole latency per frame.
     pub total: Percentiles,
+    /// Network time per frame: round trip minus the worker's own time.
     #[serde(default)]
     pub network: Percentiles,
+    /// Mean bytes sent per frame.
     #[serde(default)]
     pub bytes_per_frame: f64,
+    /// Wall-clock length of the run, s.
     #[serde(default)]
     pub wall_s: f64,
+    /// Mean over frames of |measured − predicted| ÷ measured latency (adaptive runs).
     #[serde(default)]
     pub prediction_error: Option<f64>,
     /// |mean measured − mean predicted| ÷ mean measured: the error of the prediction on average,
@@ -42,8 +54,12 @@ pub struct EdgeSummary {
     /// [`summarise_frames`]; the daemon's own summary reports it per part).
     #[serde(skip)]
     pub prediction_bias: Option<f64>,
+    /// The edge speed of the run: `native`, or `emulated pi4 (×…)` when the edge timings are
+    /// emulated.
     #[serde(default)]
     pub edge_speed: String,
+    /// Plans used, in order of first use; `label=count` with frame counts when made by
+    /// [`summarise_frames`].
     #[serde(default)]
     pub plans_used: Vec<String>,
 }
@@ -72,19 +88,28 @@ pub fn read_summaries(path: &Path) -> Result<Vec<EdgeSummary>, BenchError> {
 /// One per-frame JSON line of the edge (`daemon/src/output.rs` `ResultLine`), the fields used here.
 #[derive(Debug, Clone, Deserialize)]
 pub struct FrameLine {
+    /// Frame id (delivery order from the source, from 0).
     pub frame: u64,
+    /// When the result was written, ms since the Unix epoch.
     #[serde(default)]
     pub unix_ms: Option<u64>,
+    /// Ground truth, when the source knows it.
     #[serde(default)]
     pub label: Option<String>,
+    /// Predicted class name.
     #[serde(default)]
     pub class: Option<String>,
+    /// The plan the frame ran under.
     pub plan: String,
+    /// True when the plan wanted the cloud but the edge finished the frame.
     #[serde(default)]
     pub fallback: bool,
+    /// Where the frame's time went.
     pub latency_ms: FrameLatency,
+    /// The latency the adaptive loop predicted for the plan, ms (adaptive runs).
     #[serde(default)]
     pub predicted_ms: Option<f64>,
+    /// Bytes sent for the frame (0: nothing was sent).
     #[serde(default)]
     pub bytes: u64,
 }
@@ -92,7 +117,9 @@ pub struct FrameLine {
 /// Latency of one frame, ms.
 #[derive(Debug, Clone, Copy, Deserialize)]
 pub struct FrameLatency {
+    /// Whole latency of the frame, ms.
     pub total: f64,
+    /// Round trip minus the worker's own time, ms.
     #[serde(default)]
     pub network: f64,
 }

@@ -7,20 +7,27 @@ use serde::Deserialize;
 /// The fields of one `jmdc-edge` JSON result line that the soak analysis needs.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct FrameResult {
+    /// Frame id (delivery order from the source, from 0).
     pub frame: u64,
+    /// When the result was written, ms since the Unix epoch.
     pub unix_ms: u64,
     /// `cloud` or `edge`.
     pub finished_on: String,
+    /// True when the plan wanted the cloud but the edge finished the frame.
     pub fallback: bool,
+    /// The frame's latency, ms.
     pub latency_ms: LatencyTotal,
 }
 
+/// The part of a result line's `latency_ms` breakdown the soak analysis needs.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct LatencyTotal {
+    /// Whole latency of the frame, ms.
     pub total: f64,
 }
 
 impl FrameResult {
+    /// Whether the cloud finished the frame.
     pub fn on_cloud(&self) -> bool {
         self.finished_on == "cloud"
     }
@@ -39,8 +46,11 @@ pub fn parse_results(text: &str) -> Result<Vec<FrameResult>, String> {
 /// Frame numbers missing from `0..=max` and frame numbers seen more than once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Continuity {
+    /// Result lines, duplicates included.
     pub results: usize,
+    /// Frame numbers in `0..=max` with no result.
     pub missing: u64,
+    /// Results beyond the first for a frame number.
     pub duplicates: u64,
 }
 
@@ -72,7 +82,9 @@ pub fn recovery_ms(results: &[FrameResult], since_ms: u64) -> Option<u64> {
 /// How the frames of one time window were finished.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WindowCounts {
+    /// Results written in the window.
     pub frames: usize,
+    /// Of those, frames the cloud finished.
     pub on_cloud: usize,
     /// Frames the plan sent to the cloud but the edge finished (timeout, lost connection, refusal).
     pub fallbacks: usize,
@@ -81,6 +93,7 @@ pub struct WindowCounts {
 }
 
 impl WindowCounts {
+    /// Adds `other`'s counts and latencies to these (windows of several devices, or phases).
     pub fn add(&mut self, other: &WindowCounts) {
         self.frames += other.frames;
         self.on_cloud += other.on_cloud;

@@ -23,26 +23,44 @@ pub struct Targets {
 /// One device's figures.
 #[derive(Debug, Clone)]
 pub struct DeviceFigures {
+    /// Device name (`soak-dev-000`).
     pub name: String,
+    /// Result lines in its results file, duplicates included.
     pub results: usize,
+    /// Frame numbers with no result (frames lost).
     pub missing: u64,
+    /// Results beyond the first for a frame number.
     pub duplicates: u64,
+    /// Frames the cloud finished.
     pub on_cloud: usize,
+    /// Frames the plan sent to the cloud but the edge finished.
     pub fallbacks: usize,
+    /// Time from the end of the blackout to its next frame finished on the cloud, ms
+    /// (`None`: never).
     pub recovery_blackout_ms: Option<u64>,
+    /// Time from the restarted worker listening to its next frame finished on the cloud, ms
+    /// (`None`: never).
     pub recovery_restart_ms: Option<u64>,
+    /// How the process ended (its exit status, `died at … s`, or killed).
     pub exit: String,
+    /// Whether it exited successfully after SIGTERM and not before the end of the run.
     pub clean_exit: bool,
+    /// Why its results file could not be read or parsed, when it could not.
     pub error: Option<String>,
 }
 
 /// The analysed run.
 #[derive(Debug)]
 pub struct SoakReport {
+    /// Each device's figures, in start order.
     pub devices: Vec<DeviceFigures>,
+    /// Every phase with the counts of all devices' results in it.
     pub phases: Vec<(Phase, WindowCounts)>,
+    /// The checks that failed, one line each; empty when the run passed.
     pub failures: Vec<String>,
+    /// Growth of the worker's RSS over the run (0.05 = 5 %; see [`super::analysis::growth`]).
     pub worker_growth: Option<f64>,
+    /// Growth of the median edge RSS over the run (0.05 = 5 %).
     pub edge_growth: Option<f64>,
 }
 

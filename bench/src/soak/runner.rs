@@ -30,11 +30,13 @@ pub struct SoakSettings {
     pub repo: PathBuf,
     /// Folder for certificates, configurations, logs and result files.
     pub work: PathBuf,
+    /// Simulated devices: one `jmdc-edge` process and one client certificate each.
     pub devices: usize,
     /// Frame-rate cap of each device.
     pub fps: f64,
     /// One-way delay of the emulated link.
     pub delay: Duration,
+    /// The fault schedule, in order (see [`super::schedule::phases`]).
     pub phases: Vec<Phase>,
     /// RSS sampling period.
     pub sample_every: Duration,
@@ -45,8 +47,11 @@ pub struct SoakSettings {
 /// A fixed split plan in the edge's `[plan]` terms.
 #[derive(Debug, Clone)]
 pub struct PlanSpec {
+    /// Model variant, the edge's `[plan] variant`.
     pub variant: String,
+    /// Split point, the edge's `[plan] split`.
     pub split: u32,
+    /// Split codec, the edge's `[plan] codec`.
     pub codec: String,
 }
 
@@ -55,7 +60,9 @@ pub struct PlanSpec {
 pub struct RssSample {
     /// Seconds since the start of the measured run.
     pub t_s: f64,
+    /// RSS of the worker, MiB (0 when it could not be read).
     pub worker_mib: f64,
+    /// RSS of each edge process still running, MiB.
     pub edge_mib: Vec<f64>,
 }
 
@@ -64,23 +71,32 @@ pub struct RssSample {
 pub struct SoakOutcome {
     /// Unix ms at the start of the measured run (phase offsets are added to it).
     pub start_unix_ms: u64,
-    /// Unix ms when the worker was sent SIGTERM, and when the new one printed its address.
+    /// Unix ms when the worker was sent SIGTERM for the restart.
     pub restart_stop_unix_ms: Option<u64>,
+    /// Unix ms when the restarted worker printed its address.
     pub restart_ready_unix_ms: Option<u64>,
+    /// Each device's outcome, in start order.
     pub devices: Vec<DeviceOutcome>,
+    /// RSS samples, one every [`SoakSettings::sample_every`].
     pub rss: Vec<RssSample>,
+    /// How each worker generation ended, in order (`#1: …`; generations numbered from 1).
     pub worker_exits: Vec<String>,
     /// Log files that contain a panic message.
     pub panics: Vec<PathBuf>,
+    /// The link emulator's counters at shutdown.
     pub link: Option<LinkStats>,
+    /// Time until every device had written its first result, s.
     pub warm_up_s: f64,
 }
 
 /// One simulated device.
 #[derive(Debug)]
 pub struct DeviceOutcome {
+    /// Device name (`soak-dev-000`), also the stem of its certificate and files.
     pub name: String,
+    /// Its per-frame JSON-lines file.
     pub results: PathBuf,
+    /// Its stderr log.
     pub log: PathBuf,
     /// `None` when it had to be killed.
     pub exit: Option<ExitStatus>,

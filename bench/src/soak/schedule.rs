@@ -12,6 +12,7 @@ pub const MIN_TOTAL: Duration = Duration::from_secs(100);
 /// What the link does during a phase (both directions alike).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LinkCondition {
+    /// No loss: the run's base link (its one-way delay) only.
     Clean,
     /// Each datagram is dropped with this probability, each way.
     Loss(f64),
@@ -35,8 +36,11 @@ impl LinkCondition {
 pub struct Phase {
     /// Short name (`clean`, `loss5`, `loss30`, `blackout`, `after-blackout`, `after-restart`).
     pub name: &'static str,
+    /// Offset of the phase's start from the start of the measured run.
     pub start: Duration,
+    /// Offset of the phase's end (the next phase's start).
     pub end: Duration,
+    /// What the link does during the phase.
     pub link: LinkCondition,
     /// The worker is stopped (SIGTERM) and started again on the same address at `start`.
     pub restart_worker_at_start: bool,
