@@ -3,6 +3,9 @@
 //! * [`LayerRunner`] runs layers `[a, b)` of one variant as a chain of per-layer sessions
 //!   (one ONNX Runtime session per layer file). Intermediate tensors stay inside ONNX Runtime
 //!   between hops (no copy to ndarray until the end).
+//! * [`MergedRunner`] runs layers `[a, b)` as one session built from the per-layer files
+//!   ([`jmdc_proto::onnx::compose_chain`]): the same outputs as the chain, at the speed of one
+//!   session.
 //! * [`FullModelRunner`] runs a variant's fused `full.onnx` (the reference).
 //! * [`RunnerPool`] is a bounded set of runners for concurrent callers.
 //!
@@ -25,6 +28,9 @@ use ort::value::{DynValue, TensorRef};
 
 use crate::package::{ModelPackage, PackageError};
 use crate::runtime::{self, RuntimeError};
+
+mod merged;
+pub use merged::MergedRunner;
 
 /// Errors from building or running a runner.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +84,15 @@ pub enum RunnerError {
         what: String,
         /// ONNX Runtime's message.
         message: String,
+    },
+    /// The per-layer files of a range could not be composed into one model.
+    #[error("cannot merge {what} into one model: {source}")]
+    Compose {
+        /// The range, e.g. "alexnet-cifar10/keep100 layers 0..6".
+        what: String,
+        /// Why.
+        #[source]
+        source: jmdc_proto::onnx::OnnxError,
     },
     /// A layer produced an output of an unexpected shape.
     #[error("{what} produced shape {got:?}, manifest says [N, {}]", join(.expected))]
