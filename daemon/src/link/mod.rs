@@ -6,6 +6,10 @@
 //!
 //! While disconnected [`CloudLink::current`] is `None`, so frames finish on the edge at once
 //! instead of waiting on a dead connection.
+//!
+//! This file is the public API over a core generic in its transport; `driver.rs` is the background
+//! task's state machine, `transport.rs` the QUIC connector, `tests.rs` the state machine on
+//! virtual time over an in-memory transport.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
