@@ -120,7 +120,9 @@ fn bad_ranges_and_inputs_are_refused() {
     let pkg = package("alexnet-cifar10");
     let opts = RunnerOptions::default();
     let l = pkg.num_layers();
-    for range in [3..3, 5..2, 0..l + 1] {
+    #[allow(clippy::reversed_empty_ranges)]
+    let ranges = [3..3, 5..2, 0..l + 1];
+    for range in ranges {
         let e = MergedRunner::new(&pkg, "keep100", range.clone(), &opts).expect_err("bad range");
         assert!(matches!(e, RunnerError::BadRange { .. }), "{range:?}: {e}");
     }

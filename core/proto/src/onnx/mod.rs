@@ -184,7 +184,7 @@ fn rewrite_initializer(
     Ok(original)
 }
 
-fn value_info_name<'a>(value_info: &'a [u8]) -> Result<&'a str, OnnxError> {
+fn value_info_name(value_info: &[u8]) -> Result<&str, OnnxError> {
     wire::parse(value_info)?
         .into_iter()
         .find(|f| f.number == VALUE_INFO_NAME)

@@ -109,7 +109,7 @@ fn write_varint(out: &mut Vec<u8>, mut v: u64) {
 pub(crate) fn write(out: &mut Vec<u8>, number: u32, value: Value<'_>) {
     let (wire_type, payload): (u64, &[u8]) = match value {
         Value::Varint(v) => {
-            write_varint(out, (u64::from(number) << 3) | 0);
+            write_varint(out, u64::from(number) << 3);
             write_varint(out, v);
             return;
         }
