@@ -9,8 +9,12 @@
 //!
 //! [`soak`] is `jmdc-bench soak`: many devices with certificates, loss, a blackout and a worker
 //! restart; frames lost, recovery times and memory over time.
+//!
+//! [`load`] is `jmdc-bench load`: N simulated devices over real QUIC against one worker
+//! (closed or open loop), frames/s and latency percentiles, against bare ONNX Runtime.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod linkemu;
+pub mod load;
 pub mod matrix;
 pub mod soak;

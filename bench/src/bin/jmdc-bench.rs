@@ -2,10 +2,13 @@
 //!
 //! `run` drives the real release binaries over loopback through `jmdc-linkemu` and writes
 //! `results.csv`, `summary.csv`, `meta.json`, SVG figures and a markdown report; `report`
-//! re-renders the report from an output folder; `spin` is the competing CPU load.
+//! re-renders the report from an output folder; `soak` runs many devices through faults; `load`
+//! measures the worker's throughput under many devices; `spin` is the competing CPU load.
 
 use std::path::PathBuf;
 use std::time::Instant;
+
+mod load_cmd;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -46,6 +49,10 @@ enum Command {
     /// Many simulated devices with certificates against one worker through the link emulator:
     /// 5 % and 30 % loss, a 10 s blackout and a worker restart (`make soak`, `make soak-short`).
     Soak(SoakArgs),
+    /// N simulated devices over real QUIC against one worker (closed or open loop): frames/s,
+    /// p50/p99 and errors per device count, and the same tail layers in bare ONNX Runtime on as
+    /// many threads as the worker has sessions.
+    Load(load_cmd::LoadArgs),
     /// Busy-loop on one core for a while (the competing CPU load of `busy` cells).
     Spin {
         #[arg(long)]
@@ -252,6 +259,7 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+        Command::Load(args) => load_cmd::load(args),
         Command::Soak(args) => {
             let code = soak(args)?;
             if code != 0 {

@@ -85,6 +85,20 @@ impl Worker {
     /// Generates a certificate in `work`, writes `cloud.toml` and starts the worker on a free
     /// loopback port; returns once it prints its address.
     pub fn start(bins: &Binaries, repo: &Path, work: &Path) -> Result<Self, BenchError> {
+        Self::start_with(bins, repo, work, 1, 1, 16)
+    }
+
+    /// [`Worker::start`] with `workers` sessions per variant, each with `threads` intra-op
+    /// threads, admitting `per_address` connections from one address (loopback load tests open
+    /// one per simulated device).
+    pub fn start_with(
+        bins: &Binaries,
+        repo: &Path,
+        work: &Path,
+        workers: usize,
+        threads: usize,
+        per_address: usize,
+    ) -> Result<Self, BenchError> {
         let cert = work.join("cert.pem");
         let key = work.join("key.pem");
         let mut gen = Proc::spawn(
@@ -103,7 +117,7 @@ impl Worker {
         write(
             &config,
             &format!(
-                "listen = \"127.0.0.1:0\"\nmodels_dir = {}\nlog_level = \"warn\"\n[tls]\nclient_auth = \"off\"\ncert = {}\nkey = {}\n[runtime]\nworkers = 1\nintra_op_threads = 1\n",
+                "listen = \"127.0.0.1:0\"\nmodels_dir = {}\nlog_level = \"warn\"\n[tls]\nclient_auth = \"off\"\ncert = {}\nkey = {}\n[runtime]\nworkers = {workers}\nintra_op_threads = {threads}\n[limits]\nmax_connections_per_address = {per_address}\n",
                 toml_str(&repo.join("models/packages").to_string_lossy()),
                 toml_str(&cert.to_string_lossy()),
                 toml_str(&key.to_string_lossy()),
