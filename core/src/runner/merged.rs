@@ -3,12 +3,8 @@
 use std::ops::Range;
 
 use ndarray::{ArrayD, ArrayViewD};
-use ort::value::TensorRef;
 
-use super::{
-    build_session, check_input, check_output, run_session, to_array, LayerSession, RunnerError,
-    RunnerOptions,
-};
+use super::{build_session, run_single, LayerSession, RunnerError, RunnerOptions};
 use crate::package::ModelPackage;
 
 /// Runs layers `[start, end)` of one variant as one session: the per-layer files (each read and
@@ -86,23 +82,12 @@ impl MergedRunner {
 
     /// Runs the range on `input` (`[N, *input_shape]`, N ≥ 1); returns `[N, *output_shape]`.
     pub fn run(&mut self, input: ArrayViewD<'_, f32>) -> Result<ArrayD<f32>, RunnerError> {
-        let what = self.session.what.clone();
-        check_input(&input, &self.input_shape, || what.clone())?;
-        let batch = input.shape()[0];
-        let contiguous = input.as_standard_layout();
-        let t = TensorRef::from_array_view(&contiguous).map_err(|e| RunnerError::Inference {
-            what: what.clone(),
-            message: e.to_string(),
-        })?;
-        let out = run_session(
-            &mut self.session.session,
-            t.into(),
-            &self.input_name,
-            &self.output_name,
-            &what,
-        )?;
-        check_output(&out, batch, &self.session.output_shape, &what)?;
-        to_array(&out, &what)
+        run_single(
+            &mut self.session,
+            input,
+            &self.input_shape,
+            (&self.input_name, &self.output_name),
+        )
     }
 
     /// The layers run.

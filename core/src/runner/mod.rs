@@ -270,6 +270,33 @@ fn check_output(
     Ok(())
 }
 
+/// Runs a model that is one session (`full.onnx`, a merged range) on `input`, with the shape
+/// checks of both ends.
+fn run_single(
+    session: &mut LayerSession,
+    input: ArrayViewD<'_, f32>,
+    input_shape: &[usize],
+    (input_name, output_name): (&str, &str),
+) -> Result<ArrayD<f32>, RunnerError> {
+    let what = session.what.clone();
+    check_input(&input, input_shape, || what.clone())?;
+    let batch = input.shape()[0];
+    let contiguous = input.as_standard_layout();
+    let t = TensorRef::from_array_view(&contiguous).map_err(|e| RunnerError::Inference {
+        what: what.clone(),
+        message: e.to_string(),
+    })?;
+    let out = run_session(
+        &mut session.session,
+        t.into(),
+        input_name,
+        output_name,
+        &what,
+    )?;
+    check_output(&out, batch, &session.output_shape, &what)?;
+    to_array(&out, &what)
+}
+
 fn to_array(value: &DynValue, what: &str) -> Result<ArrayD<f32>, RunnerError> {
     value
         .try_extract_array::<f32>()
@@ -529,23 +556,12 @@ impl FullModelRunner {
 
     /// Runs the fused model on `[N, *input_shape]`; returns the logits `[N, classes]`.
     pub fn run(&mut self, input: ArrayViewD<'_, f32>) -> Result<ArrayD<f32>, RunnerError> {
-        let what = self.session.what.clone();
-        check_input(&input, &self.input_shape, || what.clone())?;
-        let batch = input.shape()[0];
-        let contiguous = input.as_standard_layout();
-        let t = TensorRef::from_array_view(&contiguous).map_err(|e| RunnerError::Inference {
-            what: what.clone(),
-            message: e.to_string(),
-        })?;
-        let out = run_session(
-            &mut self.session.session,
-            t.into(),
-            &self.input_name,
-            &self.output_name,
-            &what,
-        )?;
-        check_output(&out, batch, &self.session.output_shape, &what)?;
-        to_array(&out, &what)
+        run_single(
+            &mut self.session,
+            input,
+            &self.input_shape,
+            (&self.input_name, &self.output_name),
+        )
     }
 
     /// Expected input shape without batch dimension.
