@@ -18,7 +18,7 @@ use jmdc_core::package::ModelPackage;
 use jmdc_core::preprocess::normalize_batch_chw_u8;
 use jmdc_core::protocol::{InferRequest, PayloadKind, Response};
 use jmdc_core::runner::{LayerRunner, MergedRunner, RunnerOptions};
-use jmdc_edge::client::{client_config, CloudClient};
+use jmdc_edge::client::{client_config, ClientError, CloudClient};
 use ndarray::ArrayD;
 
 use crate::matrix::BenchError;
@@ -80,6 +80,14 @@ pub struct LoadReport {
     pub errors: BTreeMap<String, u64>,
 }
 
+/// ONNX Runtime loaded and the plan's package.
+fn load_package(repo: &Path, plan: &LoadPlan) -> Result<ModelPackage, BenchError> {
+    let invalid = |m: String| BenchError::Invalid(m);
+    jmdc_core::runtime::init_onnxruntime(None).map_err(|e| invalid(e.to_string()))?;
+    ModelPackage::load(&repo.join("models/packages").join(&plan.model))
+        .map_err(|e| invalid(e.to_string()))
+}
+
 /// The payloads the devices cycle through: `frames` sample images through the head and codec.
 pub fn prepare_payloads(
     repo: &Path,
@@ -87,9 +95,7 @@ pub fn prepare_payloads(
     frames: usize,
 ) -> Result<(PayloadKind, Vec<Vec<u8>>), BenchError> {
     let invalid = |m: String| BenchError::Invalid(m);
-    jmdc_core::runtime::init_onnxruntime(None).map_err(|e| invalid(e.to_string()))?;
-    let pkg = ModelPackage::load(&repo.join("models/packages").join(&plan.model))
-        .map_err(|e| invalid(e.to_string()))?;
+    let pkg = load_package(repo, plan)?;
     let samples = CifarFile::open(&repo.join("models/samples/cifar10-test-256.bin"))
         .map_err(|e| invalid(e.to_string()))?;
     let images: Vec<&[u8]> = samples.iter().take(frames).map(|(_, px)| &px[..]).collect();
@@ -150,9 +156,7 @@ async fn send(
     match client.infer(request, timeout).await {
         Ok(Response::Result(_)) => Ok(()),
         Ok(Response::Error(e)) => Err(format!("{:?}", e.kind)),
-        Err(e) if e.to_string().contains("timed out") || e.to_string().contains("within") => {
-            Err("timeout".into())
-        }
+        Err(ClientError::Timeout(_)) => Err("timeout".into()),
         Err(_) => Err("transport".into()),
     }
 }
@@ -202,6 +206,7 @@ pub async fn run_load(
         let payloads = payloads.clone();
         let pace = settings.pace;
         let timeout = settings.timeout;
+        let devices = settings.devices;
         tasks.spawn(async move {
             let mut tally = DeviceTally::default();
             let mut frame = 0u64;
@@ -225,7 +230,7 @@ pub async fn run_load(
                 Pace::Open(fps) => {
                     let period = Duration::from_secs_f64(1.0 / fps);
                     // Devices start spread over one period, as real ones would.
-                    let mut next = Instant::now() + period.mul_f64(i as f64 / 64.0 % 1.0);
+                    let mut next = Instant::now() + period.mul_f64(i as f64 / devices as f64);
                     let mut inflight = tokio::task::JoinSet::new();
                     while next < end {
                         tokio::time::sleep_until(next.into()).await;
@@ -321,11 +326,7 @@ pub fn bare_throughput(
     measure: Duration,
 ) -> Result<f64, BenchError> {
     let invalid = |m: String| BenchError::Invalid(m);
-    jmdc_core::runtime::init_onnxruntime(None).map_err(|e| invalid(e.to_string()))?;
-    let pkg = Arc::new(
-        ModelPackage::load(&repo.join("models/packages").join(&plan.model))
-            .map_err(|e| invalid(e.to_string()))?,
-    );
+    let pkg = Arc::new(load_package(repo, plan)?);
     let layers = pkg.num_layers();
     let input = tail_input(repo, &pkg, plan)?;
     let opts = RunnerOptions {

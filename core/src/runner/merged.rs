@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use ndarray::{ArrayD, ArrayViewD};
 
-use super::{build_session, run_single, LayerSession, RunnerError, RunnerOptions};
+use super::{build_session, check_range, run_single, LayerSession, RunnerError, RunnerOptions};
 use crate::package::ModelPackage;
 
 /// Runs layers `[start, end)` of one variant as one session: the per-layer files (each read and
@@ -31,14 +31,7 @@ impl MergedRunner {
         options: &RunnerOptions,
     ) -> Result<MergedRunner, RunnerError> {
         let v = pkg.variant(variant)?;
-        let layers = v.num_layers();
-        if range.start >= range.end || range.end > layers {
-            return Err(RunnerError::BadRange {
-                start: range.start,
-                end: range.end,
-                layers,
-            });
-        }
+        check_range(v, &range)?;
         let what = format!(
             "{}/{} layers {}..{} (merged)",
             pkg.name(),

@@ -26,7 +26,7 @@ use ndarray::{ArrayD, ArrayViewD};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, TensorRef};
 
-use crate::package::{ModelPackage, PackageError};
+use crate::package::{ModelPackage, PackageError, Variant};
 use crate::runtime::{self, RuntimeError};
 
 mod merged;
@@ -209,6 +209,19 @@ fn build_session(
     Ok(session)
 }
 
+/// `range` must be non-empty and within the variant's layers.
+fn check_range(v: &Variant, range: &Range<usize>) -> Result<(), RunnerError> {
+    let layers = v.num_layers();
+    if range.start >= range.end || range.end > layers {
+        return Err(RunnerError::BadRange {
+            start: range.start,
+            end: range.end,
+            layers,
+        });
+    }
+    Ok(())
+}
+
 fn check_input(
     input: &ArrayViewD<'_, f32>,
     expected: &[usize],
@@ -332,14 +345,7 @@ impl LayerRunner {
         options: &RunnerOptions,
     ) -> Result<LayerRunner, RunnerError> {
         let v = pkg.variant(variant)?;
-        let layers = v.num_layers();
-        if range.start >= range.end || range.end > layers {
-            return Err(RunnerError::BadRange {
-                start: range.start,
-                end: range.end,
-                layers,
-            });
-        }
+        check_range(v, &range)?;
         let mut sessions = Vec::with_capacity(range.len());
         for i in range.clone() {
             let l = &v.layers[i];
