@@ -100,6 +100,9 @@ impl<K: Connector> Shared<K> {
         }
     }
 
+    /// Makes `client` the current connection (`None`: disconnected) and wakes the watchers.
+    /// Callers update the counters first, so whoever the change wakes reads counters that
+    /// already include it.
     fn publish(&self, client: Option<Arc<K::Conn>>) {
         *lock(&self.health) = Health {
             conn: client.as_ref().map(client_key),
@@ -280,6 +283,7 @@ impl<K: Connector> Driver<K> {
                     addr,
                     since: Instant::now(),
                 };
+                self.connected(&up, &failed);
                 self.shared.publish(Some(up.client.clone()));
                 if let Some(old) = old {
                     info!(
@@ -288,18 +292,17 @@ impl<K: Connector> Driver<K> {
                     );
                     drain_and_close(old.client);
                 }
-                self.connected(&up, &failed);
                 Step::Up(up)
             }
             Round::AllFailed(errors) => {
                 if let Some(old) = old {
+                    self.shared.stats(|s| s.endpoint = None);
                     self.shared.publish(None);
                     warn!(
                         "cloud link: closing {} (no longer in the settings); new endpoints unreachable",
                         old.addr
                     );
                     drain_and_close(old.client);
-                    self.shared.stats(|s| s.endpoint = None);
                 }
                 let outage_age = self
                     .outage
@@ -377,16 +380,16 @@ impl<K: Connector> Driver<K> {
 
     /// Unpublishes a lost or dropped connection and closes it in the background.
     fn lose(&mut self, up: Up<K::Conn>, reason: &str) {
-        self.shared.publish(None);
-        warn!(
-            "cloud link: lost {}: {reason}; frames finish on the edge",
-            up.addr
-        );
         self.shared.stats(|s| {
             s.losses += 1;
             s.endpoint = None;
             s.last_error = Some(format!("{}: {reason}", up.addr));
         });
+        self.shared.publish(None);
+        warn!(
+            "cloud link: lost {}: {reason}; frames finish on the edge",
+            up.addr
+        );
         self.outage.get_or_insert(Outage {
             since: Instant::now(),
             rounds: 0,
@@ -440,14 +443,14 @@ impl<K: Connector> Driver<K> {
                 better = poll_optional(&mut failback) => {
                     if let Some((client, addr)) = better {
                         info!("cloud link: failing back to {addr} (preferred to {})", up.addr);
-                        self.shared.publish(Some(client.clone()));
-                        drain_and_close(up.client);
-                        up = Up { client, addr, since: Instant::now() };
                         self.shared.stats(|s| {
                             s.endpoint = Some(addr);
                             s.connects += 1;
                             s.failbacks += 1;
                         });
+                        self.shared.publish(Some(client.clone()));
+                        drain_and_close(up.client);
+                        up = Up { client, addr, since: Instant::now() };
                     }
                     failback = self.failback(&up);
                 }
