@@ -3,10 +3,14 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use jmdc_service::settings;
 pub use jmdc_service::settings::ConfigError;
 use serde::Deserialize;
+
+use crate::batch::policy::BatchConfig;
+use crate::engine::EngineOptions;
 
 /// Everything `jmdc-cloud serve` needs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -22,6 +26,9 @@ pub struct CloudConfig {
     /// ONNX Runtime settings.
     #[serde(default)]
     pub runtime: RuntimeSection,
+    /// `[batching]`: how frames of one (model, variant, split) share a run.
+    #[serde(default)]
+    pub batching: BatchingSection,
     /// `[limits]`: what protects the worker.
     #[serde(default)]
     pub limits: LimitsSection,
@@ -86,6 +93,14 @@ pub struct RuntimeSection {
     /// Intra-op threads per session; absent = ONNX Runtime's shared global pool.
     #[serde(default)]
     pub intra_op_threads: Option<usize>,
+    /// Memory for merged layer ranges (each tail `split..L` as one session, built in the
+    /// background the first time a split is used), MiB; 0 = always run chains of layer sessions.
+    #[serde(default = "default_merged_cache_mib")]
+    pub merged_cache_mib: usize,
+    /// Every this many batches of a (model, variant, split) run as the chain of layer sessions,
+    /// whose per-layer times the edge's profiler learns from; 0 = only while a range builds.
+    #[serde(default = "default_profile_every")]
+    pub profile_every: u64,
 }
 
 impl Default for RuntimeSection {
@@ -94,6 +109,31 @@ impl Default for RuntimeSection {
             onnxruntime: None,
             workers: default_workers(),
             intra_op_threads: None,
+            merged_cache_mib: default_merged_cache_mib(),
+            profile_every: default_profile_every(),
+        }
+    }
+}
+
+/// `[batching]`: frames for the same (model, variant, split) from any device run as one batch.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingSection {
+    /// Frames per batch at most; 1 = no batching.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// The longest a frame waits for others to join it, µs; it waits only while the worker is
+    /// under load (recent batches held more frames than are queued), 0 = never.
+    #[serde(default = "default_max_wait_us")]
+    pub max_wait_us: u64,
+}
+
+impl Default for BatchingSection {
+    fn default() -> Self {
+        let defaults = BatchConfig::default();
+        Self {
+            max_batch: defaults.max_batch,
+            max_wait_us: u64::try_from(defaults.max_wait.as_micros()).unwrap_or(u64::MAX),
         }
     }
 }
@@ -153,6 +193,18 @@ fn default_log() -> String {
 }
 fn default_workers() -> usize {
     2
+}
+fn default_merged_cache_mib() -> usize {
+    256
+}
+fn default_profile_every() -> u64 {
+    64
+}
+fn default_max_batch() -> usize {
+    BatchConfig::default().max_batch
+}
+fn default_max_wait_us() -> u64 {
+    BatchingSection::default().max_wait_us
 }
 fn default_max_inflight() -> usize {
     256
@@ -224,6 +276,15 @@ impl CloudConfig {
         if self.runtime.intra_op_threads == Some(0) {
             return Err("runtime.intra_op_threads must be at least 1".into());
         }
+        if self.runtime.merged_cache_mib > 1 << 20 {
+            return Err("runtime.merged_cache_mib must be at most 1048576 (1 TiB)".into());
+        }
+        if self.batching.max_batch == 0 || self.batching.max_batch > 1024 {
+            return Err("batching.max_batch must be within 1..1024".into());
+        }
+        if self.batching.max_wait_us > 100_000 {
+            return Err("batching.max_wait_us must be at most 100000 (0.1 s)".into());
+        }
         if self.limits.max_inflight == 0 {
             return Err("limits.max_inflight must be at least 1".into());
         }
@@ -257,6 +318,20 @@ impl CloudConfig {
             .map_err(|e| format!("log_level: {e}"))
     }
 
+    /// How the engine runs tails, from `[runtime]` and `[batching]`.
+    pub fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            workers: self.runtime.workers,
+            intra_op_threads: self.runtime.intra_op_threads,
+            batching: BatchConfig {
+                max_batch: self.batching.max_batch,
+                max_wait: Duration::from_micros(self.batching.max_wait_us),
+            },
+            merged_cache_bytes: self.runtime.merged_cache_mib << 20,
+            profile_every: self.runtime.profile_every,
+        }
+    }
+
     /// The settings that differ in `new` and need a restart to apply (all but `log_level`).
     pub fn restart_needed(&self, new: &CloudConfig) -> Vec<&'static str> {
         let mut changed = Vec::new();
@@ -271,6 +346,9 @@ impl CloudConfig {
         }
         if self.runtime != new.runtime {
             changed.push("runtime");
+        }
+        if self.batching != new.batching {
+            changed.push("batching");
         }
         if self.limits != new.limits {
             changed.push("limits");

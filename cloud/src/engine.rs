@@ -1,9 +1,15 @@
-//! The tail of the model: decodes a request's payload and runs the remaining layers.
+//! The tail of the model: checks requests against the packages, decodes their payloads and runs
+//! the remaining layers, batched ([`crate::batch`]) and as merged ranges where they are ready.
+//!
+//! Each batch of one (model, variant, split) runs layers `split..L` as one merged session from
+//! the [`MergedCache`] when that range is ready; otherwise (its first frames, while the range
+//! builds, every `profile_every`-th batch, and always when the cache is off) as the chain of
+//! per-layer sessions, whose per-layer times go back to the edge in `layer_us` for its profiler.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jmdc_core::codec::compact::TensorContext;
 use jmdc_core::codec::{self, DecodeLimits};
@@ -13,21 +19,65 @@ use jmdc_core::preprocess;
 use jmdc_core::protocol::{
     BindContext, ErrorKind, ErrorReply, InferRequest, InferResult, PayloadKind,
 };
-use jmdc_core::runner::{LayerRunner, RunnerOptions, RunnerPool};
-use ndarray::{ArrayD, IxDyn};
+use jmdc_core::runner::{
+    LayerRunner, MergedCache, MergedCacheConfig, MergedCacheStats, RunnerError, RunnerOptions,
+    RunnerPool,
+};
+use ndarray::{ArrayD, Axis, IxDyn};
+use tokio::sync::oneshot;
 use tracing::info;
 
-/// One loaded package and a pool of sessions per variant.
+use crate::batch::policy::BatchConfig;
+use crate::batch::{BatchKey, BatchStats, Batcher, Executor, Job, Reply};
+
+/// How the engine runs the tails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Execution threads, and sessions per (model, variant) and per merged range.
+    pub workers: usize,
+    /// Intra-op threads per session; `None` = ONNX Runtime's shared global pool.
+    pub intra_op_threads: Option<usize>,
+    /// Dynamic batching.
+    pub batching: BatchConfig,
+    /// Accounted bytes of merged-range sessions kept at once; 0 = always run chains.
+    pub merged_cache_bytes: usize,
+    /// Every this many batches of a key run as the chain (per-layer times for the edge's
+    /// profiler); 0 = only while the merged range is not ready.
+    pub profile_every: u64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            workers: 2,
+            intra_op_threads: None,
+            batching: BatchConfig::default(),
+            merged_cache_bytes: 256 << 20,
+            profile_every: 64,
+        }
+    }
+}
+
+/// One loaded package and a pool of chain sessions per variant.
 #[derive(Debug)]
 struct LoadedModel {
     package: Arc<ModelPackage>,
-    pools: HashMap<String, RunnerPool<LayerRunner>>,
+    chains: HashMap<String, RunnerPool<LayerRunner>>,
 }
 
-/// All models this worker serves.
+/// The packages and how their tails run (shared with the execution threads).
+#[derive(Debug)]
+struct Models {
+    models: HashMap<String, LoadedModel>,
+    merged: Option<MergedCache>,
+    profile_every: u64,
+}
+
+/// All models this worker serves, and the threads that run them.
 #[derive(Debug)]
 pub struct TailEngine {
-    models: HashMap<String, LoadedModel>,
+    models: Arc<Models>,
+    batcher: Batcher,
 }
 
 /// Failures while loading models.
@@ -47,19 +97,19 @@ pub enum EngineError {
     /// A package failed to load (the message names it and why).
     #[error("{0}")]
     Package(String),
+    /// A thread could not be started.
+    #[error("cannot start the worker's threads: {0}")]
+    Threads(std::io::Error),
 }
 
 impl TailEngine {
-    /// Loads every package under `models_dir` with `workers` sessions per variant.
-    pub fn load(
-        models_dir: &Path,
-        workers: usize,
-        threads: Option<usize>,
-    ) -> Result<Self, EngineError> {
+    /// Loads every package under `models_dir` and starts the execution threads.
+    pub fn load(models_dir: &Path, engine: &EngineOptions) -> Result<Self, EngineError> {
         let options = RunnerOptions {
-            intra_op_threads: threads,
+            intra_op_threads: engine.intra_op_threads,
             ..RunnerOptions::default()
         };
+        let workers = engine.workers.max(1);
         let entries = std::fs::read_dir(models_dir).map_err(|source| EngineError::ListDir {
             path: models_dir.display().to_string(),
             source,
@@ -75,55 +125,96 @@ impl TailEngine {
             let package = Arc::new(
                 ModelPackage::load(&dir).map_err(|e| EngineError::Package(e.to_string()))?,
             );
-            let mut pools = HashMap::new();
+            let mut chains = HashMap::new();
             let layers = package.num_layers();
             for variant in package.variant_names() {
                 let pool = RunnerPool::build(workers, || {
                     LayerRunner::new(&package, variant, 0..layers, &options)
                 })
                 .map_err(|e| EngineError::Package(e.to_string()))?;
-                pools.insert(variant.to_owned(), pool);
+                chains.insert(variant.to_owned(), pool);
             }
             info!(
                 model = package.name(),
-                variants = pools.len(),
+                variants = chains.len(),
                 workers,
                 "model loaded"
             );
-            models.insert(package.name().to_owned(), LoadedModel { package, pools });
+            models.insert(package.name().to_owned(), LoadedModel { package, chains });
         }
         if models.is_empty() {
             return Err(EngineError::NoModels(models_dir.display().to_string()));
         }
-        Ok(Self { models })
+        let merged = if engine.merged_cache_bytes > 0 {
+            Some(
+                MergedCache::new(MergedCacheConfig {
+                    sessions: workers,
+                    budget_bytes: engine.merged_cache_bytes,
+                    options,
+                })
+                .map_err(EngineError::Threads)?,
+            )
+        } else {
+            None
+        };
+        let models = Arc::new(Models {
+            models,
+            merged,
+            profile_every: engine.profile_every,
+        });
+        let batcher = Batcher::start(engine.batching, workers, models.clone())
+            .map_err(EngineError::Threads)?;
+        Ok(Self { models, batcher })
     }
 
-    /// The model and the variant's session pool for running layers `split..L`, or why not
-    /// (`UnknownModel`, `UnknownVariant`, `BadSplit` when nothing is left for the worker).
-    fn tail(
+    /// Queues a frame for its batch; the receiver gets its answer. Requests for an unknown model
+    /// or variant or a split that leaves nothing to run are answered at once (`Err`).
+    pub fn submit(
         &self,
-        model: &str,
-        variant: &str,
-        split: u16,
-    ) -> Result<(&LoadedModel, &RunnerPool<LayerRunner>), (ErrorKind, String)> {
-        let loaded = self
-            .models
-            .get(model)
-            .ok_or_else(|| (ErrorKind::UnknownModel, format!("unknown model `{model}`")))?;
-        let pool = loaded.pools.get(variant).ok_or_else(|| {
-            (
-                ErrorKind::UnknownVariant,
-                format!("model `{model}` has no variant `{variant}`"),
-            )
-        })?;
-        let layers = loaded.package.num_layers();
-        if usize::from(split) >= layers {
-            return Err((
-                ErrorKind::BadSplit,
-                format!("split {split} leaves no layer for the cloud (model has {layers})"),
-            ));
+        request: InferRequest,
+        arrived: Instant,
+    ) -> Result<oneshot::Receiver<Reply>, ErrorReply> {
+        if let Err((kind, message)) =
+            self.models
+                .tail(&request.model, &request.variant, request.split)
+        {
+            return Err(ErrorReply::new(Some(request.frame_id), kind, message));
         }
-        Ok((loaded, pool))
+        let key = BatchKey {
+            model: request.model.clone(),
+            variant: request.variant.clone(),
+            split: request.split,
+        };
+        let (reply, answer) = oneshot::channel();
+        self.batcher.submit(
+            key,
+            Job {
+                request,
+                arrived,
+                reply,
+            },
+        );
+        Ok(answer)
+    }
+
+    /// [`submit`](Self::submit) and wait for the answer (blocking; tools and tests).
+    pub fn infer_blocking(&self, request: InferRequest, arrived: Instant) -> Reply {
+        let frame_id = request.frame_id;
+        self.submit(request, arrived)?
+            .blocking_recv()
+            .map_err(|_| {
+                ErrorReply::new(Some(frame_id), ErrorKind::Internal, "inference task failed")
+            })?
+    }
+
+    /// Batches and frames run so far.
+    pub fn batch_stats(&self) -> BatchStats {
+        self.batcher.stats()
+    }
+
+    /// The merged-range cache's counters (`None` when it is off).
+    pub fn merged_stats(&self) -> Option<MergedCacheStats> {
+        self.models.merged.as_ref().map(MergedCache::stats)
     }
 
     /// Checks a context binding against the packages and returns the shape every frame on it must
@@ -135,7 +226,8 @@ impl TailEngine {
         bind: &BindContext,
     ) -> Result<(Vec<usize>, Option<TensorContext>), ErrorReply> {
         let fail = |kind: ErrorKind, message: String| ErrorReply::new(None, kind, message);
-        let (model, _) = self
+        let model = self
+            .models
             .tail(&bind.model, &bind.variant, bind.split)
             .map_err(|(kind, message)| fail(kind, message))?;
         let split = usize::from(bind.split);
@@ -184,82 +276,198 @@ impl TailEngine {
             )),
         }
     }
+}
 
-    /// Runs the tail for one request (blocking: call from a blocking thread).
-    pub fn infer(&self, req: &InferRequest, arrived: Instant) -> Result<InferResult, ErrorReply> {
-        let fail = |kind: ErrorKind, message: String| ErrorReply {
-            frame_id: Some(req.frame_id),
-            kind,
-            message,
-        };
-        let (model, pool) = self
-            .tail(&req.model, &req.variant, req.split)
-            .map_err(|(kind, message)| fail(kind, message))?;
-        let layers = model.package.num_layers();
-        let split = usize::from(req.split);
-
-        let decode_start = Instant::now();
-        let input = self
-            .decode_payload(&model.package, &req.variant, split, req)
-            .map_err(|m| fail(ErrorKind::BadPayload, m))?;
-        let decode_us = micros(decode_start.elapsed());
-
-        let queue_start = Instant::now();
-        let mut runner = pool
-            .checkout()
-            .ok_or_else(|| fail(ErrorKind::Internal, "no session for this variant".into()))?;
-        let compute_start = Instant::now();
-        let queue_us = micros(compute_start.duration_since(queue_start))
-            + micros(decode_start.duration_since(arrived));
-        let (output, layer_times) = runner
-            .run_range_timed(split..layers, input.view())
-            .map_err(|e| fail(ErrorKind::Internal, e.to_string()))?;
-        drop(runner);
-        let cloud_compute_us = micros(compute_start.elapsed());
-        let non_finite = output.iter().filter(|x| !x.is_finite()).count();
-        if non_finite > 0 {
-            // Finite but extreme inputs (a min and scale of 3e38) overflow inside the network.
-            return Err(fail(
-                ErrorKind::BadPayload,
-                format!(
-                    "the result is not finite ({non_finite} of {} scores NaN or infinite): the \
-                     payload's values are out of the model's range",
-                    output.len()
-                ),
+impl Models {
+    /// The model for running layers `split..L` of `variant`, or why not (`UnknownModel`,
+    /// `UnknownVariant`, `BadSplit` when nothing is left for the worker).
+    fn tail(
+        &self,
+        model: &str,
+        variant: &str,
+        split: u16,
+    ) -> Result<&LoadedModel, (ErrorKind, String)> {
+        let loaded = self
+            .models
+            .get(model)
+            .ok_or_else(|| (ErrorKind::UnknownModel, format!("unknown model `{model}`")))?;
+        if !loaded.chains.contains_key(variant) {
+            return Err((
+                ErrorKind::UnknownVariant,
+                format!("model `{model}` has no variant `{variant}`"),
             ));
         }
-        Ok(InferResult {
-            frame_id: req.frame_id,
-            scores: output.iter().copied().collect(),
-            cloud_compute_us,
-            decode_us,
-            queue_us,
-            layer_us: layer_times
-                .iter()
-                .map(|t| u32::try_from(t.as_micros()).unwrap_or(u32::MAX))
-                .collect(),
-        })
+        let layers = loaded.package.num_layers();
+        if usize::from(split) >= layers {
+            return Err((
+                ErrorKind::BadSplit,
+                format!("split {split} leaves no layer for the cloud (model has {layers})"),
+            ));
+        }
+        Ok(loaded)
     }
 
-    fn decode_payload(
+    /// Runs layers `split..L` on a stacked batch: merged when ready and not profiling, else the
+    /// chain (with per-layer times).
+    fn run_tail(
         &self,
-        package: &ModelPackage,
+        loaded: &LoadedModel,
         variant: &str,
         split: usize,
-        req: &InferRequest,
-    ) -> Result<ArrayD<f32>, String> {
-        let expected = package
-            .split_tensor_shape(variant, split)
-            .map_err(|e| e.to_string())?;
-        let tail = TailInput {
-            variant,
-            split,
-            input_shape: package.input_shape(),
-            split_shape: expected,
-            normalization: package.normalization(),
-        };
-        payload_input(&tail, req.payload_kind, &req.payload)
+        input: ArrayD<f32>,
+        profile: bool,
+    ) -> Result<(ArrayD<f32>, Vec<Duration>), RunnerError> {
+        let layers = loaded.package.num_layers();
+        if !profile {
+            if let Some(cache) = &self.merged {
+                if let Some(mut runner) = cache.checkout(&loaded.package, variant, split..layers) {
+                    return runner.run(input.view()).map(|out| (out, Vec::new()));
+                }
+            }
+        }
+        let pool = loaded
+            .chains
+            .get(variant)
+            .ok_or_else(|| RunnerError::Inference {
+                what: format!("{}/{variant}", loaded.package.name()),
+                message: "no session for this variant".into(),
+            })?;
+        let mut runner = pool.checkout().ok_or_else(|| RunnerError::Inference {
+            what: format!("{}/{variant}", loaded.package.name()),
+            message: "no session for this variant".into(),
+        })?;
+        runner.run_range_timed(split..layers, input.view())
     }
+}
+
+/// A frame whose payload decoded, waiting for its batch to run.
+struct Decoded {
+    job: Job,
+    input: ArrayD<f32>,
+    decode_us: u64,
+}
+
+impl Executor for Models {
+    fn execute(&self, key: &BatchKey, jobs: Vec<Job>, batch_index: u64) {
+        let Ok(loaded) = self.tail(&key.model, &key.variant, key.split) else {
+            // Checked when the frames were submitted; the packages do not change.
+            for job in jobs {
+                let frame_id = job.request.frame_id;
+                job.answer(Err(ErrorReply::new(
+                    Some(frame_id),
+                    ErrorKind::Internal,
+                    "model not loaded",
+                )));
+            }
+            return;
+        };
+        let split = usize::from(key.split);
+        let mut decoded = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let start = Instant::now();
+            match decode_payload(&loaded.package, &key.variant, split, &job.request) {
+                Ok(input) => decoded.push(Decoded {
+                    job,
+                    input,
+                    decode_us: micros(start.elapsed()),
+                }),
+                Err(message) => {
+                    let frame_id = job.request.frame_id;
+                    job.answer(Err(ErrorReply::new(
+                        Some(frame_id),
+                        ErrorKind::BadPayload,
+                        message,
+                    )));
+                }
+            }
+        }
+        if decoded.is_empty() {
+            return;
+        }
+        let profile = self.profile_every > 0 && batch_index.is_multiple_of(self.profile_every);
+        let compute_start = Instant::now();
+        let ran = stack(&decoded)
+            .and_then(|input| self.run_tail(loaded, &key.variant, split, input, profile));
+        let cloud_compute_us = micros(compute_start.elapsed());
+        let (output, layer_times) = match ran {
+            Ok(ran) => ran,
+            Err(e) => {
+                let message = e.to_string();
+                for frame in decoded {
+                    let frame_id = frame.job.request.frame_id;
+                    frame.job.answer(Err(ErrorReply::new(
+                        Some(frame_id),
+                        ErrorKind::Internal,
+                        message.clone(),
+                    )));
+                }
+                return;
+            }
+        };
+        let layer_us: Vec<u32> = layer_times
+            .iter()
+            .map(|t| u32::try_from(t.as_micros()).unwrap_or(u32::MAX))
+            .collect();
+        for (frame, scores) in decoded.into_iter().zip(output.axis_iter(Axis(0))) {
+            let frame_id = frame.job.request.frame_id;
+            let waited = compute_start.saturating_duration_since(frame.job.arrived);
+            let queue_us = micros(waited).saturating_sub(frame.decode_us);
+            let non_finite = scores.iter().filter(|x| !x.is_finite()).count();
+            let reply = if non_finite > 0 {
+                // Finite but extreme inputs (a min and scale of 3e38) overflow inside the network.
+                Err(ErrorReply::new(
+                    Some(frame_id),
+                    ErrorKind::BadPayload,
+                    format!(
+                        "the result is not finite ({non_finite} of {} scores NaN or infinite): \
+                         the payload's values are out of the model's range",
+                        scores.len()
+                    ),
+                ))
+            } else {
+                Ok(InferResult {
+                    frame_id,
+                    scores: scores.iter().copied().collect(),
+                    cloud_compute_us,
+                    decode_us: frame.decode_us,
+                    queue_us,
+                    layer_us: layer_us.clone(),
+                })
+            };
+            frame.job.answer(reply);
+        }
+    }
+}
+
+/// The frames' inputs (`[1, …]` each) as one `[N, …]` tensor.
+fn stack(frames: &[Decoded]) -> Result<ArrayD<f32>, RunnerError> {
+    if let [one] = frames {
+        return Ok(one.input.clone());
+    }
+    let views: Vec<_> = frames.iter().map(|f| f.input.view()).collect();
+    ndarray::concatenate(Axis(0), &views).map_err(|e| RunnerError::Inference {
+        what: "batch".into(),
+        message: format!("cannot stack the batch: {e}"),
+    })
+}
+
+fn decode_payload(
+    package: &ModelPackage,
+    variant: &str,
+    split: usize,
+    req: &InferRequest,
+) -> Result<ArrayD<f32>, String> {
+    let expected = package
+        .split_tensor_shape(variant, split)
+        .map_err(|e| e.to_string())?;
+    let tail = TailInput {
+        variant,
+        split,
+        input_shape: package.input_shape(),
+        split_shape: expected,
+        normalization: package.normalization(),
+    };
+    payload_input(&tail, req.payload_kind, &req.payload)
 }
 
 /// What a request's payload must become: the model's input and the tensor at the split.

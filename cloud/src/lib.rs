@@ -1,6 +1,7 @@
 //! jmdc-cloud: a QUIC worker that finishes split inference for many edge devices.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod batch;
 pub mod config;
 mod contexts;
 pub mod engine;
@@ -29,10 +30,6 @@ pub use server::CloudServer;
 /// Loads ONNX Runtime and the models, then binds the server described by `cfg`.
 pub fn build_server(cfg: &CloudConfig) -> anyhow::Result<CloudServer> {
     jmdc_core::runtime::init_onnxruntime(cfg.runtime.onnxruntime.as_deref())?;
-    let engine = TailEngine::load(
-        &cfg.models_dir,
-        cfg.runtime.workers,
-        cfg.runtime.intra_op_threads,
-    )?;
+    let engine = TailEngine::load(&cfg.models_dir, &cfg.engine_options())?;
     Ok(CloudServer::bind(cfg, Arc::new(engine))?)
 }

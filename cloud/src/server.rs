@@ -649,12 +649,17 @@ async fn infer(request: protocol::InferRequest, ctx: &StreamContext, arrived: In
             "too many frames in flight".into(),
         );
     };
-    let engine = ctx.engine.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        engine.infer(&request, arrived)
-    })
-    .await;
+    let answer = match ctx.engine.submit(request, arrived) {
+        Ok(answer) => answer,
+        Err(reply) => {
+            ctx.stats.record_error(reply.kind);
+            debug!(frame_id, kind = ?reply.kind, message = %reply.message, "frame rejected");
+            return Response::Error(reply);
+        }
+    };
+    // Held until the answer is in: admission bounds the frames queued and running.
+    let outcome = answer.await;
+    drop(permit);
     match outcome {
         Ok(Ok(result)) => {
             ctx.stats.frames_ok.fetch_add(1, Ordering::Relaxed);
@@ -665,9 +670,9 @@ async fn infer(request: protocol::InferRequest, ctx: &StreamContext, arrived: In
             debug!(frame_id, kind = ?reply.kind, message = %reply.message, "frame rejected");
             Response::Error(reply)
         }
-        Err(join) => {
+        Err(_) => {
             ctx.stats.record_error(ErrorKind::Internal);
-            warn!(frame_id, error = %join, "inference task failed");
+            warn!(frame_id, "inference task ended without an answer");
             error_reply(
                 Some(frame_id),
                 ErrorKind::Internal,

@@ -133,11 +133,12 @@ async fn ready_after_start_metrics_move_and_503_while_draining() {
             workers: 1,
             ..RuntimeSection::default()
         },
+        batching: Default::default(),
         limits: LimitsSection::default(),
         log_level: "warn".into(),
         health: None,
     };
-    let engine = TailEngine::load(&cfg.models_dir, 1, None).expect("models load");
+    let engine = TailEngine::load(&cfg.models_dir, &cfg.engine_options()).expect("models load");
     let server = CloudServer::bind(&cfg, Arc::new(engine)).expect("bind");
     let quic_addr = server.local_addr().expect("local addr");
     let view = server.health_view();

@@ -135,3 +135,101 @@ fn bad_ranges_and_inputs_are_refused() {
         .expect_err("the range starts at layer 2");
     assert!(matches!(e, RunnerError::InputShape { .. }), "{e}");
 }
+
+mod cache {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use jmdc_core::runner::{LayerRunner, MergedCache, MergedCacheConfig, RunnerOptions};
+
+    use super::{images, init, max_abs_diff, package, TOL};
+
+    /// Polls until `range` is ready (bounded: 60 s).
+    fn wait_ready(cache: &MergedCache, variant: &str, range: std::ops::Range<usize>) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if cache.is_ready("alexnet-cifar10", variant, range.clone()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    fn cache(budget_bytes: usize) -> MergedCache {
+        MergedCache::new(MergedCacheConfig {
+            sessions: 2,
+            budget_bytes,
+            options: RunnerOptions::default(),
+        })
+        .expect("builder thread")
+    }
+
+    #[test]
+    fn a_miss_builds_in_the_background_and_later_checkouts_run_merged() {
+        init();
+        let pkg = Arc::new(package("alexnet-cifar10"));
+        let cache = cache(256 << 20);
+        assert!(
+            cache.checkout(&pkg, "keep050", 6..13).is_none(),
+            "first use misses"
+        );
+        assert!(
+            wait_ready(&cache, "keep050", 6..13),
+            "range never became ready"
+        );
+        let x = images(&pkg, 4);
+        let mut chain =
+            LayerRunner::new(&pkg, "keep050", 0..13, &RunnerOptions::default()).expect("chain");
+        let entering = chain.run_range(0..6, x.view()).expect("head");
+        let want = chain.run_range(6..13, entering.view()).expect("tail");
+        let mut a = cache.checkout(&pkg, "keep050", 6..13).expect("ready");
+        let b = cache
+            .checkout(&pkg, "keep050", 6..13)
+            .expect("a second session");
+        assert!(
+            cache.checkout(&pkg, "keep050", 6..13).is_none(),
+            "only two sessions per range"
+        );
+        drop(b);
+        let got = a.run(entering.view()).expect("merged batch of 4");
+        assert!(max_abs_diff(&got, &want) <= TOL);
+        let stats = cache.stats();
+        assert_eq!((stats.built, stats.ready, stats.failed), (1, 1, 0));
+        assert_eq!(stats.hits, 2);
+        assert!(stats.bytes > 0);
+    }
+
+    #[test]
+    fn the_budget_evicts_the_least_recently_used_and_refuses_what_never_fits() {
+        init();
+        let pkg = Arc::new(package("alexnet-cifar10"));
+        // Learn one range's accounted size, then allow a little more than one.
+        let probe = cache(256 << 20);
+        let _ = probe.checkout(&pkg, "keep025", 6..13);
+        assert!(wait_ready(&probe, "keep025", 6..13));
+        let one = probe.stats().bytes;
+        let cache = cache(one + one / 2);
+        let _ = cache.checkout(&pkg, "keep025", 6..13);
+        assert!(wait_ready(&cache, "keep025", 6..13));
+        let _ = cache.checkout(&pkg, "keep025", 7..13);
+        assert!(wait_ready(&cache, "keep025", 7..13));
+        assert!(
+            !cache.is_ready("alexnet-cifar10", "keep025", 6..13),
+            "the older range makes room"
+        );
+        let stats = cache.stats();
+        assert_eq!((stats.built, stats.evicted, stats.ready), (2, 1, 1));
+        assert!(stats.bytes <= one + one / 2);
+
+        // The whole keep100 model is far larger than this budget: refused, served by the chain.
+        let _ = cache.checkout(&pkg, "keep100", 0..13);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while cache.stats().failed == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(cache.stats().failed, 1);
+        assert!(cache.checkout(&pkg, "keep100", 0..13).is_none());
+        assert!(cache.is_ready("alexnet-cifar10", "keep025", 7..13));
+    }
+}

@@ -317,18 +317,23 @@ pub enum TailSessions {
 
 /// Frames per second of the plan's tail (`split..L`) in ONNX Runtime directly: `threads` threads,
 /// each with its own session(s) and one intra-op thread, each running the decoded tensors of the
-/// payloads one after another for `measure` (batch 1, no network, no codec).
+/// payloads one after another for `measure` in batches of `batch` frames (no network, no codec).
 pub fn bare_throughput(
     repo: &Path,
     plan: &LoadPlan,
     threads: usize,
     sessions: TailSessions,
+    batch: usize,
     measure: Duration,
 ) -> Result<f64, BenchError> {
     let invalid = |m: String| BenchError::Invalid(m);
     let pkg = Arc::new(load_package(repo, plan)?);
     let layers = pkg.num_layers();
-    let input = tail_input(repo, &pkg, plan)?;
+    let one = tail_input(repo, &pkg, plan)?;
+    let batch = batch.max(1);
+    let views = vec![one.view(); batch];
+    let input = ndarray::concatenate(ndarray::Axis(0), &views)
+        .map_err(|e| invalid(format!("cannot stack a batch of {batch}: {e}")))?;
     let opts = RunnerOptions {
         intra_op_threads: Some(1),
         ..RunnerOptions::default()
@@ -369,7 +374,7 @@ pub fn bare_throughput(
             .map_err(|_| invalid("a bare ONNX Runtime thread panicked".into()))?
             .map_err(invalid)?;
     }
-    Ok(total as f64 / measure.as_secs_f64())
+    Ok((total * batch as u64) as f64 / measure.as_secs_f64())
 }
 
 /// The tensor entering the tail for the first sample image (the image itself at split 0).

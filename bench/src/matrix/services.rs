@@ -81,23 +81,73 @@ pub struct Worker {
     pub cert: PathBuf,
 }
 
+/// How a started worker runs (the `[runtime]`, `[batching]` and `[limits]` it is given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSettings {
+    /// Execution threads and sessions per variant and range.
+    pub workers: usize,
+    /// Intra-op threads per session.
+    pub threads: usize,
+    /// Connections admitted from one address (loopback load tests open one per device).
+    pub per_address: usize,
+    /// `runtime.merged_cache_mib`; `None` = the worker's default.
+    pub merged_cache_mib: Option<usize>,
+    /// `batching.max_batch`; `None` = the worker's default.
+    pub max_batch: Option<usize>,
+    /// `batching.max_wait_us`; `None` = the worker's default.
+    pub max_wait_us: Option<u64>,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            workers: 1,
+            threads: 1,
+            per_address: 16,
+            merged_cache_mib: None,
+            max_batch: None,
+            max_wait_us: None,
+        }
+    }
+}
+
+impl WorkerSettings {
+    fn toml(&self) -> String {
+        let mut out = format!(
+            "[runtime]\nworkers = {}\nintra_op_threads = {}\n",
+            self.workers, self.threads
+        );
+        if let Some(mib) = self.merged_cache_mib {
+            out += &format!("merged_cache_mib = {mib}\n");
+        }
+        out += "[batching]\n";
+        if let Some(n) = self.max_batch {
+            out += &format!("max_batch = {n}\n");
+        }
+        if let Some(us) = self.max_wait_us {
+            out += &format!("max_wait_us = {us}\n");
+        }
+        out += &format!(
+            "[limits]\nmax_connections_per_address = {}\n",
+            self.per_address
+        );
+        out
+    }
+}
+
 impl Worker {
     /// Generates a certificate in `work`, writes `cloud.toml` and starts the worker on a free
     /// loopback port; returns once it prints its address.
     pub fn start(bins: &Binaries, repo: &Path, work: &Path) -> Result<Self, BenchError> {
-        Self::start_with(bins, repo, work, 1, 1, 16)
+        Self::start_with(bins, repo, work, &WorkerSettings::default())
     }
 
-    /// [`Worker::start`] with `workers` sessions per variant, each with `threads` intra-op
-    /// threads, admitting `per_address` connections from one address (loopback load tests open
-    /// one per simulated device).
+    /// [`Worker::start`] with `settings`.
     pub fn start_with(
         bins: &Binaries,
         repo: &Path,
         work: &Path,
-        workers: usize,
-        threads: usize,
-        per_address: usize,
+        settings: &WorkerSettings,
     ) -> Result<Self, BenchError> {
         let cert = work.join("cert.pem");
         let key = work.join("key.pem");
@@ -117,10 +167,11 @@ impl Worker {
         write(
             &config,
             &format!(
-                "listen = \"127.0.0.1:0\"\nmodels_dir = {}\nlog_level = \"warn\"\n[tls]\nclient_auth = \"off\"\ncert = {}\nkey = {}\n[runtime]\nworkers = {workers}\nintra_op_threads = {threads}\n[limits]\nmax_connections_per_address = {per_address}\n",
+                "listen = \"127.0.0.1:0\"\nmodels_dir = {}\nlog_level = \"warn\"\n[tls]\nclient_auth = \"off\"\ncert = {}\nkey = {}\n{}",
                 toml_str(&repo.join("models/packages").to_string_lossy()),
                 toml_str(&cert.to_string_lossy()),
                 toml_str(&key.to_string_lossy()),
+                settings.toml(),
             ),
         )?;
         let mut proc = Proc::spawn(

@@ -8,6 +8,8 @@
 //!   session.
 //! * [`FullModelRunner`] runs a variant's fused `full.onnx` (the reference).
 //! * [`RunnerPool`] is a bounded set of runners for concurrent callers.
+//! * [`MergedCache`] builds merged ranges in the background as plans change and keeps them
+//!   within a memory budget.
 //!
 //! ## Concurrency
 //! In `ort` 2.0.0-rc.15, `Session::run` takes `&mut self`, so a runner serves one request at a
@@ -29,7 +31,9 @@ use ort::value::{DynValue, TensorRef};
 use crate::package::{ModelPackage, PackageError, Variant};
 use crate::runtime::{self, RuntimeError};
 
+mod cache;
 mod merged;
+pub use cache::{MergedCache, MergedCacheConfig, MergedCacheStats};
 pub use merged::MergedRunner;
 
 /// Errors from building or running a runner.

@@ -94,15 +94,15 @@ impl Cloud {
             },
             models_dir: packages_dir(),
             runtime: RuntimeSection {
-                onnxruntime: None,
                 workers: 2,
-                intra_op_threads: None,
+                ..RuntimeSection::default()
             },
+            batching: Default::default(),
             limits,
             log_level: "warn".into(),
             health: None,
         };
-        let engine = TailEngine::load(&cfg.models_dir, 2, None).expect("models load");
+        let engine = TailEngine::load(&cfg.models_dir, &cfg.engine_options()).expect("models load");
         let server = CloudServer::bind(&cfg, Arc::new(engine)).expect("bind");
         let addr = server.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel();

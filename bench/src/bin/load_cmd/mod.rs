@@ -10,7 +10,7 @@ use clap::Args;
 use jmdc_bench::load::{
     bare_throughput, codec, prepare_payloads, run_load, LoadPlan, LoadSettings, Pace, TailSessions,
 };
-use jmdc_bench::matrix::services::{Binaries, Worker};
+use jmdc_bench::matrix::services::{Binaries, Worker, WorkerSettings};
 
 #[derive(Debug, Args)]
 pub(crate) struct LoadArgs {
@@ -62,6 +62,15 @@ pub(crate) struct LoadArgs {
     /// Work folder (the started worker's certificate, configuration and logs).
     #[arg(long, default_value = "target/load-work")]
     work: PathBuf,
+    /// The started worker's `batching.max_batch` (1 = no batching); absent = its default.
+    #[arg(long)]
+    max_batch: Option<usize>,
+    /// The started worker's `batching.max_wait_us`; absent = its default.
+    #[arg(long)]
+    max_wait_us: Option<u64>,
+    /// The started worker's `runtime.merged_cache_mib` (0 = chains only); absent = its default.
+    #[arg(long)]
+    merged_cache_mib: Option<usize>,
     /// Skip the bare ONNX Runtime comparison.
     #[arg(long)]
     no_bare: bool,
@@ -108,7 +117,15 @@ pub(crate) fn load(args: LoadArgs) -> Result<()> {
             let _ = std::fs::remove_dir_all(&args.work);
             std::fs::create_dir_all(&args.work).with_context(|| args.work.display().to_string())?;
             let work = std::fs::canonicalize(&args.work)?;
-            let w = Worker::start_with(&bins, &repo, &work, args.workers, 1, most + 8)?;
+            let settings = WorkerSettings {
+                workers: args.workers,
+                threads: 1,
+                per_address: most + 8,
+                merged_cache_mib: args.merged_cache_mib,
+                max_batch: args.max_batch,
+                max_wait_us: args.max_wait_us,
+            };
+            let w = Worker::start_with(&bins, &repo, &work, &settings)?;
             let (addr, cert) = (w.addr, w.cert.clone());
             (Some(w), addr, cert)
         }
@@ -169,12 +186,23 @@ pub(crate) fn load(args: LoadArgs) -> Result<()> {
     }
     if !args.no_bare {
         let measure = Duration::from_secs_f64(args.seconds);
-        let chain = bare_throughput(&repo, &plan, args.workers, TailSessions::Chain, measure)?;
-        let merged = bare_throughput(&repo, &plan, args.workers, TailSessions::Merged, measure)?;
+        let chain = bare_throughput(&repo, &plan, args.workers, TailSessions::Chain, 1, measure)?;
+        let merged = bare_throughput(&repo, &plan, args.workers, TailSessions::Merged, 1, measure)?;
         println!(
             "\nbare ONNX Runtime, layers {}.. on {} thread(s), batch 1: chain {chain:.0} frames/s, merged {merged:.0} frames/s",
             args.split, args.workers
         );
+        for batch in [8, 32] {
+            let fps = bare_throughput(
+                &repo,
+                &plan,
+                args.workers,
+                TailSessions::Merged,
+                batch,
+                measure,
+            )?;
+            println!("bare ONNX Runtime, merged, batch {batch}: {fps:.0} frames/s");
+        }
         if let Some(fps) = last {
             println!(
                 "worker at {most} devices ÷ bare chain: {:.2}; ÷ bare merged: {:.2}",

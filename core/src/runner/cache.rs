@@ -1,0 +1,251 @@
+//! [`MergedCache`]: merged-range sessions built in the background and kept within a memory budget.
+//!
+//! A plan's range (`0..s` on the edge, `s..L` in the worker) changes when the optimizer re-plans,
+//! and composing plus building a session takes milliseconds (AlexNet) to a second (VGG16). The
+//! cache never makes a caller wait for that: [`MergedCache::checkout`] returns a ready runner or
+//! `None` at once, and on a miss asks a builder thread for the range; the caller runs the chain
+//! of per-layer sessions meanwhile (which also gives per-layer times for the profiler).
+//!
+//! Ready ranges are kept least-recently-used first out until their accounted bytes (the composed
+//! model's size × sessions per range, a proxy for the sessions' weights) fit the budget. A range
+//! whose sessions alone exceed the budget, or that fails to build, is remembered as failed and
+//! served by the chain from then on (logged once).
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tracing::{debug, warn};
+
+use super::{MergedRunner, PoolGuard, RunnerOptions, RunnerPool};
+use crate::package::ModelPackage;
+
+/// How a [`MergedCache`] builds and bounds its sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergedCacheConfig {
+    /// Sessions per range (as many as callers that run the same range at once).
+    pub sessions: usize,
+    /// Accounted bytes all ready ranges may hold together.
+    pub budget_bytes: usize,
+    /// Options every session is built with.
+    pub options: RunnerOptions,
+}
+
+/// Which range: (package name, variant, layers).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RangeKey {
+    package: String,
+    variant: String,
+    range: Range<usize>,
+}
+
+#[derive(Debug)]
+enum Entry {
+    Building,
+    Ready {
+        pool: RunnerPool<MergedRunner>,
+        bytes: usize,
+        last_used: u64,
+    },
+    Failed,
+}
+
+#[derive(Debug, Default)]
+struct CacheState {
+    entries: HashMap<RangeKey, Entry>,
+    bytes: usize,
+    tick: u64,
+    stats: MergedCacheStats,
+}
+
+/// Counters of a [`MergedCache`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MergedCacheStats {
+    /// Ranges built and kept.
+    pub built: u64,
+    /// Ranges dropped to make room for others.
+    pub evicted: u64,
+    /// Ranges that failed to build or could never fit (served by the chain).
+    pub failed: u64,
+    /// Checkouts that got a merged runner.
+    pub hits: u64,
+    /// Checkouts that did not (range building, failed, or all its sessions busy).
+    pub misses: u64,
+    /// Ranges ready now.
+    pub ready: usize,
+    /// Accounted bytes of the ready ranges.
+    pub bytes: usize,
+}
+
+struct BuildRequest {
+    key: RangeKey,
+    package: Arc<ModelPackage>,
+}
+
+/// Merged-range sessions, built on demand by a background thread, bounded in memory.
+#[derive(Debug)]
+pub struct MergedCache {
+    state: Arc<Mutex<CacheState>>,
+    requests: Mutex<mpsc::Sender<BuildRequest>>,
+}
+
+impl MergedCache {
+    /// An empty cache and its builder thread (`jmdc-merge`; it ends when the cache is dropped).
+    pub fn new(config: MergedCacheConfig) -> std::io::Result<MergedCache> {
+        let state = Arc::new(Mutex::new(CacheState::default()));
+        let (tx, rx) = mpsc::channel::<BuildRequest>();
+        let builder_state = Arc::clone(&state);
+        std::thread::Builder::new()
+            .name("jmdc-merge".into())
+            .spawn(move || {
+                while let Ok(request) = rx.recv() {
+                    build_one(&builder_state, &config, request);
+                }
+            })?;
+        Ok(MergedCache {
+            state,
+            requests: Mutex::new(tx),
+        })
+    }
+
+    /// A merged runner for `range` of `variant`, or `None` at once: the range is being built (a
+    /// build is started on the first miss), it failed, or all its sessions are busy.
+    pub fn checkout(
+        &self,
+        package: &Arc<ModelPackage>,
+        variant: &str,
+        range: Range<usize>,
+    ) -> Option<PoolGuard<MergedRunner>> {
+        let key = RangeKey {
+            package: package.name().to_owned(),
+            variant: variant.to_owned(),
+            range,
+        };
+        let mut state = lock(&self.state);
+        state.tick += 1;
+        let tick = state.tick;
+        let guard = match state.entries.get_mut(&key) {
+            Some(Entry::Ready {
+                pool, last_used, ..
+            }) => {
+                *last_used = tick;
+                pool.try_checkout()
+            }
+            Some(Entry::Building | Entry::Failed) => None,
+            None => {
+                state.entries.insert(key.clone(), Entry::Building);
+                let request = BuildRequest {
+                    key,
+                    package: Arc::clone(package),
+                };
+                if lock(&self.requests).send(request).is_err() {
+                    warn!("merged-range builder thread has ended; ranges run as chains");
+                }
+                None
+            }
+        };
+        if guard.is_some() {
+            state.stats.hits += 1;
+        } else {
+            state.stats.misses += 1;
+        }
+        guard
+    }
+
+    /// Whether `range` of `variant` is ready now (tests and tools poll this after a miss).
+    pub fn is_ready(&self, package: &str, variant: &str, range: Range<usize>) -> bool {
+        let key = RangeKey {
+            package: package.to_owned(),
+            variant: variant.to_owned(),
+            range,
+        };
+        matches!(
+            lock(&self.state).entries.get(&key),
+            Some(Entry::Ready { .. })
+        )
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> MergedCacheStats {
+        let state = lock(&self.state);
+        let mut stats = state.stats;
+        stats.ready = state
+            .entries
+            .values()
+            .filter(|e| matches!(e, Entry::Ready { .. }))
+            .count();
+        stats.bytes = state.bytes;
+        stats
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Builds one range's sessions (outside the lock) and makes room for them.
+fn build_one(state: &Mutex<CacheState>, config: &MergedCacheConfig, request: BuildRequest) {
+    let BuildRequest { key, package } = request;
+    let built = RunnerPool::build(config.sessions.max(1), || {
+        MergedRunner::new(&package, &key.variant, key.range.clone(), &config.options)
+    });
+    let mut state = lock(state);
+    let pool = match built {
+        Ok(pool) => pool,
+        Err(e) => {
+            warn!(
+                package = %key.package, variant = %key.variant,
+                range = ?key.range, error = %e,
+                "cannot build a merged range; it runs as a chain of layer sessions"
+            );
+            state.stats.failed += 1;
+            state.entries.insert(key, Entry::Failed);
+            return;
+        }
+    };
+    let bytes = pool
+        .try_checkout()
+        .map(|r| r.model_bytes())
+        .unwrap_or(0)
+        .saturating_mul(pool.capacity());
+    if bytes > config.budget_bytes {
+        warn!(
+            package = %key.package, variant = %key.variant, range = ?key.range,
+            bytes, budget = config.budget_bytes,
+            "merged range exceeds the cache budget on its own; it runs as a chain of layer sessions"
+        );
+        state.stats.failed += 1;
+        state.entries.insert(key, Entry::Failed);
+        return;
+    }
+    while state.bytes + bytes > config.budget_bytes {
+        let oldest = state
+            .entries
+            .iter()
+            .filter_map(|(k, e)| match e {
+                Entry::Ready { last_used, .. } => Some((*last_used, k.clone())),
+                _ => None,
+            })
+            .min_by_key(|(used, _)| *used);
+        let Some((_, victim)) = oldest else { break };
+        if let Some(Entry::Ready { bytes: freed, .. }) = state.entries.remove(&victim) {
+            state.bytes -= freed;
+            state.stats.evicted += 1;
+            debug!(package = %victim.package, variant = %victim.variant, range = ?victim.range, "merged range evicted");
+        }
+    }
+    state.tick += 1;
+    let last_used = state.tick;
+    state.bytes += bytes;
+    state.stats.built += 1;
+    debug!(package = %key.package, variant = %key.variant, range = ?key.range, bytes, "merged range ready");
+    state.entries.insert(
+        key,
+        Entry::Ready {
+            pool,
+            bytes,
+            last_used,
+        },
+    );
+}
