@@ -9,6 +9,8 @@ use jmdc_service::settings;
 pub use jmdc_service::settings::ConfigError;
 use serde::Deserialize;
 
+use jmdc_core::runtime::ExecutionDevice;
+
 use crate::batch::policy::BatchConfig;
 use crate::engine::EngineOptions;
 
@@ -101,6 +103,24 @@ pub struct RuntimeSection {
     /// whose per-layer times the edge's profiler learns from; 0 = only while a range builds.
     #[serde(default = "default_profile_every")]
     pub profile_every: u64,
+    /// `cpu` (default) or `cuda`: run the tails with ONNX Runtime's CUDA execution provider
+    /// (needs the GPU build of the library in `onnxruntime`; the worker refuses to start without it).
+    #[serde(default)]
+    pub execution_provider: ExecutionProvider,
+    /// The GPU the CUDA execution provider uses.
+    #[serde(default)]
+    pub cuda_device_id: u16,
+}
+
+/// Which ONNX Runtime execution provider runs the tails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExecutionProvider {
+    /// CPU kernels.
+    #[default]
+    Cpu,
+    /// CUDA on an NVIDIA GPU.
+    Cuda,
 }
 
 impl Default for RuntimeSection {
@@ -111,6 +131,8 @@ impl Default for RuntimeSection {
             intra_op_threads: None,
             merged_cache_mib: default_merged_cache_mib(),
             profile_every: default_profile_every(),
+            execution_provider: ExecutionProvider::Cpu,
+            cuda_device_id: 0,
         }
     }
 }
@@ -329,6 +351,12 @@ impl CloudConfig {
             },
             merged_cache_bytes: self.runtime.merged_cache_mib << 20,
             profile_every: self.runtime.profile_every,
+            device: match self.runtime.execution_provider {
+                ExecutionProvider::Cpu => ExecutionDevice::Cpu,
+                ExecutionProvider::Cuda => ExecutionDevice::Cuda {
+                    device_id: i32::from(self.runtime.cuda_device_id),
+                },
+            },
         }
     }
 

@@ -23,6 +23,7 @@ use jmdc_core::runner::{
     LayerRunner, MergedCache, MergedCacheConfig, MergedCacheStats, RunnerError, RunnerOptions,
     RunnerPool,
 };
+use jmdc_core::runtime::ExecutionDevice;
 use ndarray::{ArrayD, Axis, IxDyn};
 use tokio::sync::oneshot;
 use tracing::info;
@@ -44,6 +45,8 @@ pub struct EngineOptions {
     /// Every this many batches of a key run as the chain (per-layer times for the edge's
     /// profiler); 0 = only while the merged range is not ready.
     pub profile_every: u64,
+    /// Where the sessions run.
+    pub device: ExecutionDevice,
 }
 
 impl Default for EngineOptions {
@@ -54,6 +57,7 @@ impl Default for EngineOptions {
             batching: BatchConfig::default(),
             merged_cache_bytes: 256 << 20,
             profile_every: 64,
+            device: ExecutionDevice::Cpu,
         }
     }
 }
@@ -107,6 +111,7 @@ impl TailEngine {
     pub fn load(models_dir: &Path, engine: &EngineOptions) -> Result<Self, EngineError> {
         let options = RunnerOptions {
             intra_op_threads: engine.intra_op_threads,
+            device: engine.device,
             ..RunnerOptions::default()
         };
         let workers = engine.workers.max(1);

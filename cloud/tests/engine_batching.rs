@@ -91,6 +91,7 @@ fn batched_merged_answers_equal_each_frame_alone() {
             },
             merged_cache_bytes: 256 << 20,
             profile_every: 0,
+            ..EngineOptions::default()
         },
     )
     .expect("engine");
@@ -168,4 +169,43 @@ fn batched_merged_answers_equal_each_frame_alone() {
             .kind,
         ErrorKind::BadSplit
     );
+}
+
+/// `runtime.execution_provider = "cuda"`: with a GPU build of ONNX Runtime and a GPU the tails run
+/// there and answer what the CPU chain does; with the CPU-only library (what CI and the bundled
+/// fetch script have) the worker refuses to start and says why, instead of silently using the CPU.
+#[test]
+fn cuda_runs_on_a_gpu_build_or_is_refused_with_a_reason() {
+    jmdc_core::runtime::init_onnxruntime(None).expect("ONNX Runtime");
+    let frames = frames(2);
+    let options = EngineOptions {
+        workers: 1,
+        device: jmdc_core::runtime::ExecutionDevice::Cuda { device_id: 0 },
+        ..EngineOptions::default()
+    };
+    match TailEngine::load(&packages(), &options) {
+        Err(e) => {
+            let message = e.to_string();
+            assert!(
+                message.contains("CUDA execution provider") && message.contains("onnxruntime-gpu"),
+                "unclear refusal: {message}"
+            );
+            println!("CUDA not available here (expected with the CPU library): {message}");
+        }
+        Ok(engine) => {
+            for (id, (payload, want)) in frames.into_iter().enumerate() {
+                let got = engine
+                    .infer_blocking(request(id as u64, payload), Instant::now())
+                    .expect("answer on the GPU");
+                assert!(
+                    got.scores
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| (a - b).abs() <= 1e-3),
+                    "GPU scores differ from the CPU chain"
+                );
+            }
+            println!("ran on CUDA");
+        }
+    }
 }

@@ -172,12 +172,30 @@ pub fn environment() -> Result<&'static Environment, RuntimeError> {
         .ok_or(RuntimeError::NotInitialised)
 }
 
-/// A session builder configured per the runtime options.
+/// Where a session's operators run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExecutionDevice {
+    /// ONNX Runtime's CPU kernels (every library has them).
+    #[default]
+    Cpu,
+    /// The CUDA execution provider on GPU `device_id`; needs a GPU build of the library (the
+    /// `onnxruntime-gpu` wheel's) and the CUDA and cuDNN libraries it was built against. Operators
+    /// CUDA lacks fall back to the CPU inside ONNX Runtime.
+    Cuda {
+        /// The GPU's ordinal.
+        device_id: i32,
+    },
+}
+
+/// A session builder configured per the runtime options, for `device`.
 ///
 /// `intra_op_threads`: `None` uses the environment's setup (the shared pool when enabled, else
 /// `RuntimeOptions::intra_op_threads` per session). `Some(n)` gives this session its own pool of
 /// `n` threads (beware: many sessions with own pools of n > 1 threads compete for the cores).
-pub fn session_builder(intra_op_threads: Option<usize>) -> Result<SessionBuilder, RuntimeError> {
+pub fn session_builder(
+    intra_op_threads: Option<usize>,
+    device: ExecutionDevice,
+) -> Result<SessionBuilder, RuntimeError> {
     let state = STATE.get().ok_or(RuntimeError::NotInitialised)?;
     let err = |e: ort::Error<SessionBuilder>| RuntimeError::Session(e.to_string());
     let level = match state.options.optimization_level {
@@ -204,6 +222,19 @@ pub fn session_builder(intra_op_threads: Option<usize>) -> Result<SessionBuilder
             .map_err(err)?
             .with_intra_op_spinning(state.options.allow_spinning)
             .map_err(err)?;
+    }
+    if let ExecutionDevice::Cuda { device_id } = device {
+        let cuda = ort::ep::CUDA::default()
+            .with_device_id(device_id)
+            .build()
+            .error_on_failure();
+        b = b.with_execution_providers([cuda]).map_err(|e| {
+            RuntimeError::Session(format!(
+                "the CUDA execution provider (GPU {device_id}) is not available: {e}; it needs \
+                 a GPU build of ONNX Runtime (libonnxruntime from the onnxruntime-gpu wheel) \
+                 and the CUDA and cuDNN libraries that build expects"
+            ))
+        })?;
     }
     b.with_inter_threads(1).map_err(err)
 }

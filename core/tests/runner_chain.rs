@@ -363,6 +363,7 @@ fn own_thread_pool_option_matches_shared_pool() {
     let own_opts = RunnerOptions {
         intra_op_threads: Some(1),
         load_from_file: true,
+        ..RunnerOptions::default()
     };
     let mut own = LayerRunner::new(&pkg, &v, 0..l, &own_opts).expect("own pool, from file");
     let a = shared.run(x.view()).expect("shared run");

@@ -126,6 +126,8 @@ pub struct RunnerOptions {
     /// Build sessions from the files on disk instead of from hash-verified bytes in memory
     /// (skips verification; only for tools that verified the package themselves).
     pub load_from_file: bool,
+    /// Where the sessions run (CPU unless told otherwise).
+    pub device: runtime::ExecutionDevice,
 }
 
 struct LayerSession {
@@ -155,7 +157,7 @@ fn build_session(
         file: file.to_string(),
         message,
     };
-    let mut builder = runtime::session_builder(options.intra_op_threads)?;
+    let mut builder = runtime::session_builder(options.intra_op_threads, options.device)?;
     let session = match bytes_or_path {
         Ok(bytes) => builder.commit_from_memory(&bytes),
         Err(path) => builder.commit_from_file(path),

@@ -119,7 +119,7 @@ impl Worker {
     pub(super) fn new(pkg: &ModelPackage, plans: &[VariantPlan]) -> Result<Worker> {
         let options = RunnerOptions {
             intra_op_threads: Some(1),
-            load_from_file: false,
+            ..RunnerOptions::default()
         };
         let runners = plans
             .iter()
