@@ -20,15 +20,15 @@ use jmdc_core::protocol::{
     BindContext, ErrorKind, ErrorReply, InferRequest, InferResult, PayloadKind,
 };
 use jmdc_core::runner::{
-    LayerRunner, MergedCache, MergedCacheConfig, MergedCacheStats, RunnerError, RunnerOptions,
-    RunnerPool,
+    LayerRunner, MergedCache, MergedCacheConfig, MergedCacheStats, RangeCost, RunnerError,
+    RunnerOptions, RunnerPool,
 };
 use jmdc_core::runtime::ExecutionDevice;
 use ndarray::{ArrayD, Axis, IxDyn};
 use tokio::sync::oneshot;
 use tracing::info;
 
-use crate::batch::policy::BatchConfig;
+use crate::batch::policy::{useful_batch, BatchConfig};
 use crate::batch::{BatchKey, BatchStats, Batcher, Executor, Job, Reply};
 
 /// How the engine runs the tails.
@@ -212,6 +212,17 @@ impl TailEngine {
             })?
     }
 
+    /// The largest batch the engine forms for (model, variant, split) now: from the merged range's
+    /// measured cost once it is ready (1 where batching does not pay), else `None` (the
+    /// configured `max_batch` applies).
+    pub fn batch_cap(&self, model: &str, variant: &str, split: u16) -> Option<usize> {
+        self.models.batch_cap(&BatchKey {
+            model: model.to_owned(),
+            variant: variant.to_owned(),
+            split,
+        })
+    }
+
     /// Batches and frames run so far.
     pub fn batch_stats(&self) -> BatchStats {
         self.batcher.stats()
@@ -353,6 +364,22 @@ struct Decoded {
 }
 
 impl Executor for Models {
+    fn batch_cap(&self, key: &BatchKey) -> Option<usize> {
+        let cache = self.merged.as_ref()?;
+        let loaded = self.models.get(&key.model)?;
+        let cost = cache.cost(
+            &key.model,
+            &key.variant,
+            usize::from(key.split)..loaded.package.num_layers(),
+        )?;
+        Some(useful_batch(
+            cost.single,
+            cost.batched,
+            RangeCost::PROBE_BATCH,
+            usize::MAX,
+        ))
+    }
+
     fn execute(&self, key: &BatchKey, jobs: Vec<Job>, batch_index: u64) {
         let Ok(loaded) = self.tail(&key.model, &key.variant, key.split) else {
             // Checked when the frames were submitted; the packages do not change.

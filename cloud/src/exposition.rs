@@ -167,6 +167,53 @@ pub(crate) fn render(view: &HealthView) -> String {
             st.errors(kind),
         );
     }
+    let (batches, merged) = view.engine_stats();
+    for (name, kind, help, value) in [
+        (
+            "jmdc_cloud_batches_total",
+            MetricType::Counter,
+            "Batches run (frames of one model, variant and split run together).",
+            batches.batches,
+        ),
+        (
+            "jmdc_cloud_batched_frames_total",
+            MetricType::Counter,
+            "Frames in those batches (÷ batches_total = mean batch size).",
+            batches.frames,
+        ),
+        (
+            "jmdc_cloud_merged_ranges_ready",
+            MetricType::Gauge,
+            "Merged layer ranges (tails as one session) ready now.",
+            merged.ready as u64,
+        ),
+        (
+            "jmdc_cloud_merged_range_bytes",
+            MetricType::Gauge,
+            "Accounted bytes of the ready merged ranges (runtime.merged_cache_mib bounds it).",
+            merged.bytes as u64,
+        ),
+        (
+            "jmdc_cloud_merged_range_builds_total",
+            MetricType::Counter,
+            "Merged ranges built.",
+            merged.built,
+        ),
+        (
+            "jmdc_cloud_merged_range_evictions_total",
+            MetricType::Counter,
+            "Merged ranges dropped to make room for others.",
+            merged.evicted,
+        ),
+        (
+            "jmdc_cloud_merged_range_failures_total",
+            MetricType::Counter,
+            "Merged ranges that failed to build or never fit (they run as chains).",
+            merged.failed,
+        ),
+    ] {
+        single(&mut out, name, kind, help, value);
+    }
     let name = "jmdc_cloud_request_duration_seconds";
     out.family(
         name,

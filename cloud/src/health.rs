@@ -6,6 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use jmdc_core::runner::MergedCacheStats;
+
+use crate::batch::BatchStats;
+use crate::engine::TailEngine;
 use crate::stats::ServerStats;
 
 /// `/readyz` fails when the last beat is older than this.
@@ -85,6 +89,7 @@ pub struct HealthView {
     heartbeat: Arc<Heartbeat>,
     draining: Arc<AtomicBool>,
     stats: Arc<ServerStats>,
+    engine: Option<Arc<TailEngine>>,
 }
 
 impl HealthView {
@@ -98,7 +103,21 @@ impl HealthView {
             heartbeat,
             draining,
             stats,
+            engine: None,
         }
+    }
+
+    /// The view with the engine's batching and merged-range counters.
+    pub fn with_engine(mut self, engine: Arc<TailEngine>) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// The engine's counters: batches run and merged ranges (zeros without an engine).
+    pub fn engine_stats(&self) -> (BatchStats, MergedCacheStats) {
+        self.engine.as_ref().map_or_else(Default::default, |e| {
+            (e.batch_stats(), e.merged_stats().unwrap_or_default())
+        })
     }
 
     /// Alive: the accept loop beat within [`LIVE_STALE_AFTER`], or the worker is draining (the

@@ -167,6 +167,7 @@ impl CloudServer {
             self.draining.clone(),
             self.stats.clone(),
         )
+        .with_engine(self.engine.clone())
     }
 
     /// Serves until `shutdown` resolves, then shuts down gracefully with [`DRAIN_TIMEOUT`]

@@ -148,10 +148,15 @@ fn batched_merged_answers_equal_each_frame_alone() {
     let after = engine.batch_stats();
     assert_eq!(after.frames - before.frames, 64);
     let batches = after.batches - before.batches;
-    assert!(
-        batches < 64,
-        "64 frames queued at once ran in {batches} batches"
-    );
+    let cap = engine.batch_cap(MODEL, VARIANT, SPLIT as u16);
+    println!("64 frames in {batches} batches; batch cap from the measured cost: {cap:?}");
+    assert!(cap.is_some(), "a ready range has a measured cost");
+    if cap > Some(1) {
+        assert!(
+            batches < 64,
+            "64 frames queued at once ran in {batches} batches"
+        );
+    }
 
     // Unknown names and a split with nothing left are refused before queueing.
     let mut unknown = request(99, frames[0].0.clone());

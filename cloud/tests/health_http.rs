@@ -216,6 +216,10 @@ async fn ready_after_start_metrics_move_and_503_while_draining() {
     let after = get(http, "/metrics").await.1;
     println!("GET /metrics after two frames:\n{after}");
     assert_eq!(sample(&after, "jmdc_cloud_frames_served_total"), 1);
+    // The served frame ran in one batch (the refused one never reached the queue).
+    assert_eq!(sample(&after, "jmdc_cloud_batches_total"), 1);
+    assert_eq!(sample(&after, "jmdc_cloud_batched_frames_total"), 1);
+    assert_eq!(sample(&before, "jmdc_cloud_merged_ranges_ready"), 0);
     assert_eq!(sample(&after, "jmdc_cloud_frames_failed_total"), 1);
     assert_eq!(
         sample(&after, "jmdc_cloud_errors_total{kind=\"unknown_model\"}"),

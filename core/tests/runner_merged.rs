@@ -194,6 +194,10 @@ mod cache {
         drop(b);
         let got = a.run(entering.view()).expect("merged batch of 4");
         assert!(max_abs_diff(&got, &want) <= TOL);
+        let cost = cache
+            .cost("alexnet-cifar10", "keep050", 6..13)
+            .expect("measured when built");
+        assert!(cost.single > Duration::ZERO && cost.batched > cost.single);
         let stats = cache.stats();
         assert_eq!((stats.built, stats.ready, stats.failed), (1, 1, 0));
         assert_eq!(stats.hits, 2);

@@ -48,6 +48,10 @@ impl Job {
 pub(crate) trait Executor: Send + Sync + 'static {
     /// `batch_index` counts this key's batches from 0 (the executor may profile some of them).
     fn execute(&self, key: &BatchKey, jobs: Vec<Job>, batch_index: u64);
+
+    /// The largest batch worth running for `key` (`None`: unknown, the configured maximum).
+    /// Called with the queues locked: must be quick and must not submit.
+    fn batch_cap(&self, key: &BatchKey) -> Option<usize>;
 }
 
 #[derive(Debug, Default)]
@@ -164,7 +168,12 @@ enum Next {
     Stop,
 }
 
-fn next(state: &mut QueueState, config: &BatchConfig, now: Instant) -> Next {
+fn next(
+    state: &mut QueueState,
+    config: &BatchConfig,
+    now: Instant,
+    cap_of: &dyn Fn(&BatchKey) -> Option<usize>,
+) -> Next {
     let mut due: Vec<(&BatchKey, &KeyQueue)> = state
         .queues
         .iter()
@@ -185,11 +194,15 @@ fn next(state: &mut QueueState, config: &BatchConfig, now: Instant) -> Next {
         let Some(oldest) = queue.jobs.front().map(|j| j.arrived) else {
             continue;
         };
+        let config = BatchConfig {
+            max_batch: cap_of(key).map_or(config.max_batch, |cap| cap.min(config.max_batch)),
+            ..*config
+        };
         // At shutdown nothing waits for company.
         let decision = if state.shutdown {
             Decision::Take(queue.jobs.len().min(config.max_batch.max(1)))
         } else {
-            decide(config, &queue.load, queue.jobs.len(), oldest, now)
+            decide(&config, &queue.load, queue.jobs.len(), oldest, now)
         };
         match decision {
             Decision::Take(n) => {
@@ -220,7 +233,8 @@ fn next(state: &mut QueueState, config: &BatchConfig, now: Instant) -> Next {
 fn execution_loop(shared: &Shared, executor: &dyn Executor) {
     let mut state = shared.lock();
     loop {
-        match next(&mut state, &shared.config, Instant::now()) {
+        let cap_of = |key: &BatchKey| executor.batch_cap(key);
+        match next(&mut state, &shared.config, Instant::now(), &cap_of) {
             Next::Run(key, jobs, index) => {
                 drop(state);
                 executor.execute(&key, jobs, index);
@@ -257,6 +271,11 @@ mod tests {
     }
 
     impl Executor for Recorder {
+        fn batch_cap(&self, key: &BatchKey) -> Option<usize> {
+            // Split 3 stands for a range where batching does not pay.
+            (key.split == 3).then_some(1)
+        }
+
         fn execute(&self, _key: &BatchKey, jobs: Vec<Job>, _index: u64) {
             self.running.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(self.delay);
@@ -363,13 +382,18 @@ mod tests {
                 replies.push(rx);
             }
         }
+        for id in 0..3 {
+            let (j, rx) = job(id);
+            batcher.submit(key(3), j);
+            replies.push(rx);
+        }
         drop(batcher);
         for mut rx in replies {
             assert!(rx.try_recv().expect("answered").is_ok());
         }
         let mut sizes = recorder.batches.lock().expect("lock").clone();
         sizes.sort_unstable();
-        // 1 (split 9) + split 1: 4 + 2 + split 2: 4 + 2.
-        assert_eq!(sizes, vec![1, 2, 2, 4, 4]);
+        // 1 (split 9) + split 1: 4 + 2 + split 2: 4 + 2 + split 3 (capped at 1): 1 × 3.
+        assert_eq!(sizes, vec![1, 1, 1, 1, 2, 2, 4, 4]);
     }
 }

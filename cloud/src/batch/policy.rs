@@ -84,6 +84,41 @@ impl KeyLoad {
     }
 }
 
+/// The largest batch worth forming for a range that runs one frame in `single` and `probe` frames
+/// in `batched`: a run costs about `fixed + n × per_frame`; batching pays while the fixed part is
+/// a noticeable share of a frame's cost, so the batch is capped where it falls to 5 %
+/// (`n ≥ 19 × fixed ÷ per_frame`), at least 2 while batching pays at all. A range whose batched
+/// frames cost ≥ 95 % of single ones (convolutions on a CPU) is not batched: batching would only
+/// hold each frame until its batch's end.
+pub(crate) fn useful_batch(
+    single: Duration,
+    batched: Duration,
+    probe: usize,
+    max_batch: usize,
+) -> usize {
+    let max_batch = max_batch.max(1);
+    let s = single.as_secs_f64();
+    let b = batched.as_secs_f64();
+    if probe < 2 || !(s > 0.0 && b > 0.0) {
+        return max_batch;
+    }
+    let n = probe as f64;
+    if b / n >= 0.95 * s {
+        return 1;
+    }
+    let per_frame = (b - s) / (n - 1.0);
+    let fixed = s - per_frame;
+    if per_frame <= 0.0 {
+        return max_batch;
+    }
+    let cap = (19.0 * fixed / per_frame).ceil();
+    if cap >= max_batch as f64 {
+        max_batch
+    } else {
+        (cap as usize).clamp(2.min(max_batch), max_batch)
+    }
+}
+
 /// What a free execution thread does with one key's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decision {
@@ -207,6 +242,25 @@ mod tests {
             decide(&config(), &loaded_at(6, 100), 2, t, t),
             Decision::WaitUntil(_)
         ));
+    }
+
+    #[test]
+    fn batches_are_capped_where_batching_stops_paying() {
+        let us = Duration::from_micros;
+        // Small fully connected tail (measured: 71.6 µs alone, 415 µs for 8): fixed ≈ 22 µs,
+        // per frame ≈ 49 µs, so about 9 frames bring the fixed part to 5 %.
+        assert_eq!(useful_batch(us(72), us(415), 8, 32), 9);
+        // Convolutions: 8 frames cost more than 8 single runs: no batching.
+        assert_eq!(useful_batch(us(706), us(6040), 8, 32), 1);
+        // Almost nothing gained (< 5 %): no batching.
+        assert_eq!(useful_batch(us(100), us(770), 8, 32), 1);
+        // Dominated by the fixed part: the configured maximum.
+        assert_eq!(useful_batch(us(100), us(150), 8, 32), 32);
+        assert_eq!(useful_batch(us(100), us(150), 8, 4), 4);
+        // Little fixed cost but some: at least 2.
+        assert_eq!(useful_batch(us(100), us(740), 8, 32), 2);
+        // Unmeasurable: the configured maximum.
+        assert_eq!(useful_batch(Duration::ZERO, us(150), 8, 32), 32);
     }
 
     #[test]

@@ -47,9 +47,28 @@ enum Entry {
         pool: RunnerPool<MergedRunner>,
         bytes: usize,
         last_used: u64,
+        cost: Option<RangeCost>,
     },
     Failed,
 }
+
+/// What one run of a ready range costs, measured once when it was built (the shortest of
+/// [`COST_RUNS`] runs on zeros, so that other work on the host counts as little as possible).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeCost {
+    /// One frame.
+    pub single: std::time::Duration,
+    /// A batch of [`RangeCost::PROBE_BATCH`] frames.
+    pub batched: std::time::Duration,
+}
+
+impl RangeCost {
+    /// The batch size the batched run is measured with.
+    pub const PROBE_BATCH: usize = 8;
+}
+
+/// Runs per batch size when a range's cost is measured.
+const COST_RUNS: usize = 5;
 
 #[derive(Debug, Default)]
 struct CacheState {
@@ -166,6 +185,19 @@ impl MergedCache {
         )
     }
 
+    /// The measured cost of `range` of `variant`, when it is ready and was measured.
+    pub fn cost(&self, package: &str, variant: &str, range: Range<usize>) -> Option<RangeCost> {
+        let key = RangeKey {
+            package: package.to_owned(),
+            variant: variant.to_owned(),
+            range,
+        };
+        match lock(&self.state).entries.get(&key) {
+            Some(Entry::Ready { cost, .. }) => *cost,
+            _ => None,
+        }
+    }
+
     /// The counters now.
     pub fn stats(&self) -> MergedCacheStats {
         let state = lock(&self.state);
@@ -190,7 +222,6 @@ fn build_one(state: &Mutex<CacheState>, config: &MergedCacheConfig, request: Bui
     let built = RunnerPool::build(config.sessions.max(1), || {
         MergedRunner::new(&package, &key.variant, key.range.clone(), &config.options)
     });
-    let mut state = lock(state);
     let pool = match built {
         Ok(pool) => pool,
         Err(e) => {
@@ -199,26 +230,34 @@ fn build_one(state: &Mutex<CacheState>, config: &MergedCacheConfig, request: Bui
                 range = ?key.range, error = %e,
                 "cannot build a merged range; it runs as a chain of layer sessions"
             );
+            let mut state = lock(state);
             state.stats.failed += 1;
             state.entries.insert(key, Entry::Failed);
             return;
         }
     };
-    let bytes = pool
-        .try_checkout()
-        .map(|r| r.model_bytes())
-        .unwrap_or(0)
-        .saturating_mul(pool.capacity());
-    if bytes > config.budget_bytes {
+    let fail = |why: &str, bytes: usize| {
         warn!(
             package = %key.package, variant = %key.variant, range = ?key.range,
             bytes, budget = config.budget_bytes,
-            "merged range exceeds the cache budget on its own; it runs as a chain of layer sessions"
+            "merged range {why}; it runs as a chain of layer sessions"
         );
+        let mut state = lock(state);
         state.stats.failed += 1;
-        state.entries.insert(key, Entry::Failed);
+        state.entries.insert(key.clone(), Entry::Failed);
+    };
+    let Some(mut runner) = pool.try_checkout() else {
+        fail("has no session", 0);
+        return;
+    };
+    let bytes = runner.model_bytes().saturating_mul(pool.capacity());
+    if bytes > config.budget_bytes {
+        fail("exceeds the cache budget on its own", bytes);
         return;
     }
+    let cost = measure_cost(&mut runner);
+    drop(runner);
+    let mut state = lock(state);
     while state.bytes + bytes > config.budget_bytes {
         let oldest = state
             .entries
@@ -239,13 +278,37 @@ fn build_one(state: &Mutex<CacheState>, config: &MergedCacheConfig, request: Bui
     let last_used = state.tick;
     state.bytes += bytes;
     state.stats.built += 1;
-    debug!(package = %key.package, variant = %key.variant, range = ?key.range, bytes, "merged range ready");
+    debug!(package = %key.package, variant = %key.variant, range = ?key.range, bytes, ?cost, "merged range ready");
     state.entries.insert(
         key,
         Entry::Ready {
             pool,
             bytes,
             last_used,
+            cost,
         },
     );
+}
+
+/// Times a range on zeros at batch 1 and [`RangeCost::PROBE_BATCH`] (after one warm-up run each);
+/// `None` if a run fails (the range is still used, its batches just are not capped).
+fn measure_cost(runner: &mut MergedRunner) -> Option<RangeCost> {
+    let mut time = |batch: usize| -> Option<std::time::Duration> {
+        let mut shape = vec![batch];
+        shape.extend_from_slice(runner.input_shape());
+        let zeros = ndarray::ArrayD::<f32>::zeros(shape);
+        runner.run(zeros.view()).ok()?;
+        (0..COST_RUNS)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                runner.run(zeros.view()).ok().map(|_| start.elapsed())
+            })
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .min()
+    };
+    Some(RangeCost {
+        single: time(1)?,
+        batched: time(RangeCost::PROBE_BATCH)?,
+    })
 }

@@ -33,7 +33,7 @@ use crate::runtime::{self, RuntimeError};
 
 mod cache;
 mod merged;
-pub use cache::{MergedCache, MergedCacheConfig, MergedCacheStats};
+pub use cache::{MergedCache, MergedCacheConfig, MergedCacheStats, RangeCost};
 pub use merged::MergedRunner;
 
 /// Errors from building or running a runner.
