@@ -171,6 +171,17 @@ pub struct RuntimeSection {
     /// Intra-op threads for the head.
     #[serde(default)]
     pub intra_op_threads: Option<usize>,
+    /// Memory for merged layer ranges (the head `0..s` and the fallback tail `s..L` as one session
+    /// each, built in the background on first use), MiB; absent = 64, 0 = always chains.
+    #[serde(default)]
+    pub merged_cache_mib: Option<usize>,
+}
+
+impl RuntimeSection {
+    /// Bytes for merged ranges (`merged_cache_mib`, default 64 MiB).
+    pub fn merged_cache_bytes(&self) -> usize {
+        self.merged_cache_mib.unwrap_or(64).saturating_mul(1 << 20)
+    }
 }
 
 /// The largest `[output] top_k` (a model with fewer classes lists all of them).

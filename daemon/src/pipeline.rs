@@ -2,7 +2,11 @@
 //! cloud's answer — or finish the frame on the edge when the cloud cannot.
 //!
 //! The plan is given per frame, so an adaptive loop can change it between frames; one ONNX Runtime
-//! session chain per variant (all layers) serves every split point through `run_range`.
+//! session chain per variant (all layers) serves every split point through `run_range`. With a
+//! merged-range cache ([`EdgePipeline::with_merged_ranges`]) the head `0..s` and the fallback tail
+//! `s..L` run as one session each once built (in the background, on their first use); every
+//! [`PROFILE_EVERY`]-th head still runs as the chain, whose per-layer times keep the shares by
+//! which a merged run's time is split among its layers for the adaptive loop's profile.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +17,7 @@ use jmdc_core::jpeg::JpegEncoder;
 use jmdc_core::package::ModelPackage;
 use jmdc_core::preprocess;
 use jmdc_core::protocol::{self, InferRequest, PayloadKind, Response};
-use jmdc_core::runner::{LayerRunner, RunnerOptions};
+use jmdc_core::runner::{LayerRunner, MergedCache, MergedCacheConfig, RunnerOptions};
 use ndarray::ArrayD;
 use tracing::warn;
 
@@ -55,6 +59,12 @@ pub struct FrameObservation {
     pub cloud_failed: bool,
 }
 
+/// Every this many heads run as the chain of layer sessions (per-layer times), the others merged.
+pub const PROFILE_EVERY: u64 = 8;
+
+/// The longest [`EdgePipeline::prepare_plan`] waits for a plan's merged ranges.
+pub const MERGED_WAIT: Duration = Duration::from_secs(10);
+
 /// Runs of a new session chain before it serves frames.
 const WARM_UP_RUNS: usize = 3;
 
@@ -76,9 +86,45 @@ struct VariantRunner {
     /// emulated a faster device (in the benchmark the loop, measured after 256 warm-up frames, ran
     /// the oracle's own plan 7–15 % faster than that plan run fixed for 64 frames).
     reference: Vec<Duration>,
+    /// Each layer's recent chain time, µs (EWMA): how a merged run's time is shared among the
+    /// layers it ran.
+    shares: Mutex<Vec<f64>>,
 }
 
+/// Weight of the newest chain time in [`VariantRunner::shares`].
+const SHARE_ALPHA: f64 = 0.2;
+
 impl VariantRunner {
+    /// Learns per-layer shares from a chain run of `start..` (`timings[0]` = layer `start`).
+    fn learn_shares(&self, start: usize, timings: &[Duration]) {
+        if let Ok(mut shares) = self.shares.lock() {
+            for (share, t) in shares.iter_mut().skip(start).zip(timings) {
+                let us = t.as_secs_f64() * 1e6;
+                *share = if *share > 0.0 {
+                    *share + SHARE_ALPHA * (us - *share)
+                } else {
+                    us
+                };
+            }
+        }
+    }
+
+    /// A merged run of `layers` that took `total`, split among them by their chain shares.
+    fn split_time(&self, layers: std::ops::Range<usize>, total: Duration) -> Vec<Duration> {
+        let n = layers.len();
+        let shares: Vec<f64> = self
+            .shares
+            .lock()
+            .ok()
+            .and_then(|s| s.get(layers).map(<[f64]>::to_vec))
+            .unwrap_or_default();
+        let sum: f64 = shares.iter().sum();
+        if shares.len() != n || sum.is_nan() || sum <= 0.0 {
+            return vec![total.div_f64(n.max(1) as f64); n];
+        }
+        shares.iter().map(|s| total.mul_f64(s / sum)).collect()
+    }
+
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, LayerRunner>, PipelineError> {
         self.runner
             .lock()
@@ -111,6 +157,10 @@ pub struct EdgePipeline {
     buffers: Arc<BufferPool>,
     /// Emulated edge speed: every piece of edge compute is stretched to `factor ×` its real time.
     speed: EdgeSpeed,
+    /// Merged head and tail ranges (absent: chains only).
+    merged: Option<Arc<MergedCache>>,
+    /// Heads run so far (every [`PROFILE_EVERY`]-th runs as the chain).
+    heads: u64,
 }
 
 /// Encode buffers handed out per frame and returned when the request is done (no allocation per frame
@@ -149,6 +199,9 @@ pub struct PendingFrame {
     /// The request to send (`None` when the frame finishes on the edge without asking).
     request: Option<InferRequest>,
     runner: SharedRunner,
+    merged: Option<Arc<MergedCache>>,
+    package: Arc<ModelPackage>,
+    variant: String,
     buffers: Arc<BufferPool>,
     timeout: Duration,
     speed: EdgeSpeed,
@@ -176,7 +229,35 @@ impl EdgePipeline {
             jpeg: JpegEncoder::new(),
             buffers: Arc::new(BufferPool::default()),
             speed: EdgeSpeed::default(),
+            merged: None,
+            heads: 0,
         }
+    }
+
+    /// The merged-range cache's counters (`None` without one).
+    pub fn merged_stats(&self) -> Option<jmdc_core::runner::MergedCacheStats> {
+        self.merged.as_ref().map(|c| c.stats())
+    }
+
+    /// Runs heads and fallback tails as merged ranges, kept within `budget_bytes` (0: chains
+    /// only). Without a thread for the builder the pipeline stays on chains (logged).
+    pub fn with_merged_ranges(mut self, budget_bytes: usize) -> Self {
+        if budget_bytes == 0 {
+            self.merged = None;
+            return self;
+        }
+        let config = MergedCacheConfig {
+            sessions: 1,
+            budget_bytes,
+            options: self.options.clone(),
+        };
+        match MergedCache::new(config) {
+            Ok(cache) => self.merged = Some(Arc::new(cache)),
+            Err(e) => {
+                warn!(error = %e, "cannot start the merged-range builder; layers run as chains")
+            }
+        }
+        self
     }
 
     /// Stretches all edge compute (head, encoding, fallback tail) to `speed.factor()` × its real
@@ -212,6 +293,36 @@ impl EdgePipeline {
         self.runner(variant).map(|_| ())
     }
 
+    /// [`prepare`](Self::prepare) for `plan`'s variant, and with merged ranges its head and
+    /// fallback tail built before the first frame (waiting at most [`MERGED_WAIT`]; the
+    /// frames after run as chains until they are ready).
+    pub fn prepare_plan(&mut self, plan: &PlanSpec) -> Result<(), PipelineError> {
+        self.prepare(&plan.variant)?;
+        let Some(cache) = self.merged.clone() else {
+            return Ok(());
+        };
+        let layers = self.package.num_layers();
+        let split = plan.edge_layers(layers).map_err(PipelineError::Plan)?;
+        let ranges: Vec<_> = [0..split, split..layers]
+            .into_iter()
+            .filter(|r| !r.is_empty())
+            .collect();
+        for range in &ranges {
+            cache.prepare(&self.package, &plan.variant, range.clone());
+        }
+        let deadline = Instant::now() + MERGED_WAIT;
+        tokio::task::block_in_place(|| {
+            while Instant::now() < deadline
+                && !ranges
+                    .iter()
+                    .all(|r| cache.is_settled(self.package.name(), &plan.variant, r.clone()))
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        Ok(())
+    }
+
     fn runner(&mut self, variant: &str) -> Result<SharedRunner, PipelineError> {
         if let Some(runner) = self.runners.get(variant) {
             return Ok(runner.clone());
@@ -243,9 +354,14 @@ impl EdgePipeline {
         } else {
             Vec::new()
         };
+        let (_, timings) =
+            tokio::task::block_in_place(|| runner.run_range_timed(0..layers, zeros.view()))
+                .map_err(|e| PipelineError::Model(e.to_string()))?;
+        let shares = timings.iter().map(|t| t.as_secs_f64() * 1e6).collect();
         let runner = Arc::new(VariantRunner {
             runner: Mutex::new(runner),
             reference,
+            shares: Mutex::new(shares),
         });
         self.runners.insert(variant.to_owned(), runner.clone());
         Ok(runner)
@@ -298,14 +414,41 @@ impl EdgePipeline {
         let edge_start = Instant::now();
         let speed = self.speed;
         let split_tensor = if edge_layers > 0 {
+            self.heads += 1;
+            let profile = self.heads % PROFILE_EVERY == 1;
+            let merged = match (&self.merged, profile) {
+                (Some(cache), false) => {
+                    cache.checkout(&self.package, &plan.variant, 0..edge_layers)
+                }
+                (Some(cache), true) => {
+                    // Runs as the chain, but has the merged head built for the frames after.
+                    cache.prepare(&self.package, &plan.variant, 0..edge_layers);
+                    None
+                }
+                (None, _) => None,
+            };
             let ((out, timings), emulated) = tokio::task::block_in_place(|| {
                 let watch = speed.start();
-                let out = runner
-                    .lock()?
-                    .run_range_timed(0..edge_layers, input.view())
-                    .map_err(|e| PipelineError::Model(e.to_string()))?;
+                let ran = match merged {
+                    Some(mut session) => {
+                        let t0 = Instant::now();
+                        let out = session
+                            .run(input.view())
+                            .map_err(|e| PipelineError::Model(e.to_string()))?;
+                        let timings = runner.split_time(0..edge_layers, t0.elapsed());
+                        (out, timings)
+                    }
+                    None => {
+                        let ran = runner
+                            .lock()?
+                            .run_range_timed(0..edge_layers, input.view())
+                            .map_err(|e| PipelineError::Model(e.to_string()))?;
+                        runner.learn_shares(0, &ran.1);
+                        ran
+                    }
+                };
                 let emulated = speed.finish_with_reference(watch, runner.reference(0..edge_layers));
-                Ok::<_, PipelineError>((out, emulated))
+                Ok::<_, PipelineError>((ran, emulated))
             })?;
             observation.head_timings = timings;
             observation.head_emulated = emulated;
@@ -329,6 +472,9 @@ impl EdgePipeline {
             split_tensor,
             request,
             runner,
+            merged: self.merged.clone(),
+            package: self.package.clone(),
+            variant: plan.variant.clone(),
             buffers: self.buffers.clone(),
             timeout: self.timeout,
             speed: self.speed,
@@ -515,13 +661,22 @@ impl PendingFrame {
     async fn finish_on_edge(&mut self) -> Result<Vec<f32>, PipelineError> {
         let range = self.edge_layers..self.total_layers;
         let speed = self.speed;
+        let merged = self
+            .merged
+            .as_ref()
+            .and_then(|cache| cache.checkout(&self.package, &self.variant, range.clone()));
         let out = tokio::task::block_in_place(|| {
             let watch = speed.start();
-            let out = self
-                .runner
-                .lock()?
-                .run_range(range.clone(), self.split_tensor.view())
-                .map_err(|e| PipelineError::Model(e.to_string()));
+            let out = match merged {
+                Some(mut session) => session
+                    .run(self.split_tensor.view())
+                    .map_err(|e| PipelineError::Model(e.to_string())),
+                None => self
+                    .runner
+                    .lock()?
+                    .run_range(range.clone(), self.split_tensor.view())
+                    .map_err(|e| PipelineError::Model(e.to_string())),
+            };
             speed.finish_with_reference(watch, self.runner.reference(range));
             out
         })?;

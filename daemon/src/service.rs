@@ -211,7 +211,8 @@ pub async fn run_service(cfg: EdgeConfig, opts: ServiceOptions) -> Result<RunRep
         timeout,
         cfg.runtime.intra_op_threads,
     )
-    .with_speed(cfg.emulation.speed());
+    .with_speed(cfg.emulation.speed())
+    .with_merged_ranges(cfg.runtime.merged_cache_bytes());
     if cfg.emulation.speed().is_emulated() {
         warn!(
             edge = %cfg.emulation.speed(),
@@ -229,7 +230,7 @@ pub async fn run_service(cfg: EdgeConfig, opts: ServiceOptions) -> Result<RunRep
             .await?,
         ))
     } else {
-        pipeline.prepare(&cfg.plan.variant)?;
+        pipeline.prepare_plan(&cfg.plan)?;
         Planning::Fixed {
             pipeline: Box::new(pipeline),
             plan: cfg.plan.clone(),
@@ -505,6 +506,7 @@ impl Service {
             || new.model.name != self.cfg.model.name
             || new.runtime.onnxruntime != self.cfg.runtime.onnxruntime
             || new.runtime.intra_op_threads != self.cfg.runtime.intra_op_threads
+            || new.runtime.merged_cache_mib != self.cfg.runtime.merged_cache_mib
         {
             warn!("[model] and [runtime] changes take effect at the next restart");
         }
@@ -530,7 +532,7 @@ impl Service {
         match &mut self.planning {
             Planning::Fixed { pipeline, plan } => {
                 if *plan != new.plan {
-                    pipeline.prepare(&new.plan.variant)?;
+                    pipeline.prepare_plan(&new.plan)?;
                     info!(from = %plan, to = %new.plan, "plan changed");
                     *plan = new.plan.clone();
                 }

@@ -287,6 +287,51 @@ async fn unreachable_cloud_frames_finish_on_edge() {
     }
 }
 
+/// Merged ranges on the edge: once built in the background, heads and fallback tails run as one
+/// session each (cache hits counted) and every frame's answer equals the chain's; the adaptive
+/// loop still gets one time per head layer, adding up to the head's time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merged_heads_and_tails_answer_as_the_chain() {
+    let pkg = load_package();
+    let plan = PlanSpec {
+        variant: "keep050".into(),
+        split: SplitSpec::After(5),
+        keep_ratio: 1.0,
+        codec: CodecSpec(QuantMode::Bits(8)),
+        input: InputSpec::Raw,
+    };
+    let mut chain = EdgePipeline::new(pkg.clone(), "test".into(), TIMEOUT, None);
+    let mut merged =
+        EdgePipeline::new(pkg.clone(), "test".into(), TIMEOUT, None).with_merged_ranges(64 << 20);
+    let frames: Vec<Frame> = samples(24)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (label, pixels))| Frame::new(i as u64, Some(label), pixels))
+        .collect();
+    // The first frame misses and starts both builds (head 0..5, tail 5..13); wait for them.
+    merged
+        .process(&frames[0], &plan, None)
+        .await
+        .expect("frame");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while merged.merged_stats().map_or(0, |s| s.ready) < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(merged.merged_stats().map(|s| s.ready), Some(2));
+    let hits_before = merged.merged_stats().map_or(0, |s| s.hits);
+    for frame in &frames {
+        let (want, _) = chain.process(frame, &plan, None).await.expect("chain");
+        let (got, observed) = merged.process(frame, &plan, None).await.expect("merged");
+        assert_eq!(got.predicted, want.predicted, "frame {}", frame.id);
+        let diff = max_abs_diff(&got.probabilities, &want.probabilities);
+        assert!(diff <= 1e-5, "frame {}: max |Δp| = {diff}", frame.id);
+        assert_eq!(observed.head_timings.len(), 5);
+    }
+    let hits = merged.merged_stats().map_or(0, |s| s.hits) - hits_before;
+    // 24 heads (all but every 8th) and 24 tails.
+    assert!(hits >= 24 + 20, "only {hits} merged runs");
+}
+
 /// Protocol version 2 on a real connection: frames of a plan bind one context and then carry a
 /// few header bytes; their answers equal those of self-contained requests; unbound contexts,
 /// refused bindings, truncated bodies and version-1 messages get typed error replies and the

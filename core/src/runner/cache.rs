@@ -154,13 +154,7 @@ impl MergedCache {
             Some(Entry::Building | Entry::Failed) => None,
             None => {
                 state.entries.insert(key.clone(), Entry::Building);
-                let request = BuildRequest {
-                    key,
-                    package: Arc::clone(package),
-                };
-                if lock(&self.requests).send(request).is_err() {
-                    warn!("merged-range builder thread has ended; ranges run as chains");
-                }
+                self.request_build(key, package);
                 None
             }
         };
@@ -170,6 +164,32 @@ impl MergedCache {
             state.stats.misses += 1;
         }
         guard
+    }
+
+    /// Starts building `range` of `variant` unless it is known already (ready, building or failed),
+    /// without checking a runner out.
+    pub fn prepare(&self, package: &Arc<ModelPackage>, variant: &str, range: Range<usize>) {
+        let key = RangeKey {
+            package: package.name().to_owned(),
+            variant: variant.to_owned(),
+            range,
+        };
+        let mut state = lock(&self.state);
+        if state.entries.contains_key(&key) {
+            return;
+        }
+        state.entries.insert(key.clone(), Entry::Building);
+        self.request_build(key, package);
+    }
+
+    fn request_build(&self, key: RangeKey, package: &Arc<ModelPackage>) {
+        let request = BuildRequest {
+            key,
+            package: Arc::clone(package),
+        };
+        if lock(&self.requests).send(request).is_err() {
+            warn!("merged-range builder thread has ended; ranges run as chains");
+        }
     }
 
     /// Whether `range` of `variant` is ready now (tests and tools poll this after a miss).
@@ -182,6 +202,19 @@ impl MergedCache {
         matches!(
             lock(&self.state).entries.get(&key),
             Some(Entry::Ready { .. })
+        )
+    }
+
+    /// Whether `range` of `variant` is ready or has failed (nothing left to wait for).
+    pub fn is_settled(&self, package: &str, variant: &str, range: Range<usize>) -> bool {
+        let key = RangeKey {
+            package: package.to_owned(),
+            variant: variant.to_owned(),
+            range,
+        };
+        matches!(
+            lock(&self.state).entries.get(&key),
+            Some(Entry::Ready { .. } | Entry::Failed)
         )
     }
 
