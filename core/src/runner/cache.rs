@@ -40,6 +40,16 @@ struct RangeKey {
     range: Range<usize>,
 }
 
+impl RangeKey {
+    fn new(package: &str, variant: &str, range: Range<usize>) -> RangeKey {
+        RangeKey {
+            package: package.to_owned(),
+            variant: variant.to_owned(),
+            range,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Entry {
     Building,
@@ -136,11 +146,7 @@ impl MergedCache {
         variant: &str,
         range: Range<usize>,
     ) -> Option<PoolGuard<MergedRunner>> {
-        let key = RangeKey {
-            package: package.name().to_owned(),
-            variant: variant.to_owned(),
-            range,
-        };
+        let key = RangeKey::new(package.name(), variant, range);
         let mut state = lock(&self.state);
         state.tick += 1;
         let tick = state.tick;
@@ -169,11 +175,7 @@ impl MergedCache {
     /// Starts building `range` of `variant` unless it is known already (ready, building or failed),
     /// without checking a runner out.
     pub fn prepare(&self, package: &Arc<ModelPackage>, variant: &str, range: Range<usize>) {
-        let key = RangeKey {
-            package: package.name().to_owned(),
-            variant: variant.to_owned(),
-            range,
-        };
+        let key = RangeKey::new(package.name(), variant, range);
         let mut state = lock(&self.state);
         if state.entries.contains_key(&key) {
             return;
@@ -194,41 +196,38 @@ impl MergedCache {
 
     /// Whether `range` of `variant` is ready now (tests and tools poll this after a miss).
     pub fn is_ready(&self, package: &str, variant: &str, range: Range<usize>) -> bool {
-        let key = RangeKey {
-            package: package.to_owned(),
-            variant: variant.to_owned(),
-            range,
-        };
-        matches!(
-            lock(&self.state).entries.get(&key),
-            Some(Entry::Ready { .. })
-        )
+        self.with_entry(package, variant, range, |e| {
+            matches!(e, Some(Entry::Ready { .. }))
+        })
     }
 
     /// Whether `range` of `variant` is ready or has failed (nothing left to wait for).
     pub fn is_settled(&self, package: &str, variant: &str, range: Range<usize>) -> bool {
-        let key = RangeKey {
-            package: package.to_owned(),
-            variant: variant.to_owned(),
-            range,
-        };
-        matches!(
-            lock(&self.state).entries.get(&key),
-            Some(Entry::Ready { .. } | Entry::Failed)
-        )
+        self.with_entry(package, variant, range, |e| {
+            matches!(e, Some(Entry::Ready { .. } | Entry::Failed))
+        })
     }
 
     /// The measured cost of `range` of `variant`, when it is ready and was measured.
     pub fn cost(&self, package: &str, variant: &str, range: Range<usize>) -> Option<RangeCost> {
-        let key = RangeKey {
-            package: package.to_owned(),
-            variant: variant.to_owned(),
-            range,
-        };
-        match lock(&self.state).entries.get(&key) {
+        self.with_entry(package, variant, range, |e| match e {
             Some(Entry::Ready { cost, .. }) => *cost,
             _ => None,
-        }
+        })
+    }
+
+    fn with_entry<T>(
+        &self,
+        package: &str,
+        variant: &str,
+        range: Range<usize>,
+        look: impl FnOnce(Option<&Entry>) -> T,
+    ) -> T {
+        look(
+            lock(&self.state)
+                .entries
+                .get(&RangeKey::new(package, variant, range)),
+        )
     }
 
     /// The counters now.
