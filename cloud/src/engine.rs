@@ -24,7 +24,7 @@ use jmdc_core::runner::{
     RunnerOptions, RunnerPool,
 };
 use jmdc_core::runtime::ExecutionDevice;
-use ndarray::{ArrayD, Axis, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};
 use tokio::sync::oneshot;
 use tracing::info;
 
@@ -330,29 +330,24 @@ impl Models {
         loaded: &LoadedModel,
         variant: &str,
         split: usize,
-        input: ArrayD<f32>,
+        input: ArrayViewD<'_, f32>,
         profile: bool,
     ) -> Result<(ArrayD<f32>, Vec<Duration>), RunnerError> {
         let layers = loaded.package.num_layers();
         if !profile {
             if let Some(cache) = &self.merged {
                 if let Some(mut runner) = cache.checkout(&loaded.package, variant, split..layers) {
-                    return runner.run(input.view()).map(|out| (out, Vec::new()));
+                    return runner.run(input).map(|out| (out, Vec::new()));
                 }
             }
         }
-        let pool = loaded
-            .chains
-            .get(variant)
-            .ok_or_else(|| RunnerError::Inference {
-                what: format!("{}/{variant}", loaded.package.name()),
-                message: "no session for this variant".into(),
-            })?;
-        let mut runner = pool.checkout().ok_or_else(|| RunnerError::Inference {
+        let no_session = || RunnerError::Inference {
             what: format!("{}/{variant}", loaded.package.name()),
             message: "no session for this variant".into(),
-        })?;
-        runner.run_range_timed(split..layers, input.view())
+        };
+        let pool = loaded.chains.get(variant).ok_or_else(no_session)?;
+        let mut runner = pool.checkout().ok_or_else(no_session)?;
+        runner.run_range_timed(split..layers, input)
     }
 }
 
@@ -418,8 +413,13 @@ impl Executor for Models {
         }
         let profile = self.profile_every > 0 && batch_index.is_multiple_of(self.profile_every);
         let compute_start = Instant::now();
-        let ran = stack(&decoded)
-            .and_then(|input| self.run_tail(loaded, &key.variant, split, input, profile));
+        let ran = stack(&decoded).and_then(|stacked| {
+            let input = match &stacked {
+                Some(batch) => batch.view(),
+                None => decoded[0].input.view(),
+            };
+            self.run_tail(loaded, &key.variant, split, input, profile)
+        });
         let cloud_compute_us = micros(compute_start.elapsed());
         let (output, layer_times) = match ran {
             Ok(ran) => ran,
@@ -471,16 +471,19 @@ impl Executor for Models {
     }
 }
 
-/// The frames' inputs (`[1, …]` each) as one `[N, …]` tensor.
-fn stack(frames: &[Decoded]) -> Result<ArrayD<f32>, RunnerError> {
-    if let [one] = frames {
-        return Ok(one.input.clone());
+/// The frames' inputs (`[1, …]` each) as one `[N, …]` tensor; `None` for a single frame, whose
+/// input is run as it is (no copy).
+fn stack(frames: &[Decoded]) -> Result<Option<ArrayD<f32>>, RunnerError> {
+    if frames.len() == 1 {
+        return Ok(None);
     }
     let views: Vec<_> = frames.iter().map(|f| f.input.view()).collect();
-    ndarray::concatenate(Axis(0), &views).map_err(|e| RunnerError::Inference {
-        what: "batch".into(),
-        message: format!("cannot stack the batch: {e}"),
-    })
+    ndarray::concatenate(Axis(0), &views)
+        .map(Some)
+        .map_err(|e| RunnerError::Inference {
+            what: "batch".into(),
+            message: format!("cannot stack the batch: {e}"),
+        })
 }
 
 fn decode_payload(

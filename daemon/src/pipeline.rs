@@ -240,7 +240,8 @@ impl EdgePipeline {
     }
 
     /// Runs heads and fallback tails as merged ranges, kept within `budget_bytes` (0: chains
-    /// only). Without a thread for the builder the pipeline stays on chains (logged).
+    /// only); call it before the first frame or `prepare`. Without a thread for the builder the
+    /// pipeline stays on chains (logged).
     pub fn with_merged_ranges(mut self, budget_bytes: usize) -> Self {
         if budget_bytes == 0 {
             self.merged = None;
@@ -354,10 +355,18 @@ impl EdgePipeline {
         } else {
             Vec::new()
         };
-        let (_, timings) =
+        // Where merged heads need shares to split their time by: the reference when there is
+        // one, else one timed run (chain heads refine them either way).
+        let share_times = if self.merged.is_none() {
+            Vec::new()
+        } else if reference.is_empty() {
             tokio::task::block_in_place(|| runner.run_range_timed(0..layers, zeros.view()))
-                .map_err(|e| PipelineError::Model(e.to_string()))?;
-        let shares = timings.iter().map(|t| t.as_secs_f64() * 1e6).collect();
+                .map_err(|e| PipelineError::Model(e.to_string()))?
+                .1
+        } else {
+            reference.clone()
+        };
+        let shares = share_times.iter().map(|t| t.as_secs_f64() * 1e6).collect();
         let runner = Arc::new(VariantRunner {
             runner: Mutex::new(runner),
             reference,

@@ -270,6 +270,16 @@ mod tests {
         running: AtomicUsize,
     }
 
+    impl Recorder {
+        /// Waits (at most 5 s) until the single thread is running a batch.
+        fn wait_running(&self) {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while self.running.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
     impl Executor for Recorder {
         fn batch_cap(&self, key: &BatchKey) -> Option<usize> {
             // Split 3 stands for a range where batching does not pay.
@@ -337,10 +347,7 @@ mod tests {
         batcher.submit(key(1), first);
         replies.push(rx);
         // The single thread is busy with frame 0 while ten more arrive.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while recorder.running.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        recorder.wait_running();
         for id in 1..=10 {
             let (j, rx) = job(id);
             batcher.submit(key(1), j);
@@ -371,10 +378,7 @@ mod tests {
         let (first, rx) = job(100);
         batcher.submit(key(9), first);
         replies.push(rx);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while recorder.running.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        recorder.wait_running();
         for id in 0..6 {
             for split in [1, 2] {
                 let (j, rx) = job(id);
